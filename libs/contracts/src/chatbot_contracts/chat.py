@@ -1,0 +1,47 @@
+"""The unit of work: one chat request, as the gateway enqueues it on `chat.requests`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class ChatMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One turn of the conversation sent to the model."""
+
+    role: Role
+    content: str
+    name: str | None = None
+
+
+class GenerationParams(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Sampling settings; `None` means the provider's default."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+
+
+class ChatRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A request for one generation, read by an inference worker of group `inference`."""
+
+    request_id: str
+    model: str
+    """The registry alias the client asked for (not the upstream model name)."""
+    messages: list[ChatMessage]
+    params: GenerationParams = GenerationParams()
+    owner: str
+    key_id: str
+    enqueued_at: float
+    """Unix time (seconds) at which the gateway enqueued the request."""
+    deadline: float
+    """Unix time (seconds) after which nobody waits for the answer any more."""
+    attempt: int = 1
+    traceparent: str | None = None

@@ -1,0 +1,155 @@
+"""Events: what a worker writes to a request's stream, and what it reports on `inference.events`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+ErrorCode = Literal[
+    "authentication",
+    "permission",
+    "bad_request",
+    "context_length_exceeded",
+    "rate_limited",
+    "overloaded",
+    "upstream_error",
+    "timeout",
+    "network",
+    "cancelled",
+    "deadline_exceeded",
+    "internal",
+]
+"""The classes of failure; each maps to one HTTP status and one metrics label."""
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "cancelled", "error"]
+
+
+class TokenUsage(msgspec.Struct, frozen=True, kw_only=True):
+    """Token counts of one generation and what they cost."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+    estimated: bool = False
+    """True when counted locally because the provider did not report usage."""
+
+
+# --- The per-request stream: chat.stream.{request_id} -------------------------------------------
+
+
+class StreamEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of the events of one request's stream, in the order the client sees them."""
+
+
+class Started(StreamEvent, tag="started"):
+    """A worker began a generation; `model` is the alias that answers (a fallback's, after a failure)."""
+
+    model: str
+    provider: str
+    upstream_model: str = ""
+    attempt: int = 1
+
+
+class Delta(StreamEvent, tag="delta"):
+    """Text generated since the previous delta (tokens that arrived together, coalesced)."""
+
+    text: str
+
+
+class Usage(StreamEvent, tag="usage"):
+    """The generation's token usage and cost; sent once, before `done`."""
+
+    usage: TokenUsage
+
+
+class Restart(StreamEvent, tag="restart"):
+    """The generation starts over (a worker died or a retry began): drop the text received so far."""
+
+    attempt: int
+
+
+class Error(StreamEvent, tag="error"):
+    """The generation failed; `done` with reason `error` follows."""
+
+    code: ErrorCode
+    message: str
+    retry_after: float | None = None
+
+
+class Done(StreamEvent, tag="done"):
+    """Always the last event of a request's stream."""
+
+    reason: FinishReason
+
+
+AnyStreamEvent = Started | Delta | Usage | Restart | Error | Done
+TERMINAL_STREAM_EVENTS = (Done,)
+
+
+# --- The event log: inference.events -------------------------------------------------------------
+
+
+class InferenceEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of the lifecycle events of a generation, consumed by the conversation service and the log collector."""
+
+    request_id: str
+    model: str
+    """The alias the client asked for."""
+    provider: str = ""
+    upstream_model: str = ""
+    owner: str = ""
+    key_id: str = ""
+    at: float
+    """Unix time (seconds) at which the event happened."""
+    attempt: int = 1
+    traceparent: str | None = None
+
+
+class Queued(InferenceEvent, tag="queued"):
+    """The gateway enqueued the request."""
+
+
+class GenerationStarted(InferenceEvent, tag="started"):
+    """A worker took the request; `queue_wait_s` is how long it waited in the queue."""
+
+    queue_wait_s: float = 0.0
+
+
+class FirstToken(InferenceEvent, tag="first_token"):
+    """The first text came from the provider."""
+
+    ttft_s: float
+    """Seconds from the start of the generation to its first token."""
+
+
+class Completed(InferenceEvent, tag="completed"):
+    """The generation finished normally."""
+
+    text: str
+    finish_reason: FinishReason
+    usage: TokenUsage | None = None
+    ttft_s: float | None = None
+    duration_s: float = 0.0
+
+
+class Failed(InferenceEvent, tag="failed"):
+    """The generation failed for good (after retries and fallbacks)."""
+
+    code: ErrorCode
+    message: str
+    text: str = ""
+    usage: TokenUsage | None = None
+    duration_s: float = 0.0
+
+
+class Cancelled(InferenceEvent, tag="cancelled"):
+    """The client cancelled; `text` is the partial answer."""
+
+    text: str = ""
+    usage: TokenUsage | None = None
+    duration_s: float = 0.0
+
+
+AnyInferenceEvent = Queued | GenerationStarted | FirstToken | Completed | Failed | Cancelled

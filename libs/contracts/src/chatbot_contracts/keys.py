@@ -1,0 +1,42 @@
+"""Stream, group and key names. Keys of one request share a Redis Cluster hash tag: `{request_id}`."""
+
+from __future__ import annotations
+
+INFERENCE_GROUP = "inference"
+"""Consumer group of the inference workers on `chat.requests`."""
+CONVERSATION_GROUP = "conversation"
+"""Consumer group of the conversation service on `inference.events`."""
+LOG_COLLECTOR_GROUP = "log-collector"
+"""Consumer group of the log collector on `inference.events`."""
+
+DATA_FIELD = "__data__"
+"""The one field of every stream entry: the msgspec-encoded message (FastStream reads it raw)."""
+DATA_FIELD_BYTES = DATA_FIELD.encode()
+
+
+class Keys:
+    """Every Redis name the platform uses, under an optional namespace (`CHATBOT_REDIS_NAMESPACE`).
+
+    A namespace lets several deployments, or several test runs, share one Redis.
+    """
+
+    __slots__ = ("chat_requests", "dead_letters", "inference_events", "namespace", "workers")
+
+    def __init__(self, namespace: str = "") -> None:
+        self.namespace = namespace
+        self.chat_requests = f"{namespace}chat.requests"
+        """Work queue of `ChatRequest`s."""
+        self.dead_letters = f"{namespace}chat.requests.dead"
+        """Requests that failed on every attempt."""
+        self.inference_events = f"{namespace}inference.events"
+        """`InferenceEvent`s of every generation."""
+        self.workers = f"{namespace}chat.workers"
+        """Sorted set: inference worker name -> Unix time of its last heartbeat."""
+
+    def request_stream(self, request_id: str) -> str:
+        """The stream of one request's `StreamEvent`s."""
+        return f"{self.namespace}chat.stream.{{{request_id}}}"
+
+    def cancel_flag(self, request_id: str) -> str:
+        """Set when the client cancels the request; the owning worker watches it."""
+        return f"{self.namespace}chat.cancel.{{{request_id}}}"

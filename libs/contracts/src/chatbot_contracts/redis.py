@@ -1,0 +1,35 @@
+"""How every service connects to Redis: one pooled client, quick to notice that Redis is gone."""
+
+from __future__ import annotations
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+
+class RedisSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """Where Redis is and how the platform's names are placed in it."""
+
+    url: str = msgspec.field(name="REDIS_URL", default="redis://127.0.0.1:6379/0")
+    """`REDIS_URL`: the Redis server (redis:// or rediss://)."""
+    redis_namespace: str = ""
+    """`CHATBOT_REDIS_NAMESPACE`: a prefix for every key, so deployments can share one Redis."""
+    redis_max_connections: int = 512
+    """`CHATBOT_REDIS_MAX_CONNECTIONS`: the size of the connection pool (blocking reads hold one each)."""
+    redis_connect_timeout_s: float = 0.5
+    """`CHATBOT_REDIS_CONNECT_TIMEOUT_S`: how long to wait for a connection before reporting Redis down."""
+
+
+def connect(settings: RedisSettings) -> aioredis.Redis:
+    """A client over a blocking pool: callers wait for a free connection instead of failing."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.url,
+        max_connections=settings.redis_max_connections,
+        timeout=10,
+        socket_connect_timeout=settings.redis_connect_timeout_s,
+        socket_keepalive=True,
+        health_check_interval=30,
+    )
+    # One quick retry: a dead Redis must surface within a second, not after a backoff series.
+    return aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 1))

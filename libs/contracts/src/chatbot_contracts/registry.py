@@ -1,0 +1,135 @@
+"""The model registry: aliases that clients name, mapped to a provider, an upstream model and prices."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+Provider = Literal["openai", "anthropic", "gemini", "ollama", "llamacpp"]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+Price = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class ModelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One alias of the registry (`[models."<alias>"]`)."""
+
+    provider: Provider
+    upstream_model: str
+    base_url: str | None = None
+    """The provider's API root; hosted providers have a default."""
+    api_key_env: str | None = None
+    """The environment variable that holds the secret (never the secret itself)."""
+    context_window: PositiveInt = 8192
+    max_output_tokens: PositiveInt = 4096
+    input_usd_per_mtok: Price = 0.0
+    output_usd_per_mtok: Price = 0.0
+    fallbacks: list[str] = []
+    """Other aliases, tried in order when this one fails for good."""
+
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        """What a generation with these token counts costs, in US dollars."""
+        return (input_tokens * self.input_usd_per_mtok + output_tokens * self.output_usd_per_mtok) / 1e6
+
+
+class RegistryError(ValueError):
+    """The registry file cannot be used; the message names the file, the key and the line."""
+
+
+class Registry:
+    """The aliases of one registry file, checked as a whole."""
+
+    def __init__(self, models: dict[str, ModelSpec], source: str = "<memory>") -> None:
+        self.models = models
+        self.source = source
+
+    def get(self, alias: str) -> ModelSpec | None:
+        return self.models.get(alias)
+
+    def __contains__(self, alias: str) -> bool:
+        return alias in self.models
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.models)
+
+    def chain(self, alias: str) -> list[tuple[str, ModelSpec]]:
+        """The alias followed by its fallbacks, in the order they are tried."""
+        spec = self.models[alias]
+        return [(alias, spec)] + [(name, self.models[name]) for name in spec.fallbacks]
+
+    @classmethod
+    def load(cls, path: str | Path) -> Registry:
+        """Read and check a registry file; raises `RegistryError` naming what is wrong and where."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise RegistryError(f"cannot read model registry {path}: {exc.strerror}") from exc
+        return cls.parse(text, source=str(path))
+
+    @classmethod
+    def parse(cls, text: str, source: str = "<memory>") -> Registry:
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise RegistryError(f"{source}: invalid TOML: {exc}") from exc
+        unknown = sorted(set(raw) - {"models"})
+        if unknown or not isinstance(raw.get("models"), dict) or not raw["models"]:
+            key = unknown[0] if unknown else "models"
+            line = _line_of_key(text, (key,))
+            problem = f"unknown key `{key}`" if unknown else "no `[models.\"<alias>\"]` table"
+            raise RegistryError(f"{source}:{line or 1}: {problem}; the registry holds only `[models.\"<alias>\"]` tables")
+        models: dict[str, ModelSpec] = {}
+        for alias, entry in raw["models"].items():
+            try:
+                models[alias] = msgspec.convert(entry, ModelSpec)
+            except msgspec.ValidationError as exc:
+                path, field, problem = _explain(str(exc))
+                line = _line_of_key(text, ("models", alias, *path, *field))
+                key = ".".join(("models", alias, *path, *field))
+                raise RegistryError(f"{source}:{line}: `{key}`: {problem}") from exc
+        for alias, spec in models.items():
+            for fallback in spec.fallbacks:
+                if fallback == alias or fallback not in models:
+                    line = _line_of_key(text, ("models", alias, "fallbacks"))
+                    problem = "itself" if fallback == alias else f"unknown alias {fallback!r}"
+                    raise RegistryError(f"{source}:{line}: `models.{alias}.fallbacks` names {problem}")
+        return cls(models, source)
+
+
+_ERROR_PATH = re.compile(r"\s*- at `\$([^`]*)`")
+_ERROR_FIELD = re.compile(r"(unknown|missing required) field `([^`]+)`")
+
+
+def _explain(message: str) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+    """The key path, the field a message names (if any) and the problem, from a msgspec message."""
+    match = _ERROR_PATH.search(message)
+    path = tuple(p for p in re.split(r"\.|\[|\]", match.group(1)) if p) if match else ()
+    problem = _ERROR_PATH.sub("", message)
+    field = _ERROR_FIELD.search(message)
+    return path, (field.group(2),) if field and field.group(1) == "unknown" else (), problem
+
+
+def _split_key(key: str) -> tuple[str, ...]:
+    return tuple(part.strip().strip('"').strip("'") for part in re.findall(r'"[^"]*"|\'[^\']*\'|[^.]+', key))
+
+
+def _line_of_key(text: str, path: tuple[str, ...]) -> int | None:
+    """The 1-based line where the dotted TOML key `path` (or its nearest table) is defined."""
+    best: tuple[int, int] | None = None  # (matched length, line)
+    table: tuple[str, ...] = ()
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.split("#", 1)[0].strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            table = _split_key(stripped.strip("[]"))
+            key: tuple[str, ...] = table
+        elif "=" in stripped:
+            key = table + _split_key(stripped.split("=", 1)[0])
+        else:
+            continue
+        if path[: len(key)] == key and (best is None or len(key) > best[0]):
+            best = (len(key), number)
+    return best[1] if best else None

@@ -1,0 +1,106 @@
+"""The wire contracts: round trips, tagged decoding, schema evolution."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from chatbot_contracts import (
+    ChatMessage,
+    ChatRequest,
+    Completed,
+    Delta,
+    Done,
+    Error,
+    GenerationParams,
+    Keys,
+    Queued,
+    Restart,
+    Started,
+    TokenUsage,
+    Usage,
+    chat_request_decoder,
+    encode,
+    inference_event_decoder,
+    stream_event_decoder,
+)
+
+
+def request(**overrides: object) -> ChatRequest:
+    fields: dict[str, object] = {
+        "request_id": "r1",
+        "model": "fast",
+        "messages": [ChatMessage(role="system", content="Be brief."), ChatMessage(role="user", content="Hi")],
+        "params": GenerationParams(temperature=0.2, max_tokens=64, stop=["\n\n"]),
+        "owner": "team-a",
+        "key_id": "k1",
+        "enqueued_at": 1700000000.5,
+        "deadline": 1700000600.5,
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    }
+    fields.update(overrides)
+    return ChatRequest(**fields)  # type: ignore[arg-type]
+
+
+def test_chat_request_round_trips() -> None:
+    original = request(attempt=2)
+    assert chat_request_decoder.decode(encode(original)) == original
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Started(model="fast", provider="openai", upstream_model="gpt-4o-mini"),
+        Delta(text="Hel"),
+        Usage(usage=TokenUsage(input_tokens=3, output_tokens=5, cost_usd=0.001)),
+        Restart(attempt=2),
+        Error(code="rate_limited", message="slow down", retry_after=2.0),
+        Done(reason="stop"),
+    ],
+)
+def test_stream_events_decode_to_their_own_type(event: object) -> None:
+    decoded = stream_event_decoder.decode(encode(event))
+    assert type(decoded) is type(event)
+    assert decoded == event
+
+
+def test_stream_events_carry_their_tag() -> None:
+    assert msgspec.json.decode(encode(Delta(text="x"))) == {"type": "delta", "text": "x"}
+
+
+def test_inference_events_decode_by_tag() -> None:
+    event = Completed(request_id="r1", model="fast", at=1.0, text="Hello", finish_reason="stop", usage=TokenUsage(output_tokens=1))
+    assert inference_event_decoder.decode(encode(event)) == event
+    queued = inference_event_decoder.decode(b'{"type":"queued","request_id":"r2","model":"m","at":2.0}')
+    assert isinstance(queued, Queued) and queued.request_id == "r2"
+
+
+def test_unknown_fields_from_newer_producers_are_ignored() -> None:
+    newer = b'{"type":"delta","text":"hi","logprob":-0.1,"future":{"x":1}}'
+    assert stream_event_decoder.decode(newer) == Delta(text="hi")
+    wire = msgspec.json.decode(encode(request()))
+    wire["priority"] = "high"
+    assert chat_request_decoder.decode(msgspec.json.encode(wire)) == request()
+
+
+def test_older_messages_take_defaults_for_new_fields() -> None:
+    minimal = b'{"request_id":"r","model":"m","messages":[],"owner":"o","key_id":"k","enqueued_at":1,"deadline":2}'
+    decoded = chat_request_decoder.decode(minimal)
+    assert decoded.attempt == 1 and decoded.params == GenerationParams() and decoded.traceparent is None
+
+
+def test_an_unknown_event_type_is_refused_with_the_path() -> None:
+    with pytest.raises(msgspec.ValidationError, match="Invalid value 'telepathy' - at `\\$.type`"):
+        stream_event_decoder.decode(b'{"type":"telepathy"}')
+
+
+def test_contracts_are_frozen() -> None:
+    with pytest.raises(AttributeError):
+        Delta(text="a").text = "b"  # type: ignore[misc]
+
+
+def test_keys_of_one_request_share_a_cluster_hash_tag() -> None:
+    keys = Keys("ns:")
+    assert keys.request_stream("abc") == "ns:chat.stream.{abc}"
+    assert keys.cancel_flag("abc") == "ns:chat.cancel.{abc}"
+    assert keys.chat_requests == "ns:chat.requests"
+    assert Keys().inference_events == "inference.events"

@@ -1,0 +1,67 @@
+"""The model registry: a good file loads, a bad one is refused naming the key and the line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from chatbot_contracts import Registry, RegistryError
+
+GOOD = """\
+[models."fast"]
+provider = "openai"
+upstream_model = "gpt-4o-mini"
+base_url = "https://example.invalid/v1"
+api_key_env = "OPENAI_API_KEY"
+context_window = 128000
+max_output_tokens = 4096
+input_usd_per_mtok = 0.15
+output_usd_per_mtok = 0.60
+fallbacks = ["slow"]
+
+[models.slow]
+provider = "anthropic"
+upstream_model = "claude-haiku"
+"""
+
+
+def test_a_good_registry_loads_with_its_fallback_chain(tmp_path: Path) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text(GOOD)
+    registry = Registry.load(path)
+    assert set(registry) == {"fast", "slow"}
+    fast = registry.get("fast")
+    assert fast is not None and fast.upstream_model == "gpt-4o-mini" and fast.context_window == 128000
+    assert [alias for alias, _ in registry.chain("fast")] == ["fast", "slow"]
+    assert fast.cost_usd(1_000_000, 1_000_000) == pytest.approx(0.75)
+
+
+def test_the_shipped_registry_is_valid() -> None:
+    registry = Registry.load(Path(__file__).parents[3] / "config" / "models.toml")
+    assert len(registry.models) > 0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (GOOD.replace("context_window = 128000", 'context_window = "big"'), "m.toml:6: `models.fast.context_window`: Expected `int`, got `str`"),
+        (GOOD.replace("max_output_tokens = 4096", "max_output_tokens = 0"), "m.toml:7: `models.fast.max_output_tokens`: Expected `int` >= 1"),
+        (GOOD.replace('provider = "anthropic"', 'provider = "telepathy"'), "m.toml:13: `models.slow.provider`: Invalid enum value 'telepathy'"),
+        (GOOD + "colour = 3\n", "m.toml:15: `models.slow.colour`: Object contains unknown field `colour`"),
+        (GOOD.replace('upstream_model = "claude-haiku"\n', ""), "m.toml:12: `models.slow`: Object missing required field `upstream_model`"),
+        (GOOD.replace('fallbacks = ["slow"]', 'fallbacks = ["nope"]'), "m.toml:10: `models.fast.fallbacks` names unknown alias 'nope'"),
+        (GOOD.replace('fallbacks = ["slow"]', 'fallbacks = ["fast"]'), "m.toml:10: `models.fast.fallbacks` names itself"),
+        ('title = "x"\n' + GOOD, "m.toml:1: unknown key `title`"),
+        ("[models\n", "m.toml: invalid TOML: Expected ']' at the end of a table declaration (at line 1"),
+        ("", "m.toml:1: no `[models"),
+    ],
+)
+def test_a_bad_registry_is_refused_naming_key_and_line(text: str, expected: str) -> None:
+    with pytest.raises(RegistryError) as caught:
+        Registry.parse(text, source="m.toml")
+    assert str(caught.value).startswith(expected)
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="cannot read model registry .*nope.toml"):
+        Registry.load(tmp_path / "nope.toml")
