@@ -1,0 +1,28 @@
+"""`chatbot-conversation`: run the conversation service, configured by environment variables."""
+
+from __future__ import annotations
+
+import uvicorn
+from chatbot_contracts.observability import configure_logging
+from chatbot_contracts.settings import or_exit
+
+from .app import create_app
+from .settings import Settings
+
+
+def main() -> None:
+    settings = or_exit(Settings.from_env, "chatbot-conversation")
+    configure_logging("conversation", settings.server.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.server.conversation_host,
+        port=settings.server.conversation_port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The gateway's Litestar application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import structlog
+from chatbot_contracts import Keys, Registry
+from chatbot_contracts.redis import connect
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.static_files import create_static_files_router
+
+from .auth import PUBLIC, KeyAuthMiddleware, KeyStore
+from .errors import EXCEPTION_HANDLERS
+from .health import healthz, readyz
+from .openai import chat_completions, list_models
+from .relay import Relay
+from .settings import Settings
+
+log = structlog.get_logger()
+
+
+def create_app(settings: Settings, registry: Registry, web_dist: Path | None = None) -> Litestar:
+    """The gateway for these settings and this model registry."""
+
+    @asynccontextmanager
+    async def redis_lifespan(app: Litestar) -> AsyncIterator[None]:
+        redis = connect(settings.redis)
+        app.state.redis = redis
+        app.state.relay = Relay(redis, app.state.redis_keys, settings.chat)
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+    route_handlers: list[object] = [healthz, readyz, chat_completions, list_models]
+    if web_dist is not None and (web_dist / "index.html").is_file():
+        route_handlers.append(create_static_files_router(path="/", directories=[web_dist], html_mode=True, include_in_schema=False, opt=PUBLIC))
+
+    return Litestar(
+        route_handlers=route_handlers,  # type: ignore[arg-type]
+        state=State({"settings": settings, "registry": registry, "redis_keys": Keys(settings.redis.redis_namespace), "key_store": KeyStore(settings.auth.admin_key)}),
+        lifespan=[redis_lifespan],
+        middleware=[DefineMiddleware(KeyAuthMiddleware, exclude="^/schema")],
+        logging_config=None,
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.server.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Chatbot-LLM gateway",
+            version="0.1.0",
+            path="/schema",
+            components=Components(
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", description="An API key")}
+            ),
+            security=[{"bearer": []}],
+        ),
+        debug=False,
+    )

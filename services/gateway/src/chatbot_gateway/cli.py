@@ -1,0 +1,38 @@
+"""`chatbot-gateway`: serve the gateway, configured by environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+import uvicorn
+from chatbot_contracts import Registry
+from chatbot_contracts.observability import configure_logging
+from chatbot_contracts.settings import or_exit
+
+from .app import create_app
+from .settings import Settings
+
+log = structlog.get_logger()
+
+
+def main() -> None:
+    settings = or_exit(Settings.from_env, "chatbot-gateway")
+    configure_logging("gateway", settings.server.log_level)
+    registry = or_exit(lambda: Registry.load(settings.chat.models_file), "chatbot-gateway")
+    app = create_app(settings, registry, web_dist=Path(settings.server.web_dist))
+    log.info("gateway.starting", host=settings.server.gateway_host, port=settings.server.gateway_port, models=len(registry.models))
+    uvicorn.run(
+        app,
+        host=settings.server.gateway_host,
+        port=settings.server.gateway_port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Gateway errors and their one mapping to HTTP responses in OpenAI's error format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import redis.exceptions
+import structlog
+from chatbot_contracts import ErrorCode
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+log = structlog.get_logger()
+
+
+class GatewayError(Exception):
+    """Base of the errors a client can see: a status, an OpenAI error type and code, a message."""
+
+    status_code = 500
+    error_type = "api_error"
+    code: str | None = None
+
+    def __init__(
+        self, message: str, *, code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+
+class BadRequest(GatewayError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class Unauthorized(GatewayError):
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class NotFound(GatewayError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class Unavailable(GatewayError):
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "service_unavailable"
+
+
+class UpstreamFailure(GatewayError):
+    """A generation failed; status and type follow the failure's class."""
+
+    _BY_CODE: dict[str, tuple[int, str]] = {
+        "authentication": (502, "api_error"),
+        "permission": (403, "permission_error"),
+        "bad_request": (400, "invalid_request_error"),
+        "context_length_exceeded": (400, "invalid_request_error"),
+        "rate_limited": (429, "rate_limit_error"),
+        "overloaded": (503, "overloaded_error"),
+        "upstream_error": (502, "api_error"),
+        "timeout": (504, "timeout_error"),
+        "network": (502, "api_error"),
+        "cancelled": (499, "cancelled"),
+        "deadline_exceeded": (504, "timeout_error"),
+        "internal": (500, "api_error"),
+    }
+
+    def __init__(self, code: ErrorCode, message: str, retry_after: float | None = None) -> None:
+        headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
+        super().__init__(message, code=code, headers=headers)
+        self.status_code, self.error_type = self._BY_CODE.get(code, (500, "api_error"))
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    message: str
+    type: str
+    code: str | None = None
+    param: str | None = None
+
+
+class ErrorResponse(msgspec.Struct, kw_only=True):
+    """OpenAI's error envelope: `{"error": {"message", "type", "code", "param"}}`."""
+
+    error: ErrorBody
+
+
+def error_response(
+    status: int,
+    message: str,
+    error_type: str,
+    code: str | None,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
+) -> Response[Any]:
+    return Response(
+        ErrorResponse(error=ErrorBody(message=message, type=error_type, code=code, param=param)),
+        status_code=status,
+        headers=headers,
+    )
+
+
+_HTTP_TYPES = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("authentication_error", "invalid_api_key"),
+    403: ("permission_error", "forbidden"),
+    404: ("invalid_request_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("rate_limit_error", "rate_limited"),
+}
+
+
+def handle_gateway_error(_: Request[Any, Any, Any], exc: GatewayError) -> Response[Any]:
+    return error_response(exc.status_code, exc.message, exc.error_type, exc.code, exc.headers, exc.param)
+
+
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    error_type, code = _HTTP_TYPES.get(exc.status_code, ("api_error", None))
+    message = exc.detail
+    if exc.status_code == 404:
+        message = f"no route {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    elif exc.status_code == 413:
+        message = f"request body is larger than the {request.app.request_max_body_size} bytes allowed"
+    return error_response(exc.status_code, message, error_type, code, exc.headers)
+
+
+def handle_redis_error(request: Request[Any, Any, Any], exc: redis.exceptions.RedisError) -> Response[Any]:
+    log.error("redis.unavailable", path=request.url.path, error=str(exc))
+    return error_response(
+        503, "the platform's message broker (Redis) is unreachable; try again shortly", "service_unavailable", "redis_unavailable", {"Retry-After": "1"}
+    )
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("request.failed", path=request.url.path)
+    return error_response(500, "internal error; it has been logged", "api_error", "internal")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    GatewayError: handle_gateway_error,
+    HTTPException: handle_http_exception,
+    redis.exceptions.ConnectionError: handle_redis_error,
+    redis.exceptions.TimeoutError: handle_redis_error,
+    Exception: handle_unexpected,
+}

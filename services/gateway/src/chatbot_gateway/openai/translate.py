@@ -1,0 +1,82 @@
+"""OpenAI requests into platform `ChatRequest`s, and the platform's stream events back into OpenAI chunks."""
+
+from __future__ import annotations
+
+from chatbot_contracts import ChatMessage, GenerationParams
+
+from ..errors import BadRequest
+from .schemas import (
+    AssistantMessage,
+    ChatCompletionRequest,
+    Content,
+    DeveloperMessage,
+    Message,
+    SystemMessage,
+    TextPart,
+    ToolMessage,
+    UserMessage,
+)
+
+_UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "audio", "prediction", "web_search_options", "reasoning_effort", "verbosity", "top_logprobs")
+
+
+def _unsupported(param: str, what: str) -> BadRequest:
+    return BadRequest(f"{what} is not supported by this gateway", code="unsupported_parameter", param=param)
+
+
+def _text(content: Content | None, param: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for index, part in enumerate(content):
+        if not isinstance(part, TextPart):
+            kind = type(part).__struct_config__.tag
+            raise _unsupported(f"{param}[{index}]", f"`{kind}` content (at $.{param}[{index}])")
+        texts.append(part.text)
+    return "\n".join(texts)
+
+
+def _message(message: Message, index: int) -> ChatMessage:
+    param = f"messages[{index}].content"
+    match message:
+        case SystemMessage() | DeveloperMessage():
+            return ChatMessage(role="system", content=_text(message.content, param), name=message.name)
+        case UserMessage():
+            return ChatMessage(role="user", content=_text(message.content, param), name=message.name)
+        case AssistantMessage():
+            if message.tool_calls or message.function_call:
+                raise _unsupported(f"messages[{index}].tool_calls", "tool calling")
+            return ChatMessage(role="assistant", content=_text(message.content, param), name=message.name)
+        case ToolMessage():
+            raise _unsupported(f"messages[{index}]", "a `tool` message (tool calling)")
+    raise AssertionError(message)
+
+
+def to_platform(body: ChatCompletionRequest) -> tuple[list[ChatMessage], GenerationParams]:
+    """The messages and sampling settings of an OpenAI request; refuses what cannot be honoured."""
+    for param in _UNSUPPORTED:
+        if getattr(body, param) is not None:
+            raise _unsupported(param, f"`{param}`")
+    if body.n not in (None, 1):
+        raise _unsupported("n", "`n` other than 1")
+    if body.logprobs:
+        raise _unsupported("logprobs", "`logprobs`")
+    if body.logit_bias:
+        raise _unsupported("logit_bias", "`logit_bias`")
+    if body.response_format and body.response_format.get("type") != "text":
+        raise _unsupported("response_format", "a `response_format` other than text")
+    if body.modalities and body.modalities != ["text"]:
+        raise _unsupported("modalities", "output other than text")
+    stop = [body.stop] if isinstance(body.stop, str) else body.stop
+    params = GenerationParams(
+        temperature=body.temperature,
+        top_p=body.top_p,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        stop=stop or None,
+        seed=body.seed,
+        frequency_penalty=body.frequency_penalty,
+        presence_penalty=body.presence_penalty,
+    )
+    return [_message(message, i) for i, message in enumerate(body.messages)], params

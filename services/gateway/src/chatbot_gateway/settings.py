@@ -1,0 +1,63 @@
+"""Gateway settings, each read from one environment variable."""
+
+from __future__ import annotations
+
+import msgspec
+from chatbot_contracts.redis import RedisSettings
+from chatbot_contracts.settings import from_env
+
+
+class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """The HTTP server."""
+
+    gateway_host: str = "127.0.0.1"
+    """`CHATBOT_GATEWAY_HOST`: the address to listen on (`0.0.0.0` in containers)."""
+    gateway_port: int = 8000
+    """`CHATBOT_GATEWAY_PORT`: the port to listen on."""
+    max_body_bytes: int = 4_000_000
+    """`CHATBOT_MAX_BODY_BYTES`: larger request bodies are refused with 413."""
+    log_level: str = "INFO"
+    """`CHATBOT_LOG_LEVEL`: DEBUG, INFO, WARNING or ERROR."""
+    web_dist: str = "web/dist"
+    """`CHATBOT_WEB_DIST`: the built web UI, served at `/` when it exists."""
+
+
+class AuthSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """Who may call the API."""
+
+    admin_key: str = ""
+    """`CHATBOT_ADMIN_KEY`: the bootstrap admin's API key (required)."""
+
+
+class ChatSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """How chat requests are queued and awaited."""
+
+    models_file: str = "config/models.toml"
+    """`CHATBOT_MODELS_FILE`: the model registry (TOML)."""
+    request_timeout_s: float = 600.0
+    """`CHATBOT_REQUEST_TIMEOUT_S`: a request's deadline, from the moment it is enqueued."""
+    requests_maxlen: int = 100_000
+    """`CHATBOT_REQUESTS_MAXLEN`: approximate length the `chat.requests` stream is trimmed to."""
+    events_maxlen: int = 1_000_000
+    """`CHATBOT_EVENTS_MAXLEN`: approximate length the `inference.events` stream is trimmed to."""
+    worker_stale_s: float = 15.0
+    """`CHATBOT_WORKER_STALE_S`: a worker whose heartbeat is older is not counted as alive."""
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    server: ServerSettings
+    auth: AuthSettings
+    chat: ChatSettings
+    redis: RedisSettings
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        settings = cls(
+            server=from_env(ServerSettings, environ=environ),
+            auth=from_env(AuthSettings, environ=environ),
+            chat=from_env(ChatSettings, environ=environ),
+            redis=from_env(RedisSettings, environ=environ),
+        )
+        if not settings.auth.admin_key:
+            raise ValueError("CHATBOT_ADMIN_KEY is not set: the gateway needs an admin API key")
+        return settings

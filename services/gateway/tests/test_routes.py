@@ -1,0 +1,55 @@
+"""Health, readiness and the model list."""
+
+from __future__ import annotations
+
+import time
+
+import redis.asyncio as aioredis
+from chatbot_contracts import Keys
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from collections.abc import Callable
+
+
+async def test_models_lists_the_registry_aliases(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.get("/v1/models")
+    assert response.status_code == 200
+    assert response.json() == {"object": "list", "data": [{"id": "fast", "object": "model", "created": 0, "owned_by": "openai"}]}
+
+
+async def test_health_needs_no_key(app: Litestar) -> None:
+    async with AsyncTestClient(app=app) as anonymous:
+        assert (await anonymous.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_ready_only_with_a_live_worker(app: Litestar, redis: aioredis.Redis, namespace: str) -> None:
+    async with AsyncTestClient(app=app) as anonymous:
+        response = await anonymous.get("/readyz")
+        assert response.status_code == 503 and response.json()["error"] == "no inference worker is alive"
+        await redis.zadd(Keys(namespace).workers, {"stale": time.time() - 60})
+        assert (await anonymous.get("/readyz")).status_code == 503
+        await redis.zadd(Keys(namespace).workers, {"fresh": time.time()})
+        response = await anonymous.get("/readyz")
+        assert response.status_code == 200 and response.json()["workers"] == 1
+
+
+async def test_redis_down_means_503_within_a_second(make_app: Callable[..., Litestar]) -> None:
+    from chatbot_devtools.redis_server import free_port
+
+    app = make_app(f"redis://127.0.0.1:{free_port()}/0")
+    async with AsyncTestClient(app=app) as client:
+        client.headers["Authorization"] = "Bearer sk-test-admin"
+        started = time.monotonic()
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["redis"] == "down"
+        chat = await client.post("/v1/chat/completions", json={"model": "fast", "messages": [{"role": "user", "content": "Hi"}]})
+        assert chat.status_code == 503
+        assert chat.json()["error"]["code"] == "redis_unavailable"
+        assert chat.headers["retry-after"] == "1"
+        assert time.monotonic() - started < 2.0
+
+
+async def test_the_openapi_schema_documents_the_routes(client: AsyncTestClient[Litestar]) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    assert {"/v1/chat/completions", "/v1/models", "/healthz", "/readyz"} <= set(schema["paths"])

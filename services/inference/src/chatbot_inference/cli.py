@@ -1,0 +1,27 @@
+"""`chatbot-inference`: run one inference worker, configured by environment variables."""
+
+from __future__ import annotations
+
+
+import structlog
+import uvloop
+from chatbot_contracts import Registry
+from chatbot_contracts.observability import configure_logging
+from chatbot_contracts.settings import or_exit
+
+from .app import create_app
+from .settings import Settings
+
+log = structlog.get_logger()
+
+
+def main() -> None:
+    settings = or_exit(Settings.from_env, "chatbot-inference")
+    configure_logging("inference", settings.worker.log_level)
+    registry = or_exit(lambda: Registry.load(settings.worker.models_file), "chatbot-inference")
+    app = create_app(settings, registry)
+    uvloop.run(app.run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""OpenAI's Chat Completions API, streamed: OpenAI and every compatible server (vLLM, llama.cpp, OpenRouter…)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+
+
+import httpx
+import msgspec
+from chatbot_contracts import ChatRequest, Delta, Done, FinishReason, ModelSpec, TokenUsage, json_encoder
+from httpx_sse import EventSource
+
+from .base import ProviderError, ProviderEvent, error_for_status
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class _Message(msgspec.Struct, omit_defaults=True):
+    role: str
+    content: str
+    name: str | None = None
+
+
+class _StreamOptions(msgspec.Struct, frozen=True):
+    include_usage: bool = True
+
+
+class _Body(msgspec.Struct, kw_only=True, omit_defaults=True):
+    model: str
+    messages: list[_Message]
+    stream: bool
+    stream_options: _StreamOptions
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+
+
+# What the adapter reads of a chunk; everything else is ignored.
+class _Delta(msgspec.Struct, frozen=True):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta = _Delta()
+    finish_reason: str | None = None
+
+
+class _PromptDetails(msgspec.Struct):
+    cached_tokens: int | None = 0
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_tokens_details: _PromptDetails | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    message: str = ""
+    type: str | None = None
+    code: str | int | None = None
+
+
+class Chunk(msgspec.Struct):
+    """One `chat.completion.chunk` (or a mid-stream `{"error": …}`)."""
+
+    choices: list[_Choice] = []
+    usage: _Usage | None = None
+    error: _ErrorBody | None = None
+
+
+class _ErrorEnvelope(msgspec.Struct):
+    error: _ErrorBody | str | None = None
+
+
+_STREAM_OPTIONS = _StreamOptions(include_usage=True)
+chunk_decoder = msgspec.json.Decoder(Chunk)
+_error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+}
+
+
+def error_message(raw: bytes) -> str:
+    """The provider's explanation from an error body, or the body itself."""
+    try:
+        error = _error_decoder.decode(raw).error
+    except msgspec.MsgspecError:
+        return raw.decode(errors="replace")[:500] or "(empty body)"
+    if isinstance(error, _ErrorBody):
+        return error.message or str(error.code or error.type)
+    return error or raw.decode(errors="replace")[:500]
+
+
+class ChunkReader:
+    """Turns the chunks of one response into provider events; holds what must wait for the end."""
+
+    def __init__(self) -> None:
+        self.finish_reason: FinishReason | None = None
+        self.usage: TokenUsage | None = None
+
+    def read(self, data: str) -> str | None:
+        """The text of one chunk (None when it has none); raises `ProviderError` for error chunks."""
+        try:
+            chunk = chunk_decoder.decode(data)
+        except msgspec.MsgspecError as exc:
+            raise ProviderError("upstream_error", f"openai: malformed chunk ({exc}): {data[:200]!r}") from exc
+        if chunk.error is not None:
+            raise ProviderError("upstream_error", f"openai: error in stream: {chunk.error.message or chunk.error.code}")
+        if chunk.usage is not None:
+            details = chunk.usage.prompt_tokens_details
+            self.usage = TokenUsage(
+                input_tokens=chunk.usage.prompt_tokens,
+                output_tokens=chunk.usage.completion_tokens,
+                cached_tokens=(details.cached_tokens or 0) if details else 0,
+            )
+        text = None
+        for choice in chunk.choices:
+            if choice.finish_reason:
+                self.finish_reason = _FINISH.get(choice.finish_reason, "stop")
+            if choice.delta.content:
+                text = choice.delta.content if text is None else text + choice.delta.content
+        return text
+
+
+class OpenAIProvider:
+    """Streams `/chat/completions` with `stream_options.include_usage`."""
+
+    name = "openai"
+
+    def __init__(self, http: httpx.AsyncClient, environ: Mapping[str, str] = os.environ) -> None:
+        self._http = http
+        self._environ = environ
+
+    def _request(self, request: ChatRequest, spec: ModelSpec) -> tuple[str, dict[str, str], bytes]:
+        url = (spec.base_url or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
+        headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        if spec.api_key_env:
+            key = self._environ.get(spec.api_key_env)
+            if not key:
+                raise ProviderError("authentication", f"openai: the environment variable {spec.api_key_env} that holds the API key is not set")
+            headers["authorization"] = f"Bearer {key}"
+        params = request.params
+        body = _Body(
+            model=spec.upstream_model,
+            messages=[_Message(m.role, m.content, m.name) for m in request.messages],
+            stream=True,
+            stream_options=_STREAM_OPTIONS,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=min(params.max_tokens or spec.max_output_tokens, spec.max_output_tokens),
+            stop=params.stop,
+            seed=params.seed,
+            frequency_penalty=params.frequency_penalty,
+            presence_penalty=params.presence_penalty,
+        )
+        return url, headers, json_encoder.encode(body)
+
+    async def stream(self, request: ChatRequest, spec: ModelSpec) -> AsyncIterator[ProviderEvent]:
+        url, headers, body = self._request(request, spec)
+        reader = ChunkReader()
+        try:
+            async with self._http.stream("POST", url, content=body, headers=headers) as response:
+                if response.status_code >= 400:
+                    raise error_for_status(response.status_code, error_message(await response.aread()), response.headers, "openai")
+                completed = False
+                async for sse in EventSource(response).aiter_sse():
+                    if sse.data == "[DONE]":
+                        completed = True
+                        break
+                    if not sse.data:
+                        continue
+                    text = reader.read(sse.data)
+                    if text:
+                        yield Delta(text=text)
+        except httpx.TimeoutException as exc:
+            raise ProviderError("timeout", f"openai: {type(exc).__name__} calling {url}") from exc
+        except httpx.TransportError as exc:
+            raise ProviderError("network", f"openai: {type(exc).__name__} calling {url}: {exc}") from exc
+        if not completed and reader.finish_reason is None:
+            raise ProviderError("network", "openai: the connection closed before the answer was complete")
+        if reader.usage is not None:
+            yield reader.usage
+        yield Done(reason=reader.finish_reason or "stop")
+
+

@@ -1,0 +1,62 @@
+"""Inference worker settings, each read from one environment variable."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import msgspec
+from chatbot_contracts.redis import RedisSettings
+from chatbot_contracts.settings import from_env
+
+
+class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """What a worker takes on and how it reports."""
+
+    models_file: str = "config/models.toml"
+    """`CHATBOT_MODELS_FILE`: the model registry (TOML)."""
+    worker_name: str = ""
+    """`CHATBOT_WORKER_NAME`: this worker's consumer name in group `inference` (default: host-pid)."""
+    worker_concurrency: int = 128
+    """`CHATBOT_WORKER_CONCURRENCY`: generations one worker runs at once; it reads no more than that."""
+    stream_ttl_s: int = 3600
+    """`CHATBOT_STREAM_TTL_S`: how long a finished request's stream stays readable."""
+    events_maxlen: int = 1_000_000
+    """`CHATBOT_EVENTS_MAXLEN`: approximate length the `inference.events` stream is trimmed to."""
+    heartbeat_s: float = 2.0
+    """`CHATBOT_HEARTBEAT_S`: how often the worker announces that it is alive."""
+    log_level: str = "INFO"
+    """`CHATBOT_LOG_LEVEL`: DEBUG, INFO, WARNING or ERROR."""
+
+    @property
+    def consumer_name(self) -> str:
+        return self.worker_name or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ProviderSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """How providers are called."""
+
+    provider_retries: int = 2
+    """`CHATBOT_PROVIDER_RETRIES`: retries of a retryable failure before the next fallback."""
+    retry_base_s: float = 0.5
+    """`CHATBOT_RETRY_BASE_S`: the first backoff; it doubles per retry, with full jitter."""
+    retry_max_s: float = 8.0
+    """`CHATBOT_RETRY_MAX_S`: the longest backoff (a provider's Retry-After wins if longer, up to 60 s)."""
+    connect_timeout_s: float = 10.0
+    """`CHATBOT_CONNECT_TIMEOUT_S`: time to connect to a provider."""
+    idle_timeout_s: float = 120.0
+    """`CHATBOT_IDLE_TIMEOUT_S`: longest silence allowed while waiting for the next bytes of an answer."""
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    worker: WorkerSettings
+    providers: ProviderSettings
+    redis: RedisSettings
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        return cls(
+            worker=from_env(WorkerSettings, environ=environ),
+            providers=from_env(ProviderSettings, environ=environ),
+            redis=from_env(RedisSettings, environ=environ),
+        )

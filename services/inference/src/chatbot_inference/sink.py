@@ -1,0 +1,102 @@
+"""Writes one request's events to Redis, coalescing the text that arrives while a write is in flight."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+from chatbot_contracts import DATA_FIELD, Delta, InferenceEvent, StreamEvent, encode
+
+Event = StreamEvent | InferenceEvent
+
+
+def coalesce(events: list[Event]) -> list[Event]:
+    """Adjacent deltas joined into one: the client gets the same text in fewer entries."""
+    out: list[Event] = []
+    run: list[str] = []
+    for event in events:
+        if isinstance(event, Delta):
+            run.append(event.text)
+            continue
+        if run:
+            out.append(Delta(text="".join(run)))
+            run = []
+        out.append(event)
+    if run:
+        out.append(Delta(text="".join(run)))
+    return out
+
+
+class StreamSink:
+    """The write side of a request's stream.
+
+    `push` never waits. A background task writes whatever has been pushed in one pipelined
+    round trip; deltas pushed while that write is in flight are joined and go out in the
+    next one. A lone token is written at once (no added latency); a burst becomes one entry.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        stream_key: str,
+        events_key: str,
+        *,
+        open_ttl_s: int,
+        closed_ttl_s: int,
+        events_maxlen: int,
+    ) -> None:
+        self._redis = redis
+        self._stream_key = stream_key
+        self._events_key = events_key
+        self._open_ttl_s = open_ttl_s
+        self._closed_ttl_s = closed_ttl_s
+        self._events_maxlen = events_maxlen
+        self._pending: list[Event] = []
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._first_write = True
+        self._task = asyncio.create_task(self._run(), name=f"sink:{stream_key}")
+
+    def push(self, event: Event) -> None:
+        self._pending.append(event)
+        self._wakeup.set()
+
+    async def close(self, *final: Event) -> None:
+        """Write `final` after everything pushed, set the stream's retention, and wait until it is stored."""
+        self._pending.extend(final)
+        self._closing = True
+        self._wakeup.set()
+        await self._task
+
+    async def abort(self) -> None:
+        """Stop writing without a terminal event (the request is left for another worker)."""
+        self._task.cancel()
+        try:
+            await self._task
+        except (asyncio.CancelledError, Exception):
+            pass
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            closing = self._closing
+            batch, self._pending = self._pending, []
+            if batch or closing:
+                await self._write(coalesce(batch), closing)
+            if closing:
+                return
+
+    async def _write(self, events: list[Event], closing: bool) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for event in events:
+            if isinstance(event, StreamEvent):
+                pipe.xadd(self._stream_key, {DATA_FIELD: encode(event)})
+            else:
+                pipe.xadd(self._events_key, {DATA_FIELD: encode(event)}, maxlen=self._events_maxlen, approximate=True)
+        if closing:
+            pipe.expire(self._stream_key, self._closed_ttl_s)
+        elif self._first_write:
+            pipe.expire(self._stream_key, self._open_ttl_s)
+        self._first_write = False
+        await pipe.execute()

@@ -1,0 +1,217 @@
+"""Runs one chat request to its end: provider calls with retries and fallbacks, events to Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from chatbot_contracts import (
+    ChatRequest,
+    Completed,
+    Delta,
+    Done,
+    Error,
+    ErrorCode,
+    Failed,
+    FinishReason,
+    FirstToken,
+    GenerationStarted,
+    Keys,
+    ModelSpec,
+    Registry,
+    Started,
+    TokenUsage,
+    Usage,
+)
+
+from .providers import Provider, ProviderError
+from .settings import ProviderSettings, WorkerSettings
+from .sink import StreamSink
+
+log = structlog.get_logger()
+
+MAX_RETRY_AFTER_S = 60.0
+
+
+def backoff_s(retry: int, settings: ProviderSettings, retry_after: float | None) -> float:
+    """Exponential backoff with full jitter; a provider's Retry-After is honoured when it asks for longer."""
+    delay = random.uniform(0, min(settings.retry_max_s, settings.retry_base_s * 2**retry))
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
+    return delay
+
+
+def estimate_tokens(text: str) -> int:
+    """A provider-independent estimate (about four characters a token) for providers that report no usage."""
+    return max(1, (len(text) + 3) // 4) if text else 0
+
+
+class _Outcome:
+    """What a generation produced, whichever way it ended."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.alias = ""
+        self.spec: ModelSpec | None = None
+        self.first_token_at: float | None = None
+        self.usage: TokenUsage | None = None
+        self.finish_reason: FinishReason = "stop"
+
+
+class Worker:
+    """Handles chat requests; one instance per process, shared by its concurrent generations."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        registry: Registry,
+        providers: dict[str, Provider],
+        settings: WorkerSettings,
+        provider_settings: ProviderSettings,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.registry = registry
+        self.providers = providers
+        self.settings = settings
+        self.provider_settings = provider_settings
+
+    async def handle(self, request: ChatRequest) -> None:
+        """Generate the answer to `request` and write its stream through the terminal events."""
+        started_at = time.time()
+        sink = StreamSink(
+            self.redis,
+            self.keys.request_stream(request.request_id),
+            self.keys.inference_events,
+            open_ttl_s=int(max(0.0, request.deadline - started_at)) + self.settings.stream_ttl_s,
+            closed_ttl_s=self.settings.stream_ttl_s,
+            events_maxlen=self.settings.events_maxlen,
+        )
+        outcome = _Outcome()
+        base = self._event_base(request)
+        log.debug("generation.started", request_id=request.request_id, model=request.model)
+        try:
+            remaining = request.deadline - started_at
+            if remaining <= 0:
+                raise ProviderError("deadline_exceeded", "the request waited in the queue past its deadline")
+            async with asyncio.timeout(remaining):
+                await self._generate(request, sink, outcome, started_at)
+        except (ProviderError, TimeoutError) as exc:
+            code: ErrorCode = exc.code if isinstance(exc, ProviderError) else "deadline_exceeded"
+            message = exc.message if isinstance(exc, ProviderError) else "the answer was not complete before the request's deadline"
+            retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
+            log.warning("generation.failed", request_id=request.request_id, model=request.model, code=code, error=message)
+            await sink.close(
+                Error(code=code, message=message, retry_after=retry_after),
+                Done(reason="error"),
+                Failed(**base, **self._answered_by(outcome), code=code, message=message, text="".join(outcome.text), duration_s=time.time() - started_at),
+            )
+            return
+        except BaseException:
+            await sink.abort()
+            raise
+        usage = self._usage(request, outcome)
+        await sink.close(
+            Usage(usage=usage),
+            Done(reason=outcome.finish_reason),
+            Completed(
+                **base,
+                **self._answered_by(outcome),
+                text="".join(outcome.text),
+                finish_reason=outcome.finish_reason,
+                usage=usage,
+                ttft_s=(outcome.first_token_at - started_at) if outcome.first_token_at else None,
+                duration_s=time.time() - started_at,
+            ),
+        )
+        log.debug("generation.completed", request_id=request.request_id, model=outcome.alias, output_tokens=usage.output_tokens)
+
+    async def _generate(self, request: ChatRequest, sink: StreamSink, outcome: _Outcome, started_at: float) -> None:
+        if request.model not in self.registry:
+            raise ProviderError("bad_request", f"the model `{request.model}` is not in this worker's registry")
+        base = self._event_base(request)
+        last_error: ProviderError | None = None
+        for alias, spec in self.registry.chain(request.model):
+            provider = self.providers.get(spec.provider)
+            if provider is None:
+                last_error = ProviderError("bad_request", f"no adapter for provider `{spec.provider}` (model `{alias}`) in this worker")
+                continue
+            outcome.alias, outcome.spec = alias, spec
+            for retry in range(self.provider_settings.provider_retries + 1):
+                sink.push(Started(model=alias, provider=spec.provider, upstream_model=spec.upstream_model, attempt=request.attempt))
+                sink.push(
+                    GenerationStarted(
+                        **base, **self._answered_by(outcome), queue_wait_s=max(0.0, started_at - request.enqueued_at)
+                    )
+                )
+                try:
+                    await self._stream_once(provider, request, spec, sink, outcome, started_at)
+                    return
+                except ProviderError as error:
+                    last_error = error
+                    if outcome.text or not error.retryable:
+                        # Text has reached the client, or trying again cannot help: give up here.
+                        if outcome.text or error.code == "bad_request":
+                            raise
+                        break
+                    if retry < self.provider_settings.provider_retries:
+                        delay = backoff_s(retry, self.provider_settings, error.retry_after)
+                        log.info("generation.retry", request_id=request.request_id, model=alias, code=error.code, delay_s=round(delay, 3))
+                        await asyncio.sleep(delay)
+            log.info("generation.fallback", request_id=request.request_id, model=alias, code=last_error.code if last_error else None)
+        assert last_error is not None
+        raise last_error
+
+    async def _stream_once(
+        self, provider: Provider, request: ChatRequest, spec: ModelSpec, sink: StreamSink, outcome: _Outcome, started_at: float
+    ) -> None:
+        async for event in provider.stream(request, spec):
+            match event:
+                case Delta():
+                    if outcome.first_token_at is None:
+                        outcome.first_token_at = time.time()
+                        sink.push(FirstToken(**self._event_base(request), **self._answered_by(outcome), ttft_s=outcome.first_token_at - started_at))
+                    outcome.text.append(event.text)
+                    sink.push(event)
+                case TokenUsage():
+                    outcome.usage = event
+                case Done(reason=reason):
+                    outcome.finish_reason = reason
+
+    def _usage(self, request: ChatRequest, outcome: _Outcome) -> TokenUsage:
+        usage = outcome.usage or TokenUsage(
+            input_tokens=sum(estimate_tokens(m.content) for m in request.messages),
+            output_tokens=estimate_tokens("".join(outcome.text)),
+            estimated=True,
+        )
+        cost = outcome.spec.cost_usd(usage.input_tokens, usage.output_tokens) if outcome.spec else 0.0
+        return TokenUsage(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens,
+            cost_usd=cost,
+            estimated=usage.estimated,
+        )
+
+    @staticmethod
+    def _event_base(request: ChatRequest) -> dict[str, Any]:
+        return {
+            "request_id": request.request_id,
+            "model": request.model,
+            "owner": request.owner,
+            "key_id": request.key_id,
+            "attempt": request.attempt,
+            "traceparent": request.traceparent,
+            "at": time.time(),
+        }
+
+    @staticmethod
+    def _answered_by(outcome: _Outcome) -> dict[str, str]:
+        if outcome.spec is None:
+            return {}
+        return {"provider": outcome.spec.provider, "upstream_model": outcome.spec.upstream_model}

@@ -1,0 +1,66 @@
+"""The stream sink: every event stored in order, bursts coalesced, retention set at the end."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+from chatbot_contracts import DATA_FIELD_BYTES, Delta, Done, Keys, Queued, Started, inference_event_decoder, stream_event_decoder
+from chatbot_inference.sink import StreamSink, coalesce
+
+
+async def stored(redis: aioredis.Redis, key: str) -> list[object]:
+    return [stream_event_decoder.decode(fields[DATA_FIELD_BYTES]) for _, fields in await redis.xrange(key)]
+
+
+def sink_for(redis: aioredis.Redis, keys: Keys, request_id: str) -> StreamSink:
+    return StreamSink(redis, keys.request_stream(request_id), keys.inference_events, open_ttl_s=600, closed_ttl_s=60, events_maxlen=1000)
+
+
+def test_coalesce_joins_only_adjacent_deltas() -> None:
+    started = Started(model="m", provider="openai")
+    assert coalesce([Delta(text="a"), Delta(text="b"), started, Delta(text="c"), Done(reason="stop")]) == [
+        Delta(text="ab"),
+        started,
+        Delta(text="c"),
+        Done(reason="stop"),
+    ]
+
+
+async def test_a_burst_becomes_few_entries_with_the_same_text(redis: aioredis.Redis, namespace: str) -> None:
+    keys = Keys(namespace)
+    sink = sink_for(redis, keys, "r1")
+    tokens = [f"t{i} " for i in range(500)]
+    sink.push(Started(model="m", provider="openai"))
+    for token in tokens:
+        sink.push(Delta(text=token))
+    await sink.close(Done(reason="stop"))
+    events = await stored(redis, keys.request_stream("r1"))
+    assert events[0] == Started(model="m", provider="openai") and events[-1] == Done(reason="stop")
+    deltas = [e for e in events if isinstance(e, Delta)]
+    assert "".join(d.text for d in deltas) == "".join(tokens)
+    assert len(deltas) < 10, "tokens pushed together must be written together"
+    assert 0 < await redis.ttl(keys.request_stream("r1")) <= 60
+
+
+async def test_a_lone_token_is_written_at_once(redis: aioredis.Redis, namespace: str) -> None:
+    keys = Keys(namespace)
+    sink = sink_for(redis, keys, "r2")
+    sink.push(Delta(text="first"))
+    for _ in range(100):
+        if await redis.xlen(keys.request_stream("r2")):
+            break
+        await asyncio.sleep(0.01)
+    assert await stored(redis, keys.request_stream("r2")) == [Delta(text="first")]
+    assert await redis.ttl(keys.request_stream("r2")) > 60, "an open stream keeps the longer retention"
+    await sink.close(Done(reason="stop"))
+
+
+async def test_inference_events_go_to_their_own_stream(redis: aioredis.Redis, namespace: str) -> None:
+    keys = Keys(namespace)
+    sink = sink_for(redis, keys, "r3")
+    queued = Queued(request_id="r3", model="m", at=1.0)
+    await sink.close(queued, Done(reason="stop"))
+    [(_, fields)] = await redis.xrange(keys.inference_events)
+    assert inference_event_decoder.decode(fields[DATA_FIELD_BYTES]) == queued
+    assert await stored(redis, keys.request_stream("r3")) == [Done(reason="stop")]

@@ -1,0 +1,167 @@
+"""A worker handling requests against the fake upstream: retries, fallbacks, deadlines, usage and cost."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from chatbot_contracts import (
+    DATA_FIELD_BYTES,
+    Completed,
+    Delta,
+    Done,
+    Error,
+    Failed,
+    FirstToken,
+    GenerationStarted,
+    Keys,
+    Registry,
+    Started,
+    Usage,
+    ChatRequest,
+    inference_event_decoder,
+    stream_event_decoder,
+)
+from chatbot_devtools.fake_openai import FakeOpenAI, Fault, tokenize
+from chatbot_devtools.platform import registry_toml
+from chatbot_devtools.serve import ThreadedServer
+from chatbot_inference import Worker
+from chatbot_inference.providers import build_providers
+from chatbot_inference.settings import ProviderSettings, WorkerSettings
+
+REPLY = "Fallbacks answer when the first choice cannot."
+
+
+@pytest.fixture
+def backup_upstream() -> AsyncIterator[FakeOpenAI]:
+    fake = FakeOpenAI(reply="The backup answered.", model="backup-model")
+    server = ThreadedServer(fake).start()
+    fake.base_url = f"{server.url}/v1"
+    yield fake
+    server.stop()
+
+
+@pytest.fixture
+def worker(redis: aioredis.Redis, namespace: str, http: httpx.AsyncClient, fake_openai: FakeOpenAI, backup_upstream: FakeOpenAI) -> Worker:
+    fake_openai.reply = REPLY
+    registry = Registry.parse(
+        registry_toml(
+            {
+                "fast": {"provider": "openai", "upstream_model": "fake-model", "base_url": fake_openai.base_url, "input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0, "fallbacks": ["backup"]},
+                "backup": {"provider": "openai", "upstream_model": "backup-model", "base_url": backup_upstream.base_url},
+                "martian": {"provider": "gemini", "upstream_model": "g"},
+            }
+        )
+    )
+    return Worker(
+        redis,
+        Keys(namespace),
+        registry,
+        build_providers(http),
+        WorkerSettings(),
+        ProviderSettings(provider_retries=2, retry_base_s=0.01, retry_max_s=0.05),
+    )
+
+
+async def stream_of(worker: Worker, request_id: str) -> list[object]:
+    entries = await worker.redis.xrange(worker.keys.request_stream(request_id))
+    return [stream_event_decoder.decode(fields[DATA_FIELD_BYTES]) for _, fields in entries]
+
+
+async def log_of(worker: Worker) -> list[object]:
+    entries = await worker.redis.xrange(worker.keys.inference_events)
+    return [inference_event_decoder.decode(fields[DATA_FIELD_BYTES]) for _, fields in entries]
+
+
+def text_of(events: list[object]) -> str:
+    return "".join(e.text for e in events if isinstance(e, Delta))
+
+
+async def test_a_completed_generation(worker: Worker, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]) -> None:
+    request = new_request()
+    await worker.handle(request)
+    events = await stream_of(worker, request.request_id)
+    assert events[0] == Started(model="fast", provider="openai", upstream_model="fake-model")
+    assert text_of(events) == REPLY
+    usage = events[-2]
+    assert isinstance(usage, Usage)
+    prompt, output = FakeOpenAI.prompt_tokens(fake_openai.requests[0]), len(tokenize(REPLY))
+    assert (usage.usage.input_tokens, usage.usage.output_tokens) == (prompt, output)
+    assert usage.usage.cost_usd == pytest.approx((prompt * 1.0 + output * 2.0) / 1e6)
+    assert events[-1] == Done(reason="stop")
+    log = await log_of(worker)
+    assert [type(e) for e in log] == [GenerationStarted, FirstToken, Completed]
+    completed = log[-1]
+    assert isinstance(completed, Completed)
+    assert completed.text == REPLY and completed.usage == usage.usage and completed.provider == "openai"
+    assert completed.ttft_s is not None and 0 <= completed.ttft_s <= completed.duration_s
+
+
+async def test_a_rate_limit_is_retried_before_any_token(worker: Worker, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]) -> None:
+    fake_openai.faults.extend([Fault(status=429, retry_after=0.05), Fault(status=500)])
+    request = new_request()
+    await worker.handle(request)
+    events = await stream_of(worker, request.request_id)
+    assert text_of(events) == REPLY and events[-1] == Done(reason="stop")
+    assert len(fake_openai.requests) == 3
+    assert sum(isinstance(e, Started) for e in events) == 3
+
+
+async def test_exhausted_retries_fall_back_to_the_next_alias(worker: Worker, fake_openai: FakeOpenAI, backup_upstream: FakeOpenAI, new_request: Callable[..., ChatRequest]) -> None:
+    fake_openai.faults.extend([Fault(status=503)] * 3)
+    request = new_request()
+    await worker.handle(request)
+    events = await stream_of(worker, request.request_id)
+    assert text_of(events) == "The backup answered."
+    assert [e.model for e in events if isinstance(e, Started)][-1] == "backup"
+    completed = (await log_of(worker))[-1]
+    assert isinstance(completed, Completed) and completed.upstream_model == "backup-model"
+
+
+async def test_a_failure_after_text_is_not_retried(worker: Worker, fake_openai: FakeOpenAI, backup_upstream: FakeOpenAI, new_request: Callable[..., ChatRequest]) -> None:
+    fake_openai.faults.append(Fault(drop_after=2))
+    request = new_request()
+    await worker.handle(request)
+    events = await stream_of(worker, request.request_id)
+    assert text_of(events) == "".join(tokenize(REPLY)[:2])
+    assert isinstance(events[-2], Error) and events[-2].code == "network"
+    assert events[-1] == Done(reason="error")
+    assert len(fake_openai.requests) == 1 and not backup_upstream.requests
+    failed = (await log_of(worker))[-1]
+    assert isinstance(failed, Failed) and failed.code == "network" and failed.text == text_of(events)
+
+
+async def test_a_bad_request_is_neither_retried_nor_sent_to_fallbacks(worker: Worker, fake_openai: FakeOpenAI, backup_upstream: FakeOpenAI, new_request: Callable[..., ChatRequest]) -> None:
+    fake_openai.faults.append(Fault(status=400, message="Invalid 'stop'"))
+    request = new_request()
+    await worker.handle(request)
+    events = await stream_of(worker, request.request_id)
+    assert isinstance(events[-2], Error) and events[-2].code == "bad_request" and "Invalid 'stop'" in events[-2].message
+    assert len(fake_openai.requests) == 1 and not backup_upstream.requests
+
+
+async def test_a_request_past_its_deadline_is_not_generated(worker: Worker, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]) -> None:
+    request = new_request(deadline=time.time() - 1)
+    await worker.handle(request)
+    events = await stream_of(worker, request.request_id)
+    assert isinstance(events[0], Error) and events[0].code == "deadline_exceeded"
+    assert events[-1] == Done(reason="error") and not fake_openai.requests
+
+
+async def test_a_slow_answer_is_cut_at_the_deadline(worker: Worker, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]) -> None:
+    fake_openai.token_delay_s = 0.2
+    request = new_request(deadline=time.time() + 0.5)
+    await worker.handle(request)
+    events = await stream_of(worker, request.request_id)
+    assert isinstance(events[-2], Error) and events[-2].code == "deadline_exceeded"
+    assert 0 < len(text_of(events)) < len(REPLY)
+
+
+async def test_a_provider_without_an_adapter_fails_clearly(worker: Worker, new_request: Callable[..., ChatRequest]) -> None:
+    request = new_request(model="martian")
+    await worker.handle(request)
+    events = await stream_of(worker, request.request_id)
+    assert isinstance(events[0], Error) and "no adapter for provider `gemini`" in events[0].message

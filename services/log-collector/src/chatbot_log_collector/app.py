@@ -1,0 +1,52 @@
+"""The log collector: a FastStream consumer of `inference.events` and a small HTTP app."""
+
+from __future__ import annotations
+
+import msgspec
+import structlog
+from chatbot_contracts import DATA_FIELD_BYTES, LOG_COLLECTOR_GROUP, Keys, inference_event_decoder
+from faststream import AckPolicy
+from faststream.redis import RedisBroker, StreamSub
+from faststream.redis.annotations import RedisStreamMessage
+from litestar import Litestar, Response, get
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from .events import EventCounter
+from .settings import Settings
+
+log = structlog.get_logger()
+
+
+def create_app(settings: Settings) -> Litestar:
+    keys = Keys(settings.redis.redis_namespace)
+    broker = RedisBroker(settings.redis.url, logger=None)
+    metrics = CollectorRegistry()
+    counter = EventCounter(metrics)
+
+    @broker.subscriber(
+        stream=StreamSub(keys.inference_events, group=LOG_COLLECTOR_GROUP, consumer=settings.server.consumer, polling_interval=1000),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
+    async def on_event(message: RedisStreamMessage) -> None:
+        try:
+            event = inference_event_decoder.decode(message.raw_message["data"].get(DATA_FIELD_BYTES, b""))
+        except msgspec.MsgspecError as exc:
+            log.error("event.undecodable", entry=message.message_id, error=str(exc))
+            return
+        counter.apply(event)
+
+    @get("/healthz", sync_to_thread=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/readyz")
+    async def readyz() -> Response[dict[str, str]]:
+        if await broker.ping(timeout=1.0):
+            return Response({"status": "ready"})
+        return Response({"status": "not_ready", "error": "Redis is unreachable"}, status_code=503)
+
+    @get("/metrics", sync_to_thread=False)
+    def prometheus() -> Response[bytes]:
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+
+    return Litestar(route_handlers=[healthz, readyz, prometheus], on_startup=[broker.start], on_shutdown=[broker.stop])

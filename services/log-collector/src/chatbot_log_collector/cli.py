@@ -1,0 +1,28 @@
+"""`chatbot-log-collector`: run the log collector, configured by environment variables."""
+
+from __future__ import annotations
+
+import uvicorn
+from chatbot_contracts.observability import configure_logging
+from chatbot_contracts.settings import or_exit
+
+from .app import create_app
+from .settings import Settings
+
+
+def main() -> None:
+    settings = or_exit(Settings.from_env, "chatbot-log-collector")
+    configure_logging("log-collector", settings.server.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.server.log_collector_host,
+        port=settings.server.log_collector_port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()
