@@ -1,0 +1,86 @@
+"""Fixtures shared by every test suite of the platform (registered as a pytest plugin)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from .fake_openai import FakeOpenAI
+from .platform import LocalPlatform, registry_toml
+from .redis_server import answers
+from .serve import ThreadedServer
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A real Redis: the tests never run against a stand-in."""
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        pytest.fail("REDIS_URL is not set: run the tests with `make test`, which finds or starts a Redis")
+    if not answers(url):
+        pytest.fail(f"REDIS_URL={url} does not answer PING")
+    return url
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A key prefix of this test's own, so tests never see each other's streams."""
+    return f"test-{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+async def redis(redis_url: str, namespace: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    keys = [key async for key in client.scan_iter(match=f"{namespace}*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A fake OpenAI-compatible upstream on a local port; `fake_openai.base_url` ends in /v1."""
+    fake = FakeOpenAI()
+    server = ThreadedServer(fake).start()
+    fake.base_url = f"{server.url}/v1"
+    yield fake
+    server.stop()
+
+
+@pytest.fixture
+def platform_factory(tmp_path: Path, redis_url: str, namespace: str) -> Iterator[type[LocalPlatform]]:
+    """Builds `LocalPlatform`s in this test's directory and namespace; stops them afterwards."""
+    started: list[LocalPlatform] = []
+
+    def build(registry: str) -> LocalPlatform:
+        platform = LocalPlatform(tmp_path, redis_url, namespace, registry)
+        started.append(platform)
+        return platform
+
+    yield build  # type: ignore[misc]
+    for platform in started:
+        platform.stop()
+
+
+@pytest.fixture
+def fake_registry(fake_openai: FakeOpenAI) -> str:
+    """A registry whose alias `fake` is served by `fake_openai`."""
+    return registry_toml(
+        {
+            "fake": {
+                "provider": "openai",
+                "upstream_model": "fake-model",
+                "base_url": fake_openai.base_url,
+                "context_window": 8192,
+                "max_output_tokens": 1024,
+                "input_usd_per_mtok": 1.0,
+                "output_usd_per_mtok": 2.0,
+            }
+        }
+    )

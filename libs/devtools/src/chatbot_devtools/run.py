@@ -1,0 +1,145 @@
+"""`make run`: the whole platform on this machine, with embedded defaults.
+
+Finds or starts Redis, starts every service (restarting any that crashes, as Kubernetes
+would), prints the URL and a ready API key, and stops everything cleanly on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from .processes import ServiceProcess
+from .redis_server import NoRedis, ensure_redis
+
+DATA_DIR = Path(".data")
+MAX_BACKOFF_S = 30.0
+
+
+def admin_key(environ: dict[str, str]) -> str:
+    """`CHATBOT_ADMIN_KEY`, or a key generated once into `.data/admin-key` and reused."""
+    if key := environ.get("CHATBOT_ADMIN_KEY"):
+        return key
+    path = DATA_DIR / "admin-key"
+    if path.exists():
+        return path.read_text().strip()
+    DATA_DIR.mkdir(exist_ok=True)
+    key = "sk-chatbot-" + secrets.token_urlsafe(24)
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    return key
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port)) == 0
+
+
+class Supervisor:
+    """Keeps a set of service processes running until asked to stop."""
+
+    def __init__(self, processes: list[ServiceProcess]) -> None:
+        self.processes = processes
+        self.stopping = False
+        self._next_start: dict[str, float] = {}
+
+    def start(self) -> None:
+        for process in self.processes:
+            process.start()
+
+    def watch_once(self) -> None:
+        """Restart, with growing backoff, whatever has exited."""
+        now = time.monotonic()
+        for process in self.processes:
+            if process.alive() or self.stopping:
+                continue
+            due = self._next_start.get(process.name)
+            if due is None:
+                code = process.process.returncode if process.process else None
+                delay = min(MAX_BACKOFF_S, 0.5 * 2**process.restarts)
+                print(f"chatbot: {process.name} exited with code {code}; restarting in {delay:.1f}s", file=sys.stderr)
+                self._next_start[process.name] = now + delay
+            elif now >= due:
+                del self._next_start[process.name]
+                process.restarts += 1
+                process.start()
+
+    def stop(self) -> None:
+        self.stopping = True
+        for process in self.processes:
+            process.signal(signal.SIGTERM)
+        for process in self.processes:
+            process.stop(grace_s=20.0)
+
+
+def main() -> None:
+    environ = dict(os.environ)
+    key = admin_key(environ)
+    host = environ.get("CHATBOT_GATEWAY_HOST", "127.0.0.1")
+    port = int(environ.get("CHATBOT_GATEWAY_PORT", "8000"))
+    for name, variable, default in (("gateway", "CHATBOT_GATEWAY_PORT", 8000), ("conversation service", "CHATBOT_CONVERSATION_PORT", 8001), ("log collector", "CHATBOT_LOG_COLLECTOR_PORT", 8002)):
+        taken = int(environ.get(variable, default))
+        if port_in_use("127.0.0.1", taken):
+            sys.exit(f"chatbot: port {taken} for the {name} is already in use; stop what uses it or set {variable}")
+    workers = int(environ.get("CHATBOT_INFERENCE_WORKERS", "2"))
+
+    try:
+        with ensure_redis(environ.get("REDIS_URL"), DATA_DIR / "redis", persist=True) as redis_url:
+            env = {**environ, "REDIS_URL": redis_url, "CHATBOT_ADMIN_KEY": key}
+            processes = [
+                ServiceProcess("gateway", "gateway", env),
+                ServiceProcess("conversation", "conversation", env),
+                ServiceProcess("log-collector", "log-collector", env),
+                *(ServiceProcess(f"inference-{i}", "inference", {**env, "CHATBOT_WORKER_NAME": f"{socket.gethostname()}-worker-{i}"}) for i in range(1, workers + 1)),
+            ]
+            supervisor = Supervisor(processes)
+
+            def on_signal(signum: int, _: FrameType | None) -> None:
+                raise KeyboardInterrupt
+
+            signal.signal(signal.SIGTERM, on_signal)
+            supervisor.start()
+            try:
+                url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+                base = f"http://{url_host}:{port}"
+                processes[0].wait_http(f"{base}/readyz", timeout_s=60)
+                print(BANNER.format(base=base, key=key, redis=redis_url, workers=workers), flush=True)
+                while True:
+                    supervisor.watch_once()
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                print("\nchatbot: stopping…", file=sys.stderr)
+            except (RuntimeError, TimeoutError) as exc:
+                print(f"chatbot: the platform did not become ready: {exc}", file=sys.stderr)
+                supervisor.stop()
+                sys.exit(1)
+            supervisor.stop()
+    except NoRedis as exc:
+        sys.exit(f"chatbot: {exc}")
+
+
+BANNER = """
+  Chatbot-LLM is running.
+
+    API        {base}/v1   (OpenAI-compatible)
+    API key    {key}
+    Docs       {base}/schema
+    Redis      {redis}   ({workers} inference workers)
+
+  Try it:
+    curl -N {base}/v1/chat/completions -H "Authorization: Bearer {key}" \\
+      -H "Content-Type: application/json" \\
+      -d '{{"model": "local", "stream": true, "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+
+  Ctrl-C stops everything.
+"""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The fake upstream is only trusted because the official `openai` SDK reads it as it reads OpenAI."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+from chatbot_devtools.fake_openai import FakeOpenAI, Fault, tokenize
+
+REPLY = "Faithful fakes make honest tests. "
+
+
+@pytest.fixture
+def sdk(fake_openai: FakeOpenAI) -> openai.OpenAI:
+    fake_openai.reply = REPLY
+    return openai.OpenAI(base_url=fake_openai.base_url, api_key="sk-fake", max_retries=0)
+
+
+def test_the_sdk_streams_the_fakes_reply_and_usage(sdk: openai.OpenAI, fake_openai: FakeOpenAI) -> None:
+    chunks = list(
+        sdk.chat.completions.create(
+            model="fake-model", messages=[{"role": "user", "content": "Hi"}], stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == len(tokenize(REPLY))
+    assert chunks[-1].usage.prompt_tokens == FakeOpenAI.prompt_tokens(fake_openai.requests[0])
+
+
+def test_the_sdk_reads_a_whole_completion(sdk: openai.OpenAI) -> None:
+    completion = sdk.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "Hi"}])
+    assert completion.choices[0].message.content == REPLY
+    assert completion.usage is not None and completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+
+
+def test_the_sdk_sees_a_rate_limit_with_its_retry_after(sdk: openai.OpenAI, fake_openai: FakeOpenAI) -> None:
+    fake_openai.faults.append(Fault(status=429, retry_after=7, message="Rate limit reached"))
+    with pytest.raises(openai.RateLimitError) as caught:
+        sdk.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "Hi"}])
+    assert caught.value.response.headers["retry-after"] == "7"
+    assert "Rate limit reached" in caught.value.message
+
+
+def test_the_sdk_raises_on_an_error_chunk_mid_stream(sdk: openai.OpenAI, fake_openai: FakeOpenAI) -> None:
+    fake_openai.faults.append(Fault(error_after=1, message="The server had an error"))
+    with pytest.raises(openai.APIError, match="The server had an error"):
+        list(sdk.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "Hi"}], stream=True))
+
+
+def test_tokens_join_back_into_the_text() -> None:
+    for text in ["", "one", "  leading and trailing  ", "line\nbreaks\n\nand\ttabs", "ünïcödé 🚀 mixed"]:
+        assert "".join(tokenize(text)) == text

@@ -1,0 +1,62 @@
+"""The walking skeleton end to end: the official `openai` SDK → gateway → Redis → worker → fake upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import openai
+import pytest
+from chatbot_devtools.fake_openai import FakeOpenAI, tokenize
+from chatbot_devtools.platform import LocalPlatform
+
+pytestmark = pytest.mark.e2e
+
+REPLY = "Redis streams carry every token, in order, to whoever asks. Ünïcödé and emoji 🚀 too.\n"
+
+
+@pytest.fixture
+def gateway(platform_factory: type[LocalPlatform], fake_registry: str, fake_openai: FakeOpenAI) -> Iterator[tuple[str, LocalPlatform]]:
+    fake_openai.reply = REPLY
+    platform = platform_factory(fake_registry)
+    url = platform.start_gateway()
+    platform.start_worker()
+    platform.wait_ready(url)
+    yield url, platform
+
+
+def client(url: str, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=30)
+
+
+def test_a_streamed_reply_is_the_upstreams_text_and_usage(gateway: tuple[str, LocalPlatform], fake_openai: FakeOpenAI) -> None:
+    url, platform = gateway
+    stream = client(url, platform.admin_key).chat.completions.create(
+        model="fake",
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How do tokens travel?"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == REPLY
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    usage = chunks[-1].usage
+    assert usage is not None
+    upstream_request = fake_openai.requests[-1]
+    assert usage.prompt_tokens == FakeOpenAI.prompt_tokens(upstream_request)
+    assert usage.completion_tokens == len(tokenize(REPLY))
+    assert upstream_request["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How do tokens travel?"}]
+    assert upstream_request["model"] == "fake-model" and upstream_request["stream"] is True
+
+
+def test_a_whole_reply_is_the_upstreams_text_and_usage(gateway: tuple[str, LocalPlatform], fake_openai: FakeOpenAI) -> None:
+    url, platform = gateway
+    completion = client(url, platform.admin_key).chat.completions.create(
+        model="fake", messages=[{"role": "user", "content": "Say it all at once."}], temperature=0.3, max_tokens=50
+    )
+    assert completion.choices[0].message.content == REPLY
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens == FakeOpenAI.prompt_tokens(fake_openai.requests[-1])
+    assert completion.usage.completion_tokens == len(tokenize(REPLY))
+    assert fake_openai.requests[-1]["temperature"] == 0.3 and fake_openai.requests[-1]["max_tokens"] == 50
