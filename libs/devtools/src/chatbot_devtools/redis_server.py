@@ -49,7 +49,7 @@ class RedisServer:
     """A `redis-server` child process on a port of its own, keeping no data on disk by default."""
 
     def __init__(self, data_dir: Path, port: int | None = None, *, persist: bool = False) -> None:
-        self.data_dir = data_dir
+        self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.persist = persist
         self.process: subprocess.Popen[bytes] | None = None
