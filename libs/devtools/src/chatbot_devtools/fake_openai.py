@@ -157,3 +157,22 @@ class FakeOpenAI:
     async def _json(self, send: Any, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), *(headers or [])]})
         await send({"type": "http.response.body", "body": self._encoder.encode(payload)})
+
+
+def main() -> None:
+    """`python -m chatbot_devtools.fake_openai --port 9000`: serve the fake for demos and benchmarks."""
+    import argparse
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--reply", default=None, help="the reply to every request (default: echo the question)")
+    parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between tokens (0: as fast as possible)")
+    args = parser.parse_args()
+    app = FakeOpenAI(reply=args.reply, token_delay_s=args.token_delay)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_config=None, access_log=False, loop="uvloop", http="httptools", lifespan="off")
+
+
+if __name__ == "__main__":
+    main()

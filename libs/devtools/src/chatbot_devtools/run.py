@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from chatbot_contracts import Registry, RegistryError
+
 from .processes import ServiceProcess
 from .redis_server import NoRedis, ensure_redis
 
@@ -88,6 +90,11 @@ def main() -> None:
         if port_in_use("127.0.0.1", taken):
             sys.exit(f"chatbot: port {taken} for the {name} is already in use; stop what uses it or set {variable}")
     workers = int(environ.get("CHATBOT_INFERENCE_WORKERS", "2"))
+    try:
+        registry = Registry.load(environ.get("CHATBOT_MODELS_FILE", "config/models.toml"))
+    except RegistryError as exc:
+        sys.exit(f"chatbot: {exc}")
+    example_model = next(iter(registry.models))
 
     try:
         with ensure_redis(environ.get("REDIS_URL"), DATA_DIR / "redis", persist=True) as redis_url:
@@ -109,7 +116,7 @@ def main() -> None:
                 url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
                 base = f"http://{url_host}:{port}"
                 processes[0].wait_http(f"{base}/readyz", timeout_s=60)
-                print(BANNER.format(base=base, key=key, redis=redis_url, workers=workers), flush=True)
+                print(BANNER.format(base=base, key=key, redis=redis_url, workers=workers, model=example_model), flush=True)
                 while True:
                     supervisor.watch_once()
                     time.sleep(0.5)
@@ -135,7 +142,7 @@ BANNER = """
   Try it:
     curl -N {base}/v1/chat/completions -H "Authorization: Bearer {key}" \\
       -H "Content-Type: application/json" \\
-      -d '{{"model": "local", "stream": true, "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+      -d '{{"model": "{model}", "stream": true, "messages": [{{"role": "user", "content": "Hello!"}}]}}'
 
   Ctrl-C stops everything.
 """

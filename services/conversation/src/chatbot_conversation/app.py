@@ -43,6 +43,6 @@ def create_app(settings: Settings) -> Litestar:
             return Response({"status": "ready"})
         return Response({"status": "not_ready", "error": "Redis is unreachable"}, status_code=503)
 
-    app = Litestar(route_handlers=[healthz, readyz], on_startup=[broker.start], on_shutdown=[broker.stop])
+    app = Litestar(route_handlers=[healthz, readyz], on_startup=[broker.start], on_shutdown=[broker.stop], logging_config=None)
     app.state.applier = applier
     return app

@@ -49,4 +49,4 @@ def create_app(settings: Settings) -> Litestar:
     def prometheus() -> Response[bytes]:
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
-    return Litestar(route_handlers=[healthz, readyz, prometheus], on_startup=[broker.start], on_shutdown=[broker.stop])
+    return Litestar(route_handlers=[healthz, readyz, prometheus], on_startup=[broker.start], on_shutdown=[broker.stop], logging_config=None)
