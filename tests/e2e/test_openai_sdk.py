@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import openai
 import pytest
@@ -15,7 +15,7 @@ REPLY = "Redis streams carry every token, in order, to whoever asks. Ünïcödé
 
 
 @pytest.fixture
-def gateway(platform_factory: type[LocalPlatform], fake_registry: str, fake_openai: FakeOpenAI) -> Iterator[tuple[str, LocalPlatform]]:
+def gateway(platform_factory: Callable[..., LocalPlatform], fake_registry: str, fake_openai: FakeOpenAI) -> Iterator[tuple[str, LocalPlatform]]:
     fake_openai.reply = REPLY
     platform = platform_factory(fake_registry)
     url = platform.start_gateway()

@@ -104,3 +104,13 @@ def test_keys_of_one_request_share_a_cluster_hash_tag() -> None:
     assert keys.cancel_flag("abc") == "ns:chat.cancel.{abc}"
     assert keys.chat_requests == "ns:chat.requests"
     assert Keys().inference_events == "inference.events"
+
+
+def test_a_valid_traceparent_is_kept_and_a_bad_one_replaced() -> None:
+    from chatbot_contracts.tracing import traceparent_or_new
+
+    valid = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert traceparent_or_new(valid) == valid
+    for bad in (None, "", "garbage", "00-00000000000000000000000000000000-b7ad6b7169203331-01"):
+        fresh = traceparent_or_new(bad)
+        assert fresh != bad and traceparent_or_new(fresh) == fresh

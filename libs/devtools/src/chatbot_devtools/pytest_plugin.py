@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from .fake_openai import FakeOpenAI
 from .platform import LocalPlatform, registry_toml
-from .redis_server import answers
+from .redis_server import RedisServer, answers
 from .serve import ThreadedServer
 
 
@@ -25,6 +25,14 @@ def redis_url() -> str:
     if not answers(url):
         pytest.fail(f"REDIS_URL={url} does not answer PING")
     return url
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A `redis-server` of this test's own (append-only), for tests that kill or restart Redis."""
+    server = RedisServer(tmp_path / "redis", persist=True).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -54,16 +62,16 @@ def fake_openai() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture
-def platform_factory(tmp_path: Path, redis_url: str, namespace: str) -> Iterator[type[LocalPlatform]]:
-    """Builds `LocalPlatform`s in this test's directory and namespace; stops them afterwards."""
+def platform_factory(tmp_path: Path, redis_url: str, namespace: str) -> Iterator[Callable[..., LocalPlatform]]:
+    """Builds `LocalPlatform`s in this test's directory and namespace (on `redis_url` unless given another)."""
     started: list[LocalPlatform] = []
 
-    def build(registry: str) -> LocalPlatform:
-        platform = LocalPlatform(tmp_path, redis_url, namespace, registry)
+    def build(registry: str, redis: str | None = None) -> LocalPlatform:
+        platform = LocalPlatform(tmp_path, redis or redis_url, namespace, registry)
         started.append(platform)
         return platform
 
-    yield build  # type: ignore[misc]
+    yield build
     for platform in started:
         platform.stop()
 

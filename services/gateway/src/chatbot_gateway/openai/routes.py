@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 from chatbot_contracts import ChatRequest, Delta, Done, Error, Restart, Started, TokenUsage, Usage, json_encoder
+from chatbot_contracts.tracing import traceparent_or_new
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.response import Stream
@@ -78,7 +79,7 @@ async def chat_completions(request: Request[Principal, Any, Any], state: State) 
         key_id=principal.key_id,
         enqueued_at=now,
         deadline=now + state.settings.chat.request_timeout_s,
-        traceparent=request.headers.get("traceparent"),
+        traceparent=traceparent_or_new(request.headers.get("traceparent")),
     )
     await state.relay.submit(chat)
     batches = state.relay.batches(chat.request_id, chat.deadline)
