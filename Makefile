@@ -31,6 +31,11 @@ run: $(VENV)/.installed ## Run the whole platform on this machine (Ctrl-C stops 
 test: $(VENV)/.installed-test ## Run every test against a real Redis (PYTEST_ARGS=... to narrow)
 	@$(BIN)/chatbot-test $(PYTEST_ARGS)
 
+lint: $(VENV)/.installed-test ## ruff and mypy --strict over every package
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy $(addsuffix /src,$(PACKAGES))
+
 constraints: $(VENV)/.installed-test ## Rewrite constraints.txt from what the venv has installed
 	@{ echo "# Exact versions of every third-party package the platform and its tests install."; \
 	   echo "# Names and versions only. Regenerate: make constraints"; \

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import openai
 import pytest
+
 from chatbot_devtools.fake_openai import FakeOpenAI, tokenize
 from chatbot_devtools.platform import LocalPlatform
 
@@ -15,13 +16,13 @@ REPLY = "Redis streams carry every token, in order, to whoever asks. Ünïcödé
 
 
 @pytest.fixture
-def gateway(platform_factory: Callable[..., LocalPlatform], fake_registry: str, fake_openai: FakeOpenAI) -> Iterator[tuple[str, LocalPlatform]]:
+def gateway(platform_factory: Callable[..., LocalPlatform], fake_registry: str, fake_openai: FakeOpenAI) -> tuple[str, LocalPlatform]:
     fake_openai.reply = REPLY
     platform = platform_factory(fake_registry)
     url = platform.start_gateway()
     platform.start_worker()
     platform.wait_ready(url)
-    yield url, platform
+    return url, platform
 
 
 def client(url: str, key: str) -> openai.OpenAI:
@@ -45,7 +46,10 @@ def test_a_streamed_reply_is_the_upstreams_text_and_usage(gateway: tuple[str, Lo
     upstream_request = fake_openai.requests[-1]
     assert usage.prompt_tokens == FakeOpenAI.prompt_tokens(upstream_request)
     assert usage.completion_tokens == len(tokenize(REPLY))
-    assert upstream_request["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How do tokens travel?"}]
+    assert upstream_request["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "How do tokens travel?"},
+    ]
     assert upstream_request["model"] == "fake-model" and upstream_request["stream"] is True
 
 

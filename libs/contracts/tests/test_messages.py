@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+
 from chatbot_contracts import (
     ChatMessage,
     ChatRequest,
@@ -89,7 +90,7 @@ def test_older_messages_take_defaults_for_new_fields() -> None:
 
 
 def test_an_unknown_event_type_is_refused_with_the_path() -> None:
-    with pytest.raises(msgspec.ValidationError, match="Invalid value 'telepathy' - at `\\$.type`"):
+    with pytest.raises(msgspec.ValidationError, match=r"Invalid value 'telepathy' - at `\$.type`"):
         stream_event_decoder.decode(b'{"type":"telepathy"}')
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from chatbot_contracts import Registry, RegistryError
 
 GOOD = """\
@@ -44,9 +45,18 @@ def test_the_shipped_registry_is_valid() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (GOOD.replace("context_window = 128000", 'context_window = "big"'), "m.toml:6: `models.fast.context_window`: Expected `int`, got `str`"),
-        (GOOD.replace("max_output_tokens = 4096", "max_output_tokens = 0"), "m.toml:7: `models.fast.max_output_tokens`: Expected `int` >= 1"),
-        (GOOD.replace('provider = "anthropic"', 'provider = "telepathy"'), "m.toml:13: `models.slow.provider`: Invalid enum value 'telepathy'"),
+        (
+            GOOD.replace("context_window = 128000", 'context_window = "big"'),
+            "m.toml:6: `models.fast.context_window`: Expected `int`, got `str`",
+        ),
+        (
+            GOOD.replace("max_output_tokens = 4096", "max_output_tokens = 0"),
+            "m.toml:7: `models.fast.max_output_tokens`: Expected `int` >= 1",
+        ),
+        (
+            GOOD.replace('provider = "anthropic"', 'provider = "telepathy"'),
+            "m.toml:13: `models.slow.provider`: Invalid enum value 'telepathy'",
+        ),
         (GOOD + "colour = 3\n", "m.toml:15: `models.slow.colour`: Object contains unknown field `colour`"),
         (GOOD.replace('upstream_model = "claude-haiku"\n', ""), "m.toml:12: `models.slow`: Object missing required field `upstream_model`"),
         (GOOD.replace('fallbacks = ["slow"]', 'fallbacks = ["nope"]'), "m.toml:10: `models.fast.fallbacks` names unknown alias 'nope'"),
@@ -63,5 +73,5 @@ def test_a_bad_registry_is_refused_naming_key_and_line(text: str, expected: str)
 
 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(RegistryError, match="cannot read model registry .*nope.toml"):
+    with pytest.raises(RegistryError, match=r"cannot read model registry .*nope.toml"):
         Registry.load(tmp_path / "nope.toml")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+
 from chatbot_contracts.redis import RedisSettings
 from chatbot_contracts.settings import SettingsError, from_env
 
@@ -20,7 +21,7 @@ def test_fields_read_their_own_variables() -> None:
 
 
 def test_a_bad_value_names_the_variable() -> None:
-    with pytest.raises(SettingsError, match="CHATBOT_PORT=.eighty.: Expected `int`, got `str`"):
+    with pytest.raises(SettingsError, match=r"CHATBOT_PORT=.eighty.: Expected `int`, got `str`"):
         from_env(Example, environ={"CHATBOT_PORT": "eighty"})
 
 

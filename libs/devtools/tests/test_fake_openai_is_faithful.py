@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import openai
 import pytest
+
 from chatbot_devtools.fake_openai import FakeOpenAI, Fault, tokenize
 
 REPLY = "Faithful fakes make honest tests. "
@@ -32,7 +33,10 @@ def test_the_sdk_streams_the_fakes_reply_and_usage(sdk: openai.OpenAI, fake_open
 def test_the_sdk_reads_a_whole_completion(sdk: openai.OpenAI) -> None:
     completion = sdk.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "Hi"}])
     assert completion.choices[0].message.content == REPLY
-    assert completion.usage is not None and completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    assert (
+        completion.usage is not None
+        and completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    )
 
 
 def test_the_sdk_sees_a_rate_limit_with_its_retry_after(sdk: openai.OpenAI, fake_openai: FakeOpenAI) -> None:

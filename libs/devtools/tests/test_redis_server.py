@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from chatbot_devtools.redis_server import NoRedis, RedisServer, answers, ensure_redis, free_port
 
 
@@ -22,9 +23,8 @@ def test_a_silent_url_gets_a_server_of_its_own(tmp_path: Path) -> None:
 
 def test_without_redis_server_the_message_says_how_to_get_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(NoRedis, match="apt-get install redis-server"):
-        with ensure_redis(f"redis://127.0.0.1:{free_port()}/0", tmp_path / "r"):
-            pass
+    with pytest.raises(NoRedis, match="apt-get install redis-server"), ensure_redis(f"redis://127.0.0.1:{free_port()}/0", tmp_path / "r"):
+        pass
 
 
 def test_a_killed_server_stops_answering(tmp_path: Path) -> None:

@@ -5,11 +5,12 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
 from chatbot_contracts import Keys, Registry
 from chatbot_devtools.platform import registry_toml
 from chatbot_gateway import Settings, create_app
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
 ADMIN_KEY = "sk-test-admin"
 REGISTRY = Registry.parse(
@@ -18,9 +19,7 @@ REGISTRY = Registry.parse(
 
 
 def settings_for(redis_url: str, namespace: str, **extra: str) -> Settings:
-    return Settings.from_env(
-        {"REDIS_URL": redis_url, "CHATBOT_REDIS_NAMESPACE": namespace, "CHATBOT_ADMIN_KEY": ADMIN_KEY, **extra}
-    )
+    return Settings.from_env({"REDIS_URL": redis_url, "CHATBOT_REDIS_NAMESPACE": namespace, "CHATBOT_ADMIN_KEY": ADMIN_KEY, **extra})
 
 
 @pytest.fixture

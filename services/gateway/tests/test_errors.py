@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from chatbot_contracts import Keys
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+
+from chatbot_contracts import Keys
 
 GOOD = {"model": "fast", "messages": [{"role": "user", "content": "Hi"}]}
 
@@ -28,12 +29,37 @@ def error_of(response: Any) -> dict[str, Any]:
         (b'["a"]', 400, None, "Expected `object`, got `array`"),
         (b'{"model": "fast"}', 400, None, "Object missing required field `messages`"),
         (b'{"model": "fast", "messages": []}', 400, None, "Expected `array` of length >= 1 - at `$.messages`"),
-        (b'{"model": "fast", "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": 7}]}', 400, None, "at `$.messages[1].content`"),
-        (b'{"model": "fast", "messages": [{"role": "wizard", "content": "a"}]}', 400, None, "Invalid value 'wizard' - at `$.messages[0].role`"),
-        (b'{"model": "fast", "messages": [{"role": "user", "content": "a"}], "temperature": 3}', 400, None, "Expected `float` <= 2.0 - at `$.temperature`"),
-        (b'{"model": "fast", "messages": [{"role": "user", "content": "a"}], "tempreature": 1}', 400, None, "Object contains unknown field `tempreature`"),
+        (
+            b'{"model": "fast", "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": 7}]}',
+            400,
+            None,
+            "at `$.messages[1].content`",
+        ),
+        (
+            b'{"model": "fast", "messages": [{"role": "wizard", "content": "a"}]}',
+            400,
+            None,
+            "Invalid value 'wizard' - at `$.messages[0].role`",
+        ),
+        (
+            b'{"model": "fast", "messages": [{"role": "user", "content": "a"}], "temperature": 3}',
+            400,
+            None,
+            "Expected `float` <= 2.0 - at `$.temperature`",
+        ),
+        (
+            b'{"model": "fast", "messages": [{"role": "user", "content": "a"}], "tempreature": 1}',
+            400,
+            None,
+            "Object contains unknown field `tempreature`",
+        ),
         (b'{"model": "nope", "messages": [{"role": "user", "content": "a"}]}', 404, "model_not_found", "the model `nope` does not exist"),
-        (b'{"model": "fast", "messages": [{"role": "user", "content": "a"}], "n": 2}', 400, "unsupported_parameter", "`n` other than 1 is not supported"),
+        (
+            b'{"model": "fast", "messages": [{"role": "user", "content": "a"}], "n": 2}',
+            400,
+            "unsupported_parameter",
+            "`n` other than 1 is not supported",
+        ),
         (
             b'{"model": "fast", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}',
             400,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
-from chatbot_contracts import Keys
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from collections.abc import Callable
+from chatbot_contracts import Keys
 
 
 async def test_models_lists_the_registry_aliases(client: AsyncTestClient[Litestar]) -> None:

@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
+
 from chatbot_contracts import ChatMessage, ChatRequest, GenerationParams, ModelSpec
 from chatbot_devtools.fake_openai import FakeOpenAI
 
@@ -27,7 +28,13 @@ def new_request() -> Callable[..., ChatRequest]:
 
 
 def _spec_for(fake: FakeOpenAI, **overrides: object) -> ModelSpec:
-    fields: dict[str, object] = {"provider": "openai", "upstream_model": "fake-model", "base_url": fake.base_url, "input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}
+    fields: dict[str, object] = {
+        "provider": "openai",
+        "upstream_model": "fake-model",
+        "base_url": fake.base_url,
+        "input_usd_per_mtok": 1.0,
+        "output_usd_per_mtok": 2.0,
+    }
     fields.update(overrides)
     return ModelSpec(**fields)  # type: ignore[arg-type]
 

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
+
 from chatbot_contracts import ChatRequest, Delta, Done, ModelSpec, TokenUsage
 from chatbot_devtools.fake_openai import FakeOpenAI, Fault, tokenize
 from chatbot_inference.providers import OpenAIProvider, ProviderError
@@ -24,7 +25,9 @@ def collect(new_request: Callable[..., ChatRequest], spec_for: Callable[..., Mod
     return run
 
 
-async def test_streams_the_exact_text_then_usage_then_done(fake_openai: FakeOpenAI, http: httpx.AsyncClient, collect: Callable[..., Awaitable[list[object]]]) -> None:
+async def test_streams_the_exact_text_then_usage_then_done(
+    fake_openai: FakeOpenAI, http: httpx.AsyncClient, collect: Callable[..., Awaitable[list[object]]]
+) -> None:
     fake_openai.reply = REPLY
     events = await collect(OpenAIProvider(http), fake_openai)
     assert "".join(e.text for e in events if isinstance(e, Delta)) == REPLY
@@ -35,7 +38,9 @@ async def test_streams_the_exact_text_then_usage_then_done(fake_openai: FakeOpen
     assert sent["model"] == "fake-model" and sent["max_tokens"] == 100
 
 
-async def test_the_api_key_comes_from_the_named_variable(fake_openai: FakeOpenAI, http: httpx.AsyncClient, collect: Callable[..., Awaitable[list[object]]]) -> None:
+async def test_the_api_key_comes_from_the_named_variable(
+    fake_openai: FakeOpenAI, http: httpx.AsyncClient, collect: Callable[..., Awaitable[list[object]]]
+) -> None:
     provider = OpenAIProvider(http, environ={"MY_KEY": "sk-upstream"})
     await collect(provider, fake_openai, api_key_env="MY_KEY")
     with pytest.raises(ProviderError) as missing:
@@ -57,7 +62,14 @@ async def test_the_api_key_comes_from_the_named_variable(fake_openai: FakeOpenAI
         (Fault(malformed_after=1), "upstream_error", None),
     ],
 )
-async def test_failures_are_classified(fake_openai: FakeOpenAI, http: httpx.AsyncClient, fault: Fault, code: str, retry_after: float | None, collect: Callable[..., Awaitable[list[object]]]) -> None:
+async def test_failures_are_classified(
+    fake_openai: FakeOpenAI,
+    http: httpx.AsyncClient,
+    fault: Fault,
+    code: str,
+    retry_after: float | None,
+    collect: Callable[..., Awaitable[list[object]]],
+) -> None:
     fake_openai.reply = REPLY
     fake_openai.faults.append(fault)
     with pytest.raises(ProviderError) as caught:
@@ -83,7 +95,9 @@ def test_chunk_reader_reads_text_finish_and_usage() -> None:
     assert reader.read('{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}') is None
     assert reader.read('{"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}],"usage":null}') == "Hel"
     assert reader.read('{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}') is None
-    reader.read('{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9,"prompt_tokens_details":{"cached_tokens":4}}}')
+    reader.read(
+        '{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9,"prompt_tokens_details":{"cached_tokens":4}}}'
+    )
     assert reader.finish_reason == "length"
     assert reader.usage == TokenUsage(input_tokens=7, output_tokens=2, cached_tokens=4)
 

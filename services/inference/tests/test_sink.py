@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import redis.asyncio as aioredis
+
 from chatbot_contracts import DATA_FIELD_BYTES, Delta, Done, Keys, Queued, Started, inference_event_decoder, stream_event_decoder
 from chatbot_inference.sink import StreamSink, coalesce
 

@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 import redis.asyncio as aioredis
+
 from chatbot_contracts import (
     DATA_FIELD_BYTES,
+    ChatRequest,
     Completed,
     Delta,
     Done,
@@ -21,7 +23,6 @@ from chatbot_contracts import (
     Registry,
     Started,
     Usage,
-    ChatRequest,
     inference_event_decoder,
     stream_event_decoder,
 )
@@ -50,7 +51,14 @@ def worker(redis: aioredis.Redis, namespace: str, http: httpx.AsyncClient, fake_
     registry = Registry.parse(
         registry_toml(
             {
-                "fast": {"provider": "openai", "upstream_model": "fake-model", "base_url": fake_openai.base_url, "input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0, "fallbacks": ["backup"]},
+                "fast": {
+                    "provider": "openai",
+                    "upstream_model": "fake-model",
+                    "base_url": fake_openai.base_url,
+                    "input_usd_per_mtok": 1.0,
+                    "output_usd_per_mtok": 2.0,
+                    "fallbacks": ["backup"],
+                },
                 "backup": {"provider": "openai", "upstream_model": "backup-model", "base_url": backup_upstream.base_url},
                 "martian": {"provider": "gemini", "upstream_model": "g"},
             }
@@ -100,7 +108,9 @@ async def test_a_completed_generation(worker: Worker, fake_openai: FakeOpenAI, n
     assert completed.ttft_s is not None and 0 <= completed.ttft_s <= completed.duration_s
 
 
-async def test_a_rate_limit_is_retried_before_any_token(worker: Worker, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]) -> None:
+async def test_a_rate_limit_is_retried_before_any_token(
+    worker: Worker, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
+) -> None:
     fake_openai.faults.extend([Fault(status=429, retry_after=0.05), Fault(status=500)])
     request = new_request()
     await worker.handle(request)
@@ -110,7 +120,9 @@ async def test_a_rate_limit_is_retried_before_any_token(worker: Worker, fake_ope
     assert sum(isinstance(e, Started) for e in events) == 3
 
 
-async def test_exhausted_retries_fall_back_to_the_next_alias(worker: Worker, fake_openai: FakeOpenAI, backup_upstream: FakeOpenAI, new_request: Callable[..., ChatRequest]) -> None:
+async def test_exhausted_retries_fall_back_to_the_next_alias(
+    worker: Worker, fake_openai: FakeOpenAI, backup_upstream: FakeOpenAI, new_request: Callable[..., ChatRequest]
+) -> None:
     fake_openai.faults.extend([Fault(status=503)] * 3)
     request = new_request()
     await worker.handle(request)
@@ -121,7 +133,9 @@ async def test_exhausted_retries_fall_back_to_the_next_alias(worker: Worker, fak
     assert isinstance(completed, Completed) and completed.upstream_model == "backup-model"
 
 
-async def test_a_failure_after_text_is_not_retried(worker: Worker, fake_openai: FakeOpenAI, backup_upstream: FakeOpenAI, new_request: Callable[..., ChatRequest]) -> None:
+async def test_a_failure_after_text_is_not_retried(
+    worker: Worker, fake_openai: FakeOpenAI, backup_upstream: FakeOpenAI, new_request: Callable[..., ChatRequest]
+) -> None:
     fake_openai.faults.append(Fault(drop_after=2))
     request = new_request()
     await worker.handle(request)
@@ -134,7 +148,9 @@ async def test_a_failure_after_text_is_not_retried(worker: Worker, fake_openai: 
     assert isinstance(failed, Failed) and failed.code == "network" and failed.text == text_of(events)
 
 
-async def test_a_bad_request_is_neither_retried_nor_sent_to_fallbacks(worker: Worker, fake_openai: FakeOpenAI, backup_upstream: FakeOpenAI, new_request: Callable[..., ChatRequest]) -> None:
+async def test_a_bad_request_is_neither_retried_nor_sent_to_fallbacks(
+    worker: Worker, fake_openai: FakeOpenAI, backup_upstream: FakeOpenAI, new_request: Callable[..., ChatRequest]
+) -> None:
     fake_openai.faults.append(Fault(status=400, message="Invalid 'stop'"))
     request = new_request()
     await worker.handle(request)
@@ -143,7 +159,9 @@ async def test_a_bad_request_is_neither_retried_nor_sent_to_fallbacks(worker: Wo
     assert len(fake_openai.requests) == 1 and not backup_upstream.requests
 
 
-async def test_a_request_past_its_deadline_is_not_generated(worker: Worker, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]) -> None:
+async def test_a_request_past_its_deadline_is_not_generated(
+    worker: Worker, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
+) -> None:
     request = new_request(deadline=time.time() - 1)
     await worker.handle(request)
     events = await stream_of(worker, request.request_id)
@@ -151,7 +169,9 @@ async def test_a_request_past_its_deadline_is_not_generated(worker: Worker, fake
     assert events[-1] == Done(reason="error") and not fake_openai.requests
 
 
-async def test_a_slow_answer_is_cut_at_the_deadline(worker: Worker, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]) -> None:
+async def test_a_slow_answer_is_cut_at_the_deadline(
+    worker: Worker, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
+) -> None:
     fake_openai.token_delay_s = 0.2
     request = new_request(deadline=time.time() + 0.5)
     await worker.handle(request)

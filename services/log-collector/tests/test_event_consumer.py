@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import redis.asyncio as aioredis
+from litestar.testing import AsyncTestClient
+
 from chatbot_contracts import DATA_FIELD, Completed, Keys, Queued, TokenUsage, encode
 from chatbot_log_collector import Settings, create_app
-from litestar.testing import AsyncTestClient
 
 
 async def test_events_are_counted_into_metrics(redis_url: str, namespace: str, redis: aioredis.Redis) -> None:
@@ -17,7 +18,10 @@ async def test_events_are_counted_into_metrics(redis_url: str, namespace: str, r
         assert (await client.get("/readyz")).status_code == 200
         usage = TokenUsage(input_tokens=10, output_tokens=4, cost_usd=0.25)
         await redis.xadd(keys.inference_events, {DATA_FIELD: encode(Queued(request_id="r1", model="fast", at=1.0))})
-        await redis.xadd(keys.inference_events, {DATA_FIELD: encode(Completed(request_id="r1", model="fast", at=2.0, text="hi", finish_reason="stop", usage=usage))})
+        await redis.xadd(
+            keys.inference_events,
+            {DATA_FIELD: encode(Completed(request_id="r1", model="fast", at=2.0, text="hi", finish_reason="stop", usage=usage))},
+        )
         for _ in range(200):
             metrics = (await client.get("/metrics")).text
             if 'chatbot_log_collector_events_total{type="completed"} 1.0' in metrics:

@@ -43,7 +43,7 @@ class StreamEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """Base of the events of one request's stream, in the order the client sees them."""
 
 
-class Started(StreamEvent, tag="started"):
+class Started(StreamEvent, tag="started", frozen=True):
     """A worker began a generation; `model` is the alias that answers (a fallback's, after a failure)."""
 
     model: str
@@ -52,25 +52,25 @@ class Started(StreamEvent, tag="started"):
     attempt: int = 1
 
 
-class Delta(StreamEvent, tag="delta"):
+class Delta(StreamEvent, tag="delta", frozen=True):
     """Text generated since the previous delta (tokens that arrived together, coalesced)."""
 
     text: str
 
 
-class Usage(StreamEvent, tag="usage"):
+class Usage(StreamEvent, tag="usage", frozen=True):
     """The generation's token usage and cost; sent once, before `done`."""
 
     usage: TokenUsage
 
 
-class Restart(StreamEvent, tag="restart"):
+class Restart(StreamEvent, tag="restart", frozen=True):
     """The generation starts over (a worker died or a retry began): drop the text received so far."""
 
     attempt: int
 
 
-class Error(StreamEvent, tag="error"):
+class Error(StreamEvent, tag="error", frozen=True):
     """The generation failed; `done` with reason `error` follows."""
 
     code: ErrorCode
@@ -78,7 +78,7 @@ class Error(StreamEvent, tag="error"):
     retry_after: float | None = None
 
 
-class Done(StreamEvent, tag="done"):
+class Done(StreamEvent, tag="done", frozen=True):
     """Always the last event of a request's stream."""
 
     reason: FinishReason
@@ -107,24 +107,24 @@ class InferenceEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"
     traceparent: str | None = None
 
 
-class Queued(InferenceEvent, tag="queued"):
+class Queued(InferenceEvent, tag="queued", frozen=True):
     """The gateway enqueued the request."""
 
 
-class GenerationStarted(InferenceEvent, tag="started"):
+class GenerationStarted(InferenceEvent, tag="started", frozen=True):
     """A worker took the request; `queue_wait_s` is how long it waited in the queue."""
 
     queue_wait_s: float = 0.0
 
 
-class FirstToken(InferenceEvent, tag="first_token"):
+class FirstToken(InferenceEvent, tag="first_token", frozen=True):
     """The first text came from the provider."""
 
     ttft_s: float
     """Seconds from the start of the generation to its first token."""
 
 
-class Completed(InferenceEvent, tag="completed"):
+class Completed(InferenceEvent, tag="completed", frozen=True):
     """The generation finished normally."""
 
     text: str
@@ -134,7 +134,7 @@ class Completed(InferenceEvent, tag="completed"):
     duration_s: float = 0.0
 
 
-class Failed(InferenceEvent, tag="failed"):
+class Failed(InferenceEvent, tag="failed", frozen=True):
     """The generation failed for good (after retries and fallbacks)."""
 
     code: ErrorCode
@@ -144,7 +144,7 @@ class Failed(InferenceEvent, tag="failed"):
     duration_s: float = 0.0
 
 
-class Cancelled(InferenceEvent, tag="cancelled"):
+class Cancelled(InferenceEvent, tag="cancelled", frozen=True):
     """The client cancelled; `text` is the partial answer."""
 
     text: str = ""

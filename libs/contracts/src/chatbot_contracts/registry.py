@@ -80,8 +80,8 @@ class Registry:
         if unknown or not isinstance(raw.get("models"), dict) or not raw["models"]:
             key = unknown[0] if unknown else "models"
             line = _line_of_key(text, (key,))
-            problem = f"unknown key `{key}`" if unknown else "no `[models.\"<alias>\"]` table"
-            raise RegistryError(f"{source}:{line or 1}: {problem}; the registry holds only `[models.\"<alias>\"]` tables")
+            problem = f"unknown key `{key}`" if unknown else 'no `[models."<alias>"]` table'
+            raise RegistryError(f'{source}:{line or 1}: {problem}; the registry holds only `[models."<alias>"]` tables')
         models: dict[str, ModelSpec] = {}
         for alias, entry in raw["models"].items():
             try:

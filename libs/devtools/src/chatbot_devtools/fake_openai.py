@@ -73,7 +73,9 @@ class FakeOpenAI:
             return
         path, method = scope["path"], scope["method"]
         if method == "GET" and path.endswith("/models"):
-            await self._json(send, 200, {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}]})
+            await self._json(
+                send, 200, {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}]}
+            )
             return
         if method != "POST" or not path.endswith("/chat/completions"):
             await self._json(send, 404, {"error": {"message": f"no route {method} {path}", "type": "invalid_request_error", "code": None}})
@@ -90,10 +92,12 @@ class FakeOpenAI:
         if fault.status is not None:
             headers = [(b"retry-after", str(fault.retry_after).encode())] if fault.retry_after is not None else []
             error_type = "rate_limit_error" if fault.status == 429 else "server_error"
-            await self._json(send, fault.status, {"error": {"message": fault.message, "type": error_type, "code": None, "param": None}}, headers)
+            await self._json(
+                send, fault.status, {"error": {"message": fault.message, "type": error_type, "code": None, "param": None}}, headers
+            )
             return
         tokens = tokenize(self.reply_for(body))
-        usage = {"prompt_tokens": self.prompt_tokens(body), "completion_tokens": len(tokens)}
+        usage: dict[str, Any] = {"prompt_tokens": self.prompt_tokens(body), "completion_tokens": len(tokens)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         usage["prompt_tokens_details"] = {"cached_tokens": 0, "audio_tokens": 0}
         if not body.get("stream"):
@@ -108,20 +112,39 @@ class FakeOpenAI:
             "created": int(time.time()),
             "model": self.model,
             "system_fingerprint": "fp_fake",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(tokens), "refusal": None}, "logprobs": None, "finish_reason": "stop"}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(tokens), "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
             "usage": usage,
         }
 
     async def _stream(self, send: Any, receive: Any, body: dict[str, Any], tokens: list[str], usage: dict[str, Any], fault: Fault) -> None:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()), "model": self.model, "system_fingerprint": "fp_fake"}
+        base = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.model,
+            "system_fingerprint": "fp_fake",
+        }
         extra = {"usage": None} if include_usage else {}
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
             data = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}], **extra}
             return b"data: " + self._encoder.encode(data) + b"\n\n"
 
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")],
+            }
+        )
         disconnected = asyncio.Event()
 
         async def watch() -> None:
@@ -131,13 +154,17 @@ class FakeOpenAI:
 
         watcher = asyncio.create_task(watch())
         try:
-            await send({"type": "http.response.body", "body": chunk({"role": "assistant", "content": "", "refusal": None}), "more_body": True})
+            await send(
+                {"type": "http.response.body", "body": chunk({"role": "assistant", "content": "", "refusal": None}), "more_body": True}
+            )
             for index, token in enumerate(tokens):
                 if fault.drop_after == index:
                     return
                 if fault.error_after == index:
                     error = {"error": {"message": fault.message, "type": "server_error", "code": None, "param": None}}
-                    await send({"type": "http.response.body", "body": b"data: " + self._encoder.encode(error) + b"\n\n", "more_body": False})
+                    await send(
+                        {"type": "http.response.body", "body": b"data: " + self._encoder.encode(error) + b"\n\n", "more_body": False}
+                    )
                     return
                 if fault.malformed_after == index:
                     await send({"type": "http.response.body", "body": b"data: {not json\n\n", "more_body": True})

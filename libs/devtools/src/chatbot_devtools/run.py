@@ -85,7 +85,11 @@ def main() -> None:
     key = admin_key(environ)
     host = environ.get("CHATBOT_GATEWAY_HOST", "127.0.0.1")
     port = int(environ.get("CHATBOT_GATEWAY_PORT", "8000"))
-    for name, variable, default in (("gateway", "CHATBOT_GATEWAY_PORT", 8000), ("conversation service", "CHATBOT_CONVERSATION_PORT", 8001), ("log collector", "CHATBOT_LOG_COLLECTOR_PORT", 8002)):
+    for name, variable, default in (
+        ("gateway", "CHATBOT_GATEWAY_PORT", 8000),
+        ("conversation service", "CHATBOT_CONVERSATION_PORT", 8001),
+        ("log collector", "CHATBOT_LOG_COLLECTOR_PORT", 8002),
+    ):
         taken = int(environ.get(variable, default))
         if port_in_use("127.0.0.1", taken):
             sys.exit(f"chatbot: port {taken} for the {name} is already in use; stop what uses it or set {variable}")
@@ -103,7 +107,10 @@ def main() -> None:
                 ServiceProcess("gateway", "gateway", env),
                 ServiceProcess("conversation", "conversation", env),
                 ServiceProcess("log-collector", "log-collector", env),
-                *(ServiceProcess(f"inference-{i}", "inference", {**env, "CHATBOT_WORKER_NAME": f"{socket.gethostname()}-worker-{i}"}) for i in range(1, workers + 1)),
+                *(
+                    ServiceProcess(f"inference-{i}", "inference", {**env, "CHATBOT_WORKER_NAME": f"{socket.gethostname()}-worker-{i}"})
+                    for i in range(1, workers + 1)
+                ),
             ]
             supervisor = Supervisor(processes)
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import msgspec
 import structlog
-from chatbot_contracts import CONVERSATION_GROUP, DATA_FIELD_BYTES, Keys, inference_event_decoder
 from faststream import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 from litestar import Litestar, Response, get
+
+from chatbot_contracts import CONVERSATION_GROUP, DATA_FIELD_BYTES, Keys, inference_event_decoder
 
 from .events import EventApplier
 from .settings import Settings
@@ -18,7 +21,7 @@ log = structlog.get_logger()
 
 def create_app(settings: Settings) -> Litestar:
     keys = Keys(settings.redis.redis_namespace)
-    broker = RedisBroker(settings.redis.url, logger=None)
+    broker = RedisBroker(settings.redis.url, logger=logging.getLogger("faststream"))
     applier = EventApplier()
 
     @broker.subscriber(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uvicorn
+
 from chatbot_contracts.observability import configure_logging
 from chatbot_contracts.settings import or_exit
 

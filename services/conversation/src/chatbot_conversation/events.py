@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import structlog
+
 from chatbot_contracts import AnyInferenceEvent, Cancelled, Completed, Failed
 
 log = structlog.get_logger()

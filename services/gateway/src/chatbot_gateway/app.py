@@ -7,14 +7,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import structlog
-from chatbot_contracts import Keys, Registry
-from chatbot_contracts.redis import connect
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
+
+from chatbot_contracts import Keys, Registry
+from chatbot_contracts.redis import connect
 
 from .auth import PUBLIC, KeyAuthMiddleware, KeyStore
 from .errors import EXCEPTION_HANDLERS
@@ -41,11 +42,20 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
 
     route_handlers: list[object] = [healthz, readyz, chat_completions, list_models]
     if web_dist is not None and (web_dist / "index.html").is_file():
-        route_handlers.append(create_static_files_router(path="/", directories=[web_dist], html_mode=True, include_in_schema=False, opt=PUBLIC))
+        route_handlers.append(
+            create_static_files_router(path="/", directories=[web_dist], html_mode=True, include_in_schema=False, opt=PUBLIC)
+        )
 
     return Litestar(
         route_handlers=route_handlers,  # type: ignore[arg-type]
-        state=State({"settings": settings, "registry": registry, "redis_keys": Keys(settings.redis.redis_namespace), "key_store": KeyStore(settings.auth.admin_key)}),
+        state=State(
+            {
+                "settings": settings,
+                "registry": registry,
+                "redis_keys": Keys(settings.redis.redis_namespace),
+                "key_store": KeyStore(settings.auth.admin_key),
+            }
+        ),
         lifespan=[redis_lifespan],
         middleware=[DefineMiddleware(KeyAuthMiddleware, exclude="^/schema")],
         logging_config=None,
@@ -55,9 +65,7 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
             title="Chatbot-LLM gateway",
             version="0.1.0",
             path="/schema",
-            components=Components(
-                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", description="An API key")}
-            ),
+            components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", description="An API key")}),
             security=[{"bearer": []}],
         ),
         debug=False,

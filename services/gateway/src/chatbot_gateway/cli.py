@@ -6,6 +6,7 @@ from pathlib import Path
 
 import structlog
 import uvicorn
+
 from chatbot_contracts import Registry
 from chatbot_contracts.observability import configure_logging
 from chatbot_contracts.settings import or_exit

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
 import redis.exceptions
 import structlog
-from chatbot_contracts import ErrorCode
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+from litestar.types import ExceptionHandlersMap
+
+from chatbot_contracts import ErrorCode
 
 log = structlog.get_logger()
 
@@ -21,9 +25,7 @@ class GatewayError(Exception):
     error_type = "api_error"
     code: str | None = None
 
-    def __init__(
-        self, message: str, *, code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
@@ -59,10 +61,8 @@ class Unavailable(GatewayError):
     code = "service_unavailable"
 
 
-class UpstreamFailure(GatewayError):
-    """A generation failed; status and type follow the failure's class."""
-
-    _BY_CODE: dict[str, tuple[int, str]] = {
+STATUS_BY_CODE: Mapping[str, tuple[int, str]] = MappingProxyType(
+    {
         "authentication": (502, "api_error"),
         "permission": (403, "permission_error"),
         "bad_request": (400, "invalid_request_error"),
@@ -76,11 +76,17 @@ class UpstreamFailure(GatewayError):
         "deadline_exceeded": (504, "timeout_error"),
         "internal": (500, "api_error"),
     }
+)
+"""The HTTP status and OpenAI error type of each class of generation failure."""
+
+
+class UpstreamFailure(GatewayError):
+    """A generation failed; status and type follow the failure's class."""
 
     def __init__(self, code: ErrorCode, message: str, retry_after: float | None = None) -> None:
         headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
         super().__init__(message, code=code, headers=headers)
-        self.status_code, self.error_type = self._BY_CODE.get(code, (500, "api_error"))
+        self.status_code, self.error_type = STATUS_BY_CODE.get(code, (500, "api_error"))
 
 
 class ErrorBody(msgspec.Struct, kw_only=True):
@@ -141,7 +147,11 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
 def handle_redis_error(request: Request[Any, Any, Any], exc: redis.exceptions.RedisError) -> Response[Any]:
     log.error("redis.unavailable", path=request.url.path, error=str(exc))
     return error_response(
-        503, "the platform's message broker (Redis) is unreachable; try again shortly", "service_unavailable", "redis_unavailable", {"Retry-After": "1"}
+        503,
+        "the platform's message broker (Redis) is unreachable; try again shortly",
+        "service_unavailable",
+        "redis_unavailable",
+        {"Retry-After": "1"},
     )
 
 
@@ -150,7 +160,7 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return error_response(500, "internal error; it has been logged", "api_error", "internal")
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     GatewayError: handle_gateway_error,
     HTTPException: handle_http_exception,
     redis.exceptions.ConnectionError: handle_redis_error,

@@ -24,9 +24,7 @@ async def readyz(state: State) -> Response[dict[str, object]]:
     try:
         async with asyncio.timeout(1.0):
             await state.redis.ping()
-            alive = await state.redis.zcount(
-                state.redis_keys.workers, time.time() - state.settings.chat.worker_stale_s, "+inf"
-            )
+            alive = await state.redis.zcount(state.redis_keys.workers, time.time() - state.settings.chat.worker_stale_s, "+inf")
     except (redis.exceptions.RedisError, TimeoutError, OSError) as exc:
         return Response({"status": "not_ready", "redis": "down", "error": str(exc) or type(exc).__name__}, status_code=503)
     if alive == 0:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 import structlog
+
 from chatbot_contracts import (
     DATA_FIELD,
     DATA_FIELD_BYTES,
@@ -54,9 +55,7 @@ class Relay:
         pipe.xadd(self._keys.inference_events, {DATA_FIELD: encode(queued)}, maxlen=self._settings.events_maxlen, approximate=True)
         await pipe.execute()
 
-    async def batches(
-        self, request_id: str, deadline: float, after: bytes = b"0-0", keepalive_s: float = 15.0
-    ) -> AsyncIterator[Batch]:
+    async def batches(self, request_id: str, deadline: float, after: bytes = b"0-0", keepalive_s: float = 15.0) -> AsyncIterator[Batch]:
         """The request's events from just after entry `after` to `done`, as they arrive.
 
         One blocking XREAD returns every event written since the previous read, so a fast
@@ -78,7 +77,7 @@ class Relay:
             if not response:
                 yield KEEPALIVE
                 continue
-            entries = response[0][1]
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = response[0][1]  # type: ignore[index,assignment]
             batch: Batch = []
             for entry_id, fields in entries:
                 event = stream_event_decoder.decode(fields[DATA_FIELD_BYTES])

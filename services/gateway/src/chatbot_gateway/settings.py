@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import msgspec
+
 from chatbot_contracts.redis import RedisSettings
 from chatbot_contracts.settings import from_env
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 
 import httpx
 import msgspec
 import structlog
-from chatbot_contracts import DATA_FIELD, INFERENCE_GROUP, Keys, Registry, chat_request_decoder
-from chatbot_contracts.redis import connect
 from faststream import AckPolicy, FastStream
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
+
+from chatbot_contracts import DATA_FIELD, INFERENCE_GROUP, Keys, Registry, chat_request_decoder
+from chatbot_contracts.redis import connect
 
 from .providers import build_providers
 from .settings import Settings
@@ -36,8 +38,8 @@ def create_app(settings: Settings, registry: Registry) -> FastStream:
     """The worker for these settings and this registry."""
     keys = Keys(settings.redis.redis_namespace)
     name = settings.worker.consumer_name
-    broker = RedisBroker(settings.redis.url, logger=None)
-    app = FastStream(broker, logger=None)
+    broker = RedisBroker(settings.redis.url, logger=logging.getLogger("faststream"))
+    app = FastStream(broker, logger=logging.getLogger("faststream"))
     redis = connect(settings.redis)
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.providers.idle_timeout_s, connect=settings.providers.connect_timeout_s),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-
 import structlog
 import uvloop
+
 from chatbot_contracts import Registry
 from chatbot_contracts.observability import configure_logging
 from chatbot_contracts.settings import or_exit

@@ -6,6 +6,7 @@ import os
 import socket
 
 import msgspec
+
 from chatbot_contracts.redis import RedisSettings
 from chatbot_contracts.settings import from_env
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import redis.asyncio as aioredis
+
 from chatbot_contracts import DATA_FIELD, Delta, InferenceEvent, StreamEvent, encode
 
 Event = StreamEvent | InferenceEvent
@@ -71,10 +73,8 @@ class StreamSink:
     async def abort(self) -> None:
         """Stop writing without a terminal event (the request is left for another worker)."""
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
-        except (asyncio.CancelledError, Exception):
-            pass
 
     async def _run(self) -> None:
         while True:

@@ -9,6 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
+
 from chatbot_contracts import (
     ChatRequest,
     Completed,
@@ -93,7 +94,6 @@ class Worker:
             events_maxlen=self.settings.events_maxlen,
         )
         outcome = _Outcome()
-        base = self._event_base(request)
         log.debug("generation.started", request_id=request.request_id, model=request.model)
         try:
             remaining = request.deadline - started_at
@@ -109,7 +109,13 @@ class Worker:
             await sink.close(
                 Error(code=code, message=message, retry_after=retry_after),
                 Done(reason="error"),
-                Failed(**base, **self._answered_by(outcome), code=code, message=message, text="".join(outcome.text), duration_s=time.time() - started_at),
+                Failed(
+                    **self._event_fields(request, outcome),
+                    code=code,
+                    message=message,
+                    text="".join(outcome.text),
+                    duration_s=time.time() - started_at,
+                ),
             )
             return
         except BaseException:
@@ -120,8 +126,7 @@ class Worker:
             Usage(usage=usage),
             Done(reason=outcome.finish_reason),
             Completed(
-                **base,
-                **self._answered_by(outcome),
+                **self._event_fields(request, outcome),
                 text="".join(outcome.text),
                 finish_reason=outcome.finish_reason,
                 usage=usage,
@@ -134,7 +139,6 @@ class Worker:
     async def _generate(self, request: ChatRequest, sink: StreamSink, outcome: _Outcome, started_at: float) -> None:
         if request.model not in self.registry:
             raise ProviderError("bad_request", f"the model `{request.model}` is not in this worker's registry")
-        base = self._event_base(request)
         last_error: ProviderError | None = None
         for alias, spec in self.registry.chain(request.model):
             provider = self.providers.get(spec.provider)
@@ -145,9 +149,7 @@ class Worker:
             for retry in range(self.provider_settings.provider_retries + 1):
                 sink.push(Started(model=alias, provider=spec.provider, upstream_model=spec.upstream_model, attempt=request.attempt))
                 sink.push(
-                    GenerationStarted(
-                        **base, **self._answered_by(outcome), queue_wait_s=max(0.0, started_at - request.enqueued_at)
-                    )
+                    GenerationStarted(**self._event_fields(request, outcome), queue_wait_s=max(0.0, started_at - request.enqueued_at))
                 )
                 try:
                     await self._stream_once(provider, request, spec, sink, outcome, started_at)
@@ -175,7 +177,7 @@ class Worker:
                 case Delta():
                     if outcome.first_token_at is None:
                         outcome.first_token_at = time.time()
-                        sink.push(FirstToken(**self._event_base(request), **self._answered_by(outcome), ttft_s=outcome.first_token_at - started_at))
+                        sink.push(FirstToken(**self._event_fields(request, outcome), ttft_s=outcome.first_token_at - started_at))
                     outcome.text.append(event.text)
                     sink.push(event)
                 case TokenUsage():
@@ -199,19 +201,16 @@ class Worker:
         )
 
     @staticmethod
-    def _event_base(request: ChatRequest) -> dict[str, Any]:
+    def _event_fields(request: ChatRequest, outcome: _Outcome) -> dict[str, Any]:
+        """The fields every `InferenceEvent` of this generation shares, as of now."""
         return {
             "request_id": request.request_id,
             "model": request.model,
+            "provider": outcome.spec.provider if outcome.spec else "",
+            "upstream_model": outcome.spec.upstream_model if outcome.spec else "",
             "owner": request.owner,
             "key_id": request.key_id,
             "attempt": request.attempt,
             "traceparent": request.traceparent,
             "at": time.time(),
         }
-
-    @staticmethod
-    def _answered_by(outcome: _Outcome) -> dict[str, str]:
-        if outcome.spec is None:
-            return {}
-        return {"provider": outcome.spec.provider, "upstream_model": outcome.spec.upstream_model}

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 import msgspec
 import structlog
-from chatbot_contracts import DATA_FIELD_BYTES, LOG_COLLECTOR_GROUP, Keys, inference_event_decoder
 from faststream import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 from litestar import Litestar, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from chatbot_contracts import DATA_FIELD_BYTES, LOG_COLLECTOR_GROUP, Keys, inference_event_decoder
 
 from .events import EventCounter
 from .settings import Settings
@@ -19,7 +22,7 @@ log = structlog.get_logger()
 
 def create_app(settings: Settings) -> Litestar:
     keys = Keys(settings.redis.redis_namespace)
-    broker = RedisBroker(settings.redis.url, logger=None)
+    broker = RedisBroker(settings.redis.url, logger=logging.getLogger("faststream"))
     metrics = CollectorRegistry()
     counter = EventCounter(metrics)
 

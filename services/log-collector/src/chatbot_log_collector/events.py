@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from chatbot_contracts import AnyInferenceEvent, Cancelled, Completed, Failed
 from prometheus_client import CollectorRegistry, Counter
+
+from chatbot_contracts import AnyInferenceEvent, Cancelled, Completed, Failed
 
 
 class EventCounter:
@@ -11,7 +12,9 @@ class EventCounter:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.events = Counter("chatbot_log_collector_events", "Inference events consumed", ["type"], registry=registry)
-        self.tokens = Counter("chatbot_log_collector_tokens", "Tokens reported by finished generations", ["model", "type"], registry=registry)
+        self.tokens = Counter(
+            "chatbot_log_collector_tokens", "Tokens reported by finished generations", ["model", "type"], registry=registry
+        )
         self.cost = Counter("chatbot_log_collector_cost_usd", "Cost of finished generations", ["model"], registry=registry)
 
     def apply(self, event: AnyInferenceEvent) -> None:

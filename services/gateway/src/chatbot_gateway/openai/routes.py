@@ -8,14 +8,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-from chatbot_contracts import ChatRequest, Delta, Done, Error, Restart, Started, TokenUsage, Usage, json_encoder
-from chatbot_contracts.tracing import traceparent_or_new
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.response import Stream
 
+from chatbot_contracts import ChatRequest, Delta, Done, Error, Restart, Started, TokenUsage, Usage, json_encoder
+from chatbot_contracts.tracing import traceparent_or_new
+
 from ..auth import Principal
-from ..errors import BadRequest, ModelNotFound, UpstreamFailure
+from ..errors import STATUS_BY_CODE, BadRequest, ModelNotFound, UpstreamFailure
 from ..relay import KEEPALIVE, Batch
 from .schemas import (
     ChatCompletion,
@@ -220,7 +221,7 @@ def _finish_reason(reason: str) -> str:
 
 
 def _error_event(code: str, message: str) -> bytes:
-    status, error_type = UpstreamFailure._BY_CODE.get(code, (500, "api_error"))
+    _, error_type = STATUS_BY_CODE.get(code, (500, "api_error"))
     return b"data: " + json_encoder.encode({"error": {"message": message, "type": error_type, "code": code}}) + b"\n\n"
 
 

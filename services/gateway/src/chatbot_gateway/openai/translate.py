@@ -17,7 +17,18 @@ from .schemas import (
     UserMessage,
 )
 
-_UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "audio", "prediction", "web_search_options", "reasoning_effort", "verbosity", "top_logprobs")
+_UNSUPPORTED = (
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "audio",
+    "prediction",
+    "web_search_options",
+    "reasoning_effort",
+    "verbosity",
+    "top_logprobs",
+)
 
 
 def _unsupported(param: str, what: str) -> BadRequest:

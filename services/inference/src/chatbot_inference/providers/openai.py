@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping
 
-
 import httpx
 import msgspec
-from chatbot_contracts import ChatRequest, Delta, Done, FinishReason, ModelSpec, TokenUsage, json_encoder
 from httpx_sse import EventSource
+
+from chatbot_contracts import ChatRequest, Delta, Done, FinishReason, ModelSpec, TokenUsage, json_encoder
 
 from .base import ProviderError, ProviderEvent, error_for_status
 
@@ -148,7 +148,9 @@ class OpenAIProvider:
         if spec.api_key_env:
             key = self._environ.get(spec.api_key_env)
             if not key:
-                raise ProviderError("authentication", f"openai: the environment variable {spec.api_key_env} that holds the API key is not set")
+                raise ProviderError(
+                    "authentication", f"openai: the environment variable {spec.api_key_env} that holds the API key is not set"
+                )
             headers["authorization"] = f"Bearer {key}"
         params = request.params
         body = _Body(
@@ -192,5 +194,3 @@ class OpenAIProvider:
         if reader.usage is not None:
             yield reader.usage
         yield Done(reason=reader.finish_reason or "stop")
-
-
