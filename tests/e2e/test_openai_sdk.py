@@ -7,7 +7,7 @@ from collections.abc import Callable
 import openai
 import pytest
 
-from chatbot_devtools.fake_openai import FakeOpenAI, tokenize
+from chatbot_devtools.fake_openai import FakeOpenAI, Fault, tokenize
 from chatbot_devtools.platform import LocalPlatform
 
 pytestmark = pytest.mark.e2e
@@ -64,3 +64,33 @@ def test_a_whole_reply_is_the_upstreams_text_and_usage(gateway: tuple[str, Local
     assert completion.usage.prompt_tokens == FakeOpenAI.prompt_tokens(fake_openai.requests[-1])
     assert completion.usage.completion_tokens == len(tokenize(REPLY))
     assert fake_openai.requests[-1]["temperature"] == 0.3 and fake_openai.requests[-1]["max_tokens"] == 50
+
+
+def test_an_upstream_rate_limit_reaches_the_sdk_as_429(
+    platform_factory: Callable[..., LocalPlatform], fake_registry: str, fake_openai: FakeOpenAI
+) -> None:
+    platform = platform_factory(fake_registry)
+    url = platform.start_gateway()
+    platform.start_worker(CHATBOT_PROVIDER_RETRIES="0")
+    platform.wait_ready(url)
+    sdk = client(url, platform.admin_key)
+    for stream in (False, True):
+        fake_openai.faults.append(Fault(status=429, retry_after=2, message="Rate limit reached for requests"))
+        with pytest.raises(openai.RateLimitError) as caught:
+            response = sdk.chat.completions.create(model="fake", messages=[{"role": "user", "content": "Hi"}], stream=stream)
+            list(response) if stream else None  # type: ignore[call-overload]
+        assert "Rate limit reached for requests" in caught.value.message
+        assert caught.value.response.headers["retry-after"] == "2"
+
+
+def test_an_error_mid_stream_reaches_the_sdk_after_the_text_so_far(gateway: tuple[str, LocalPlatform], fake_openai: FakeOpenAI) -> None:
+    url, platform = gateway
+    fake_openai.faults.append(Fault(error_after=3, message="The server had an error while processing your request"))
+    received: list[str] = []
+    stream = client(url, platform.admin_key).chat.completions.create(
+        model="fake", messages=[{"role": "user", "content": "Hi"}], stream=True
+    )
+    with pytest.raises(openai.APIError, match="The server had an error"):
+        for chunk in stream:
+            received.append(chunk.choices[0].delta.content or "")
+    assert "".join(received) == "".join(tokenize(REPLY)[:3])
