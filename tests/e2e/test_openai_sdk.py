@@ -7,7 +7,7 @@ from collections.abc import Callable
 import openai
 import pytest
 
-from chatbot_devtools.fake_openai import FakeOpenAI, Fault, tokenize
+from chatbot_devtools.fakes import FakeOpenAI, Fault, tokenize
 from chatbot_devtools.platform import LocalPlatform
 
 pytestmark = pytest.mark.e2e

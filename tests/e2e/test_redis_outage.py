@@ -8,7 +8,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from chatbot_devtools.fake_openai import FakeOpenAI
+from chatbot_devtools.fakes import FakeOpenAI
 from chatbot_devtools.platform import LocalPlatform
 from chatbot_devtools.redis_server import RedisServer
 

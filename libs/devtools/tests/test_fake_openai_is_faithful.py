@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from chatbot_devtools.fake_openai import FakeOpenAI, Fault, tokenize
+from chatbot_devtools.fakes import FakeOpenAI, Fault, tokenize
 
 REPLY = "Faithful fakes make honest tests. "
 

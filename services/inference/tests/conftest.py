@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from chatbot_contracts import ChatMessage, ChatRequest, GenerationParams, ModelSpec
-from chatbot_devtools.fake_openai import FakeOpenAI
+from chatbot_devtools.fakes import FakeOpenAI
 
 
 @pytest.fixture

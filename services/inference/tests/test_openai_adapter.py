@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from chatbot_contracts import ChatRequest, Delta, Done, ModelSpec, TokenUsage
-from chatbot_devtools.fake_openai import FakeOpenAI, Fault, tokenize
+from chatbot_devtools.fakes import FakeOpenAI, Fault, tokenize
 from chatbot_inference.providers import OpenAIProvider, ProviderError
 from chatbot_inference.providers.openai import ChunkReader
 

@@ -26,7 +26,7 @@ from chatbot_contracts import (
     inference_event_decoder,
     stream_event_decoder,
 )
-from chatbot_devtools.fake_openai import FakeOpenAI, Fault, tokenize
+from chatbot_devtools.fakes import FakeOpenAI, Fault, tokenize
 from chatbot_devtools.platform import registry_toml
 from chatbot_devtools.serve import ThreadedServer
 from chatbot_inference import Worker

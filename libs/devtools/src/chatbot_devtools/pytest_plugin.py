@@ -6,14 +6,17 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis.asyncio as aioredis
 
-from .fake_openai import FakeOpenAI
+from .fakes import FakeAnthropic, FakeGemini, FakeOllama, FakeOpenAI, FakeUpstream
 from .platform import LocalPlatform, registry_toml
 from .redis_server import RedisServer, answers
 from .serve import ThreadedServer
+
+F = TypeVar("F", bound=FakeUpstream)
 
 
 @pytest.fixture(scope="session")
@@ -51,14 +54,35 @@ async def redis(redis_url: str, namespace: str) -> AsyncIterator[aioredis.Redis]
     await client.aclose()
 
 
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    """A fake OpenAI-compatible upstream on a local port; `fake_openai.base_url` ends in /v1."""
-    fake = FakeOpenAI()
+def _serve(fake: F, suffix: str = "") -> Iterator[F]:
     server = ThreadedServer(fake).start()
-    fake.base_url = f"{server.url}/v1"
+    fake.base_url = server.url + suffix
     yield fake
     server.stop()
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A fake OpenAI-compatible upstream on a local port; `base_url` ends in /v1, as the SDK takes it."""
+    yield from _serve(FakeOpenAI(), "/v1")
+
+
+@pytest.fixture
+def fake_anthropic() -> Iterator[FakeAnthropic]:
+    """A fake Anthropic Messages API; `base_url` is the API root, as the SDK takes it."""
+    yield from _serve(FakeAnthropic(model="claude-fake"))
+
+
+@pytest.fixture
+def fake_gemini() -> Iterator[FakeGemini]:
+    """A fake Gemini API; `base_url` is the API root (the adapter and the SDK add /v1beta)."""
+    yield from _serve(FakeGemini(model="gemini-fake"))
+
+
+@pytest.fixture
+def fake_ollama() -> Iterator[FakeOllama]:
+    """A fake Ollama server; `base_url` is its root, as the SDK takes it."""
+    yield from _serve(FakeOllama(model="llama-fake:latest"))
 
 
 @pytest.fixture

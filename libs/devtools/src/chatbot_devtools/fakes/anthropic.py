@@ -1,0 +1,82 @@
+"""A fake Anthropic Messages API: `POST /v1/messages`, streamed as Anthropic's named SSE events, or whole."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from .base import FakeUpstream, Receive, Send, Stream, serve_main, tokenize
+
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+
+
+class FakeAnthropic(FakeUpstream):
+    """Streams `message_start`, `content_block_*`, `ping`, `message_delta` (cumulative usage) and `message_stop`."""
+
+    cache_read_tokens = 0
+    """Reported as `cache_read_input_tokens` (the rest of the prompt as `input_tokens`)."""
+
+    def prompt_tokens(self, body: dict[str, Any]) -> int:
+        system = body.get("system") or ""
+        return self.count(self.text_of(system), *(self.text_of(m.get("content")) for m in body.get("messages", [])))
+
+    async def handle(self, method: str, path: str, query: str, headers: dict[str, str], body: dict[str, Any], send: Send, receive: Receive) -> None:
+        if method != "POST" or path != "/v1/messages":
+            await self._error(send, 404, f"no route {method} {path}")
+            return
+        self.record(headers, body)
+        fault = self.next_fault()
+        if fault.status is not None:
+            await self._error(send, fault.status, fault.message, self.retry_headers(fault))
+            return
+        last = next((m for m in reversed(body.get("messages", [])) if m.get("role") == "user"), {})
+        tokens = tokenize(self.reply_to(self.text_of(last.get("content"))))
+        prompt = self.prompt_tokens(body)
+        usage = {"input_tokens": prompt - self.cache_read_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": self.cache_read_tokens}
+        message = {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": body.get("model", self.model), "stop_sequence": None}
+        if not body.get("stream"):
+            content = [{"type": "text", "text": "".join(tokens)}]
+            await self.json(send, 200, {**message, "content": content, "stop_reason": "end_turn", "usage": {**usage, "output_tokens": len(tokens)}})
+            return
+        stream = Stream(self, send, receive)
+        try:
+            await stream.start(b"text/event-stream; charset=utf-8")
+            await stream.send(self._event("message_start", {"message": {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}}))
+            await stream.send(self._event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}) + self._event("ping", {}))
+            stop_reason = "end_turn"
+            for index, token in enumerate(tokens):
+                if fault.drop_after == index:
+                    return
+                if fault.error_after == index:
+                    await stream.send(self._event("error", {"error": {"type": "overloaded_error", "message": fault.message}}), last=True)
+                    return
+                if fault.malformed_after == index:
+                    await stream.send(b"event: content_block_delta\ndata: {not json\n\n")
+                if fault.filtered_after == index:
+                    stop_reason = "refusal"
+                    tokens = tokens[:index]
+                    break
+                if not await stream.send(self._event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": token}}), pace=True):
+                    return
+            tail = self._event("content_block_stop", {"index": 0})
+            tail += self._event("message_delta", {"delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": {"output_tokens": len(tokens)}})
+            tail += self._event("message_stop", {})
+            await stream.send(tail, last=True)
+        finally:
+            await stream.close()
+
+    def _event(self, name: str, data: dict[str, Any]) -> bytes:
+        return b"event: " + name.encode() + b"\ndata: " + self.encoder.encode({"type": name, **data}) + b"\n\n"
+
+    async def _error(self, send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        error = {"type": "error", "error": {"type": _ERROR_TYPES.get(status, "api_error"), "message": message}}
+        await self.json(send, status, error, [(b"request-id", b"req_fake"), *(headers or [])])
+
+
+def main() -> None:
+    """`python -m chatbot_devtools.fakes.anthropic --port 9001`."""
+    serve_main(FakeAnthropic, 9001)
+
+
+if __name__ == "__main__":
+    main()

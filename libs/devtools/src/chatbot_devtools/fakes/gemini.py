@@ -1,0 +1,94 @@
+"""A fake Gemini API: `models/{m}:streamGenerateContent?alt=sse` and `models/{m}:generateContent`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import FakeUpstream, Receive, Send, Stream, serve_main, tokenize
+
+_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+class FakeGemini(FakeUpstream):
+    """Streams `GenerateContentResponse` objects as SSE (`\\r\\n\\r\\n`-separated), usage in `usageMetadata`."""
+
+    block_prompt = False
+    """Refuse the prompt itself (`promptFeedback.blockReason`, no candidates)."""
+
+    def prompt_tokens(self, body: dict[str, Any]) -> int:
+        system = body.get("systemInstruction") or {}
+        texts = [self.text_of(system.get("parts"))]
+        texts += [self.text_of(c.get("parts")) for c in body.get("contents", [])]
+        return self.count(*texts)
+
+    async def handle(self, method: str, path: str, query: str, headers: dict[str, str], body: dict[str, Any], send: Send, receive: Receive) -> None:
+        streaming = path.endswith(":streamGenerateContent")
+        if method != "POST" or not (streaming or path.endswith(":generateContent")) or "/models/" not in path:
+            await self._error(send, 404, f"no route {method} {path}")
+            return
+        self.record(headers, body)
+        fault = self.next_fault()
+        if fault.status is not None:
+            await self._error(send, fault.status, fault.message, self.retry_headers(fault))
+            return
+        last = next((c for c in reversed(body.get("contents", [])) if c.get("role", "user") == "user"), {})
+        tokens = tokenize(self.reply_to(self.text_of(last.get("parts"))))
+        prompt = self.prompt_tokens(body)
+        model_version = path.rsplit("/", 1)[-1].split(":", 1)[0]
+        if self.block_prompt:
+            await self.json(send, 200, {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": prompt, "totalTokenCount": prompt}, "modelVersion": model_version})
+            return
+        if not streaming:
+            await self.json(send, 200, self._response("".join(tokens), "STOP", prompt, len(tokens), model_version))
+            return
+        stream = Stream(self, send, receive)
+        try:
+            await stream.start(b"text/event-stream")
+            finish = "STOP"
+            for index, token in enumerate(tokens):
+                if fault.drop_after == index:
+                    return
+                if fault.error_after == index:
+                    error = {"error": {"code": 503, "message": fault.message, "status": "UNAVAILABLE"}}
+                    await stream.send(b"data: " + self.encoder.encode(error) + b"\r\n\r\n", last=True)
+                    return
+                if fault.malformed_after == index:
+                    await stream.send(b"data: {not json\r\n\r\n")
+                if fault.filtered_after == index:
+                    finish = "SAFETY"
+                    tokens = tokens[:index]
+                    break
+                last_token = index == len(tokens) - 1
+                chunk = self._response(token, finish if last_token else None, prompt, index + 1, model_version)
+                if not await stream.send(b"data: " + self.encoder.encode(chunk) + b"\r\n\r\n", pace=True):
+                    return
+            if finish != "STOP" or not tokens:
+                chunk = self._response("", finish, prompt, len(tokens), model_version)
+                await stream.send(b"data: " + self.encoder.encode(chunk) + b"\r\n\r\n")
+            await stream.send(b"", last=True)
+        finally:
+            await stream.close()
+
+    @staticmethod
+    def _response(text: str, finish: str | None, prompt: int, output: int, model_version: str) -> dict[str, Any]:
+        candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        if finish:
+            candidate["finishReason"] = finish
+        return {
+            "candidates": [candidate],
+            "usageMetadata": {"promptTokenCount": prompt, "candidatesTokenCount": output, "totalTokenCount": prompt + output},
+            "modelVersion": model_version,
+            "responseId": "fake-response",
+        }
+
+    async def _error(self, send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        await self.json(send, status, {"error": {"code": status, "message": message, "status": _STATUS.get(status, "UNKNOWN")}}, headers)
+
+
+def main() -> None:
+    """`python -m chatbot_devtools.fakes.gemini --port 9002`."""
+    serve_main(FakeGemini, 9002)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""A fake OpenAI-compatible upstream: `POST /v1/chat/completions` (streamed or whole) and `GET /v1/models`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from .base import Fault, FakeUpstream, Receive, Send, Stream, serve_main, tokenize
+
+__all__ = ["FakeOpenAI", "Fault", "tokenize"]
+
+
+class FakeOpenAI(FakeUpstream):
+    """Chat Completions as OpenAI streams it: a role chunk, content chunks, a finish chunk, usage, `[DONE]`."""
+
+    @staticmethod
+    def prompt_tokens(body: dict[str, Any]) -> int:
+        return sum(len(tokenize(m.get("content") or "")) + 3 for m in body.get("messages", []) if isinstance(m.get("content"), str))
+
+    def reply_for(self, body: dict[str, Any]) -> str:
+        last = next((m.get("content") for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
+        return self.reply_to(last if isinstance(last, str) else "something")
+
+    async def handle(self, method: str, path: str, query: str, headers: dict[str, str], body: dict[str, Any], send: Send, receive: Receive) -> None:
+        if method == "GET" and path.endswith("/models"):
+            await self.json(send, 200, {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}]})
+            return
+        if method != "POST" or not path.endswith("/chat/completions"):
+            await self.json(send, 404, {"error": {"message": f"no route {method} {path}", "type": "invalid_request_error", "code": None}})
+            return
+        self.record(headers, body)
+        fault = self.next_fault()
+        if fault.status is not None:
+            error_type = "rate_limit_error" if fault.status == 429 else "invalid_request_error" if fault.status < 500 else "server_error"
+            await self.json(send, fault.status, {"error": {"message": fault.message, "type": error_type, "code": None, "param": None}}, self.retry_headers(fault))
+            return
+        tokens = tokenize(self.reply_for(body))
+        usage: dict[str, Any] = {"prompt_tokens": self.prompt_tokens(body), "completion_tokens": len(tokens)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        usage["prompt_tokens_details"] = {"cached_tokens": 0, "audio_tokens": 0}
+        if not body.get("stream"):
+            await self.json(send, 200, self._completion(tokens, usage))
+            return
+        stream = Stream(self, send, receive)
+        try:
+            await self._stream(stream, body, tokens, usage, fault)
+        finally:
+            await stream.close()
+
+    def _completion(self, tokens: list[str], usage: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model,
+            "system_fingerprint": "fp_fake",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(tokens), "refusal": None}, "logprobs": None, "finish_reason": "stop"}],
+            "usage": usage,
+        }
+
+    async def _stream(self, stream: Stream, body: dict[str, Any], tokens: list[str], usage: dict[str, Any], fault: Fault) -> None:
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()), "model": self.model, "system_fingerprint": "fp_fake"}
+        extra = {"usage": None} if include_usage else {}
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            data = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}], **extra}
+            return b"data: " + self.encoder.encode(data) + b"\n\n"
+
+        await stream.start(b"text/event-stream; charset=utf-8")
+        await stream.send(chunk({"role": "assistant", "content": "", "refusal": None}))
+        for index, token in enumerate(tokens):
+            if fault.drop_after == index:
+                return
+            if fault.error_after == index:
+                error = {"error": {"message": fault.message, "type": "server_error", "code": None, "param": None}}
+                await stream.send(b"data: " + self.encoder.encode(error) + b"\n\n", last=True)
+                return
+            if fault.malformed_after == index:
+                await stream.send(b"data: {not json\n\n")
+            if not await stream.send(chunk({"content": token}), pace=True):
+                return
+        tail = chunk({}, "stop")
+        if include_usage:
+            tail += b"data: " + self.encoder.encode({**base, "choices": [], "usage": usage}) + b"\n\n"
+        await stream.send(tail + b"data: [DONE]\n\n", last=True)
+
+
+def main() -> None:
+    """`python -m chatbot_devtools.fakes.openai --port 9000`."""
+    serve_main(FakeOpenAI, 9000)
+
+
+if __name__ == "__main__":
+    main()
