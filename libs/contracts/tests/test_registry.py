@@ -75,3 +75,23 @@ def test_a_bad_registry_is_refused_naming_key_and_line(text: str, expected: str)
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match=r"cannot read model registry .*nope.toml"):
         Registry.load(tmp_path / "nope.toml")
+
+
+def test_a_llamacpp_model_must_say_where_its_weights_are() -> None:
+    with pytest.raises(RegistryError, match=r"m.toml:1: `models.local`: a llamacpp model needs `model_path` or `model_package`"):
+        Registry.parse('[models.local]\nprovider = "llamacpp"\nupstream_model = "gemma"\n', source="m.toml")
+
+
+def test_what_a_provider_cannot_do_is_named() -> None:
+    from chatbot_contracts import GenerationParams
+    from chatbot_contracts.capabilities import refusal
+
+    registry = Registry.parse(GOOD)
+    slow = registry.models["slow"]
+    assert refusal("slow", slow, GenerationParams(temperature=0.5, max_tokens=10, stop=["x"])) is None
+    assert refusal("slow", slow, GenerationParams(seed=7)) == ("seed", "`seed` is not supported by model `slow` (provider anthropic)")
+    assert refusal("slow", slow, GenerationParams(temperature=1.5)) == (
+        "temperature",
+        "model `slow` (provider anthropic) takes `temperature` from 0 to 1",
+    )
+    assert refusal("fast", registry.models["fast"], GenerationParams(seed=7, temperature=1.5)) is None

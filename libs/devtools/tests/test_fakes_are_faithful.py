@@ -5,10 +5,11 @@ from __future__ import annotations
 import anthropic
 import ollama
 import pytest
-from chatbot_devtools.fakes import FakeAnthropic, FakeGemini, FakeOllama, Fault, tokenize
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
+
+from chatbot_devtools.fakes import FakeAnthropic, FakeGemini, FakeOllama, Fault, tokenize
 
 REPLY = "Three vendors, three formats, one platform. "
 
@@ -24,7 +25,9 @@ def claude(fake_anthropic: FakeAnthropic) -> anthropic.Anthropic:
 
 def test_anthropic_sdk_streams_text_and_cumulative_usage(claude: anthropic.Anthropic, fake_anthropic: FakeAnthropic) -> None:
     fake_anthropic.cache_read_tokens = 2
-    with claude.messages.stream(model="claude-fake", max_tokens=100, system="Be brief.", messages=[{"role": "user", "content": "Hi there"}]) as stream:
+    with claude.messages.stream(
+        model="claude-fake", max_tokens=100, system="Be brief.", messages=[{"role": "user", "content": "Hi there"}]
+    ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == REPLY
@@ -48,7 +51,10 @@ def test_anthropic_sdk_sees_rate_limits_and_stream_errors(claude: anthropic.Anth
         claude.messages.create(model="claude-fake", max_tokens=10, messages=[{"role": "user", "content": "Hi"}])
     assert caught.value.response.headers["retry-after"] == "4"
     fake_anthropic.faults.append(Fault(error_after=2, message="Overloaded"))
-    with pytest.raises(anthropic.APIStatusError, match="Overloaded"), claude.messages.stream(model="claude-fake", max_tokens=10, messages=[{"role": "user", "content": "Hi"}]) as stream:
+    with (
+        pytest.raises(anthropic.APIStatusError, match="Overloaded"),
+        claude.messages.stream(model="claude-fake", max_tokens=10, messages=[{"role": "user", "content": "Hi"}]) as stream,
+    ):
         stream.until_done()
 
 
@@ -64,7 +70,9 @@ def gemini(fake_gemini: FakeGemini) -> genai.Client:
 def test_gemini_sdk_streams_text_and_usage(gemini: genai.Client, fake_gemini: FakeGemini) -> None:
     chunks = list(
         gemini.models.generate_content_stream(
-            model="gemini-fake", contents="Hi there", config=genai_types.GenerateContentConfig(system_instruction="Be brief.", max_output_tokens=50)
+            model="gemini-fake",
+            contents="Hi there",
+            config=genai_types.GenerateContentConfig(system_instruction="Be brief.", max_output_tokens=50),
         )
     )
     assert "".join(c.text or "" for c in chunks) == REPLY
@@ -102,7 +110,9 @@ def llama(fake_ollama: FakeOllama) -> ollama.Client:
 
 
 def test_ollama_sdk_streams_text_and_counts(llama: ollama.Client, fake_ollama: FakeOllama) -> None:
-    parts = list(llama.chat(model="llama-fake:latest", messages=[{"role": "user", "content": "Hi there"}], stream=True, options={"temperature": 0.1}))
+    parts = list(
+        llama.chat(model="llama-fake:latest", messages=[{"role": "user", "content": "Hi there"}], stream=True, options={"temperature": 0.1})
+    )
     assert "".join(p.message.content or "" for p in parts) == REPLY
     assert parts[-1].done and parts[-1].done_reason == "stop"
     assert parts[-1].eval_count == len(tokenize(REPLY))

@@ -55,4 +55,6 @@ def _chat_request(model: str = "fast", content: str = "Hello there", **overrides
         "deadline": now + 30,
     }
     fields.update(overrides)
+    if isinstance(fields["params"], dict):
+        fields["params"] = GenerationParams(**fields["params"])
     return ChatRequest(**fields)  # type: ignore[arg-type]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -181,7 +183,117 @@ async def test_a_slow_answer_is_cut_at_the_deadline(
 
 
 async def test_a_provider_without_an_adapter_fails_clearly(worker: Worker, new_request: Callable[..., ChatRequest]) -> None:
+    del worker.providers["gemini"]
     request = new_request(model="martian")
     await worker.handle(request)
     events = await stream_of(worker, request.request_id)
     assert isinstance(events[0], Error) and "no adapter for provider `gemini`" in events[0].message
+
+
+def worker_for(
+    redis: aioredis.Redis, namespace: str, http: httpx.AsyncClient, models: dict[str, dict[str, object]], **provider_settings: Any
+) -> Worker:
+    settings = ProviderSettings(**{"provider_retries": 0, "retry_base_s": 0.01, "retry_max_s": 0.05, **provider_settings})
+    return Worker(redis, Keys(namespace), Registry.parse(registry_toml(models)), build_providers(http), WorkerSettings(), settings)
+
+
+def fake_model(fake: FakeOpenAI, **fields: object) -> dict[str, object]:
+    return {"provider": "openai", "upstream_model": "fake-model", "base_url": fake.base_url, **fields}
+
+
+async def test_no_first_token_in_time_is_a_timeout(
+    redis: aioredis.Redis, namespace: str, http: httpx.AsyncClient, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
+) -> None:
+    fake_openai.token_delay_s = 1.0
+    worker = worker_for(redis, namespace, http, {"slow": fake_model(fake_openai, first_token_timeout_s=0.2)}, provider_retries=1)
+    request = new_request(model="slow")
+    started = time.monotonic()
+    await worker.handle(request)
+    events = await stream_of(worker, request.request_id)
+    assert isinstance(events[-2], Error) and events[-2].code == "timeout"
+    assert events[-2].message == "openai: no first token within 0.2s"
+    assert len(fake_openai.requests) == 2, "a timeout before any token is retried"
+    assert time.monotonic() - started < 1.5
+
+
+async def test_silence_between_tokens_is_a_timeout(
+    redis: aioredis.Redis, namespace: str, http: httpx.AsyncClient, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
+) -> None:
+    fake_openai.token_delay_s = 0.4
+    worker = worker_for(redis, namespace, http, {"stutter": fake_model(fake_openai, idle_timeout_s=0.2)}, provider_retries=2)
+    request = new_request(model="stutter")
+    await worker.handle(request)
+    events = await stream_of(worker, request.request_id)
+    assert text_of(events) == "You ", "the first token arrived; the second never did in time"
+    assert isinstance(events[-2], Error) and events[-2].message == "openai: no token for 0.2s"
+    assert len(fake_openai.requests) == 1, "after text reached the client, nothing is retried"
+
+
+async def test_a_context_length_error_falls_back_only_to_a_larger_window(
+    redis: aioredis.Redis,
+    namespace: str,
+    http: httpx.AsyncClient,
+    fake_openai: FakeOpenAI,
+    backup_upstream: FakeOpenAI,
+    new_request: Callable[..., ChatRequest],
+) -> None:
+    other = FakeOpenAI(reply="not me")
+    server = ThreadedServer(other).start()
+    other.base_url = f"{server.url}/v1"
+    try:
+        models = {
+            "small": fake_model(fake_openai, context_window=8192, fallbacks=["same", "big"]),
+            "same": fake_model(other, context_window=8192),
+            "big": {**fake_model(backup_upstream, context_window=200000)},
+        }
+        worker = worker_for(redis, namespace, http, models)
+        fake_openai.faults.append(Fault(status=400, message="This model's maximum context length is 8192 tokens"))
+        request = new_request(model="small")
+        await worker.handle(request)
+        events = await stream_of(worker, request.request_id)
+        assert text_of(events) == "The backup answered."
+        assert not other.requests, "a fallback with the same window is skipped"
+    finally:
+        server.stop()
+
+
+async def test_max_concurrency_holds_across_workers(
+    redis: aioredis.Redis, namespace: str, http: httpx.AsyncClient, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
+) -> None:
+    fake_openai.reply = "one two three four five"
+    fake_openai.token_delay_s = 0.03
+    models = {"narrow": fake_model(fake_openai, max_concurrency=1)}
+    workers = [worker_for(redis, namespace, http, models) for _ in range(2)]
+    requests = [new_request(model="narrow") for _ in range(4)]
+    await asyncio.gather(*(workers[i % 2].handle(r) for i, r in enumerate(requests)))
+    for request in requests:
+        assert text_of(await stream_of(workers[0], request.request_id)) == "one two three four five"
+    assert fake_openai.most_active == 1
+
+
+async def test_an_exhausted_rpm_bucket_waits_then_refuses_with_retry_after(
+    redis: aioredis.Redis, namespace: str, http: httpx.AsyncClient, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
+) -> None:
+    worker = worker_for(redis, namespace, http, {"metered": fake_model(fake_openai, rpm=2)}, limit_wait_s=0.3)
+    requests = [new_request(model="metered") for _ in range(3)]
+    for request in requests:
+        await worker.handle(request)
+    last = await stream_of(worker, requests[-1].request_id)
+    assert isinstance(last[-2], Error) and last[-2].code == "rate_limited"
+    assert last[-2].retry_after is not None and 25 < last[-2].retry_after <= 30
+    assert len(fake_openai.requests) == 2
+
+
+async def test_tokens_per_minute_are_reserved_then_settled_from_usage(
+    redis: aioredis.Redis, namespace: str, http: httpx.AsyncClient, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
+) -> None:
+    worker = worker_for(redis, namespace, http, {"metered": fake_model(fake_openai, tpm=1000)})
+    await worker.handle(new_request(model="metered", params={"max_tokens": 500}))
+    left = float(await redis.hget(f"{namespace}limits.{{metered}}.tpm", "tokens"))
+    used = sum(fake_openai.prompt_tokens(r) for r in fake_openai.requests) + len(tokenize("You said: Hello there"))
+    assert 1000 - used - 5 <= left <= 1000 - used + 5, "only what was really used stays taken"
+    too_big = new_request(model="metered", params={"max_tokens": 2000})
+    await worker.handle(too_big)
+    events = await stream_of(worker, too_big.request_id)
+    assert isinstance(events[-2], Error) and events[-2].code == "bad_request" and "allows per minute (1000)" in events[-2].message
+    assert len(fake_openai.requests) == 1

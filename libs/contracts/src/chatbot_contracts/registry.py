@@ -11,6 +11,7 @@ import msgspec
 
 Provider = Literal["openai", "anthropic", "gemini", "ollama", "llamacpp"]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 Price = Annotated[float, msgspec.Meta(ge=0)]
 
 
@@ -29,6 +30,22 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     output_usd_per_mtok: Price = 0.0
     fallbacks: list[str] = []
     """Other aliases, tried in order when this one fails for good."""
+    max_concurrency: PositiveInt | None = None
+    """Generations of this alias running at once, across all workers (None: no limit)."""
+    rpm: PositiveInt | None = None
+    """Requests per minute to the provider for this alias, across all workers."""
+    tpm: PositiveInt | None = None
+    """Tokens per minute (prompt estimate plus `max_tokens`) for this alias, across all workers."""
+    first_token_timeout_s: PositiveFloat | None = None
+    """Longest wait for the first token (default: `CHATBOT_FIRST_TOKEN_TIMEOUT_S`)."""
+    idle_timeout_s: PositiveFloat | None = None
+    """Longest silence between tokens (default: `CHATBOT_IDLE_TIMEOUT_S`)."""
+    model_path: str | None = None
+    """llamacpp: the GGUF file."""
+    model_package: str | None = None
+    """llamacpp: a Python package whose `assemble()` returns the GGUF file's path (a model shipped on PyPI)."""
+    chat_format: str | None = None
+    """llamacpp: llama-cpp-python's chat format (default: the model's own template)."""
 
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         """What a generation with these token counts costs, in US dollars."""
@@ -92,6 +109,9 @@ class Registry:
                 key = ".".join(("models", alias, *path, *field))
                 raise RegistryError(f"{source}:{line}: `{key}`: {problem}") from exc
         for alias, spec in models.items():
+            if spec.provider == "llamacpp" and not (spec.model_path or spec.model_package):
+                line = _line_of_key(text, ("models", alias))
+                raise RegistryError(f"{source}:{line}: `models.{alias}`: a llamacpp model needs `model_path` or `model_package`")
             for fallback in spec.fallbacks:
                 if fallback == alias or fallback not in models:
                     line = _line_of_key(text, ("models", alias, "fallbacks"))

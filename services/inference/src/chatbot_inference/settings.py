@@ -45,8 +45,12 @@ class ProviderSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_RETRY_MAX_S`: the longest backoff (a provider's Retry-After wins if longer, up to 60 s)."""
     connect_timeout_s: float = 10.0
     """`CHATBOT_CONNECT_TIMEOUT_S`: time to connect to a provider."""
+    first_token_timeout_s: float = 120.0
+    """`CHATBOT_FIRST_TOKEN_TIMEOUT_S`: longest wait for an answer's first token (a model's `first_token_timeout_s` wins)."""
     idle_timeout_s: float = 120.0
-    """`CHATBOT_IDLE_TIMEOUT_S`: longest silence allowed while waiting for the next bytes of an answer."""
+    """`CHATBOT_IDLE_TIMEOUT_S`: longest silence between two tokens (a model's `idle_timeout_s` wins)."""
+    limit_wait_s: float = 30.0
+    """`CHATBOT_LIMIT_WAIT_S`: longest wait for a model's rpm/tpm/concurrency limit before failing as rate limited."""
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):

@@ -28,7 +28,9 @@ from chatbot_contracts import (
     TokenUsage,
     Usage,
 )
+from chatbot_contracts.capabilities import refusal
 
+from .limits import ModelLimits, estimate_request_tokens
 from .providers import Provider, ProviderError
 from .settings import ProviderSettings, WorkerSettings
 from .sink import StreamSink
@@ -75,6 +77,7 @@ class Worker:
         settings: WorkerSettings,
         provider_settings: ProviderSettings,
     ) -> None:
+        self.limits = ModelLimits(redis, keys, max_wait_s=provider_settings.limit_wait_s)
         self.redis = redis
         self.keys = keys
         self.registry = registry
@@ -139,51 +142,75 @@ class Worker:
     async def _generate(self, request: ChatRequest, sink: StreamSink, outcome: _Outcome, started_at: float) -> None:
         if request.model not in self.registry:
             raise ProviderError("bad_request", f"the model `{request.model}` is not in this worker's registry")
+        retries = self.provider_settings.provider_retries
         last_error: ProviderError | None = None
         for alias, spec in self.registry.chain(request.model):
+            too_small = outcome.spec is not None and spec.context_window <= outcome.spec.context_window
+            if last_error is not None and last_error.code == "context_length_exceeded" and too_small:
+                continue  # only a larger context window can help
             provider = self.providers.get(spec.provider)
             if provider is None:
                 last_error = ProviderError("bad_request", f"no adapter for provider `{spec.provider}` (model `{alias}`) in this worker")
                 continue
+            if problem := refusal(alias, spec, request.params):
+                last_error = ProviderError("bad_request", problem[1])
+                continue
+            if last_error is not None:
+                log.info("generation.fallback", request_id=request.request_id, model=alias, after=last_error.code)
             outcome.alias, outcome.spec = alias, spec
-            for retry in range(self.provider_settings.provider_retries + 1):
+            for retry in range(retries + 1):
                 sink.push(Started(model=alias, provider=spec.provider, upstream_model=spec.upstream_model, attempt=request.attempt))
                 sink.push(
                     GenerationStarted(**self._event_fields(request, outcome), queue_wait_s=max(0.0, started_at - request.enqueued_at))
                 )
                 try:
-                    await self._stream_once(provider, request, spec, sink, outcome, started_at)
+                    await self._call(provider, alias, spec, request, sink, outcome, started_at)
                     return
                 except ProviderError as error:
                     last_error = error
-                    if outcome.text or not error.retryable:
-                        # Text has reached the client, or trying again cannot help: give up here.
-                        if outcome.text or error.code == "bad_request":
-                            raise
-                        break
-                    if retry < self.provider_settings.provider_retries:
-                        delay = backoff_s(retry, self.provider_settings, error.retry_after)
-                        log.info("generation.retry", request_id=request.request_id, model=alias, code=error.code, delay_s=round(delay, 3))
-                        await asyncio.sleep(delay)
-            log.info("generation.fallback", request_id=request.request_id, model=alias, code=last_error.code if last_error else None)
+                    if outcome.text or error.code == "bad_request":
+                        raise  # text has reached the client, or no other try can succeed
+                    if not error.retryable or retry == retries:
+                        break  # on to the next fallback
+                    delay = backoff_s(retry, self.provider_settings, error.retry_after)
+                    log.info("generation.retry", request_id=request.request_id, model=alias, code=error.code, delay_s=round(delay, 3))
+                    await asyncio.sleep(delay)
         assert last_error is not None
         raise last_error
 
-    async def _stream_once(
-        self, provider: Provider, request: ChatRequest, spec: ModelSpec, sink: StreamSink, outcome: _Outcome, started_at: float
+    async def _call(
+        self, provider: Provider, alias: str, spec: ModelSpec, request: ChatRequest, sink: StreamSink, outcome: _Outcome, started_at: float
     ) -> None:
-        async for event in provider.stream(request, spec):
-            match event:
-                case Delta():
-                    if outcome.first_token_at is None:
-                        outcome.first_token_at = time.time()
-                        sink.push(FirstToken(**self._event_fields(request, outcome), ttft_s=outcome.first_token_at - started_at))
-                    outcome.text.append(event.text)
-                    sink.push(event)
-                case TokenUsage():
-                    outcome.usage = event
-                case Done(reason=reason):
-                    outcome.finish_reason = reason
+        """One provider call under the model's limits, its first token and every later one on a timer."""
+        budget = min(request.params.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
+        reserved = estimate_request_tokens(sum(len(m.content) for m in request.messages), budget)
+        await self.limits.take(alias, spec, reserved, request.deadline)
+        first_token_s = spec.first_token_timeout_s or self.provider_settings.first_token_timeout_s
+        idle_s = spec.idle_timeout_s or self.provider_settings.idle_timeout_s
+        loop = asyncio.get_running_loop()
+        async with self.limits.slot(alias, spec, request.request_id, request.deadline):
+            try:
+                async with asyncio.timeout(first_token_s) as timer:
+                    async for event in provider.stream(request, spec):
+                        match event:
+                            case Delta():
+                                if outcome.first_token_at is None:
+                                    outcome.first_token_at = time.time()
+                                    sink.push(
+                                        FirstToken(**self._event_fields(request, outcome), ttft_s=outcome.first_token_at - started_at)
+                                    )
+                                outcome.text.append(event.text)
+                                sink.push(event)
+                                timer.reschedule(loop.time() + idle_s)
+                            case TokenUsage():
+                                outcome.usage = event
+                            case Done(reason=reason):
+                                outcome.finish_reason = reason
+            except TimeoutError as exc:
+                waited = f"no token for {idle_s:g}s" if outcome.text else f"no first token within {first_token_s:g}s"
+                raise ProviderError("timeout", f"{spec.provider}: {waited}") from exc
+        if outcome.usage is not None:
+            await self.limits.give_back(alias, spec, reserved - outcome.usage.input_tokens - outcome.usage.output_tokens)
 
     def _usage(self, request: ChatRequest, outcome: _Outcome) -> TokenUsage:
         usage = outcome.usage or TokenUsage(

@@ -1,7 +1,7 @@
 """Fake providers, each speaking its vendor's wire format byte for byte (proven by the vendor's SDK)."""
 
 from .anthropic import FakeAnthropic
-from .base import Fault, FakeUpstream, tokenize
+from .base import FakeUpstream, Fault, tokenize
 from .gemini import FakeGemini
 from .ollama import FakeOllama
 from .openai import FakeOpenAI

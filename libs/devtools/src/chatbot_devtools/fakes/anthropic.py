@@ -7,7 +7,16 @@ from typing import Any
 
 from .base import FakeUpstream, Receive, Send, Stream, serve_main, tokenize
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
 
 
 class FakeAnthropic(FakeUpstream):
@@ -20,7 +29,9 @@ class FakeAnthropic(FakeUpstream):
         system = body.get("system") or ""
         return self.count(self.text_of(system), *(self.text_of(m.get("content")) for m in body.get("messages", [])))
 
-    async def handle(self, method: str, path: str, query: str, headers: dict[str, str], body: dict[str, Any], send: Send, receive: Receive) -> None:
+    async def handle(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: dict[str, Any], send: Send, receive: Receive
+    ) -> None:
         if method != "POST" or path != "/v1/messages":
             await self._error(send, 404, f"no route {method} {path}")
             return
@@ -29,20 +40,38 @@ class FakeAnthropic(FakeUpstream):
         if fault.status is not None:
             await self._error(send, fault.status, fault.message, self.retry_headers(fault))
             return
-        last = next((m for m in reversed(body.get("messages", [])) if m.get("role") == "user"), {})
+        last: dict[str, Any] = next((m for m in reversed(body.get("messages", [])) if m.get("role") == "user"), {})
         tokens = tokenize(self.reply_to(self.text_of(last.get("content"))))
         prompt = self.prompt_tokens(body)
-        usage = {"input_tokens": prompt - self.cache_read_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": self.cache_read_tokens}
-        message = {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": body.get("model", self.model), "stop_sequence": None}
+        usage = {
+            "input_tokens": prompt - self.cache_read_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": self.cache_read_tokens,
+        }
+        message = {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", self.model),
+            "stop_sequence": None,
+        }
         if not body.get("stream"):
             content = [{"type": "text", "text": "".join(tokens)}]
-            await self.json(send, 200, {**message, "content": content, "stop_reason": "end_turn", "usage": {**usage, "output_tokens": len(tokens)}})
+            await self.json(
+                send, 200, {**message, "content": content, "stop_reason": "end_turn", "usage": {**usage, "output_tokens": len(tokens)}}
+            )
             return
         stream = Stream(self, send, receive)
         try:
             await stream.start(b"text/event-stream; charset=utf-8")
-            await stream.send(self._event("message_start", {"message": {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}}))
-            await stream.send(self._event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}) + self._event("ping", {}))
+            await stream.send(
+                self._event(
+                    "message_start", {"message": {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}}
+                )
+            )
+            await stream.send(
+                self._event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}) + self._event("ping", {})
+            )
             stop_reason = "end_turn"
             for index, token in enumerate(tokens):
                 if fault.drop_after == index:
@@ -56,10 +85,14 @@ class FakeAnthropic(FakeUpstream):
                     stop_reason = "refusal"
                     tokens = tokens[:index]
                     break
-                if not await stream.send(self._event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": token}}), pace=True):
+                if not await stream.send(
+                    self._event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": token}}), pace=True
+                ):
                     return
             tail = self._event("content_block_stop", {"index": 0})
-            tail += self._event("message_delta", {"delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": {"output_tokens": len(tokens)}})
+            tail += self._event(
+                "message_delta", {"delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": {"output_tokens": len(tokens)}}
+            )
             tail += self._event("message_stop", {})
             await stream.send(tail, last=True)
         finally:

@@ -53,8 +53,12 @@ class Stream:
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self, content_type: bytes) -> None:
-        await self._send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", content_type), (b"cache-control", b"no-cache")]})
+        await self._send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", content_type), (b"cache-control", b"no-cache")]}
+        )
         self._watcher = asyncio.create_task(self._watch())
+        self.fake.active += 1
+        self.fake.most_active = max(self.fake.most_active, self.fake.active)
 
     async def _watch(self) -> None:
         while (await self._receive())["type"] != "http.disconnect":
@@ -74,6 +78,7 @@ class Stream:
     async def close(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
+            self.fake.active -= 1
 
 
 class FakeUpstream:
@@ -90,6 +95,9 @@ class FakeUpstream:
         self.headers: list[dict[str, str]] = []
         self.disconnects: list[float] = []
         """Monotonic times at which a client closed a stream before its end."""
+        self.active = 0
+        self.most_active = 0
+        """The most streams it was sending at once."""
         self.encoder = msgspec.json.Encoder()
 
     @staticmethod
@@ -128,7 +136,9 @@ class FakeUpstream:
         query = scope.get("query_string", b"").decode()
         await self.handle(scope["method"], scope["path"], query, headers, body, send, receive)
 
-    async def handle(self, method: str, path: str, query: str, headers: dict[str, str], body: dict[str, Any], send: Send, receive: Receive) -> None:
+    async def handle(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: dict[str, Any], send: Send, receive: Receive
+    ) -> None:
         raise NotImplementedError
 
     def record(self, headers: dict[str, str], body: dict[str, Any]) -> None:

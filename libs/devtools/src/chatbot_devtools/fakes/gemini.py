@@ -6,7 +6,16 @@ from typing import Any
 
 from .base import FakeUpstream, Receive, Send, Stream, serve_main, tokenize
 
-_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 
 
 class FakeGemini(FakeUpstream):
@@ -21,7 +30,9 @@ class FakeGemini(FakeUpstream):
         texts += [self.text_of(c.get("parts")) for c in body.get("contents", [])]
         return self.count(*texts)
 
-    async def handle(self, method: str, path: str, query: str, headers: dict[str, str], body: dict[str, Any], send: Send, receive: Receive) -> None:
+    async def handle(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: dict[str, Any], send: Send, receive: Receive
+    ) -> None:
         streaming = path.endswith(":streamGenerateContent")
         if method != "POST" or not (streaming or path.endswith(":generateContent")) or "/models/" not in path:
             await self._error(send, 404, f"no route {method} {path}")
@@ -31,12 +42,23 @@ class FakeGemini(FakeUpstream):
         if fault.status is not None:
             await self._error(send, fault.status, fault.message, self.retry_headers(fault))
             return
-        last = next((c for c in reversed(body.get("contents", [])) if c.get("role", "user") == "user"), {})
+        last: dict[str, Any] = next((c for c in reversed(body.get("contents", [])) if c.get("role", "user") == "user"), {})
         tokens = tokenize(self.reply_to(self.text_of(last.get("parts"))))
         prompt = self.prompt_tokens(body)
         model_version = path.rsplit("/", 1)[-1].split(":", 1)[0]
         if self.block_prompt:
-            await self.json(send, 200, {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": prompt, "totalTokenCount": prompt}, "modelVersion": model_version})
+            blocked = {
+                "promptFeedback": {"blockReason": "SAFETY"},
+                "usageMetadata": {"promptTokenCount": prompt, "totalTokenCount": prompt},
+                "modelVersion": model_version,
+            }
+            if not streaming:
+                await self.json(send, 200, blocked)
+                return
+            stream = Stream(self, send, receive)
+            await stream.start(b"text/event-stream")
+            await stream.send(b"data: " + self.encoder.encode(blocked) + b"\r\n\r\n", last=True)
+            await stream.close()
             return
         if not streaming:
             await self.json(send, 200, self._response("".join(tokens), "STOP", prompt, len(tokens), model_version))

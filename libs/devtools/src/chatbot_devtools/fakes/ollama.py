@@ -18,9 +18,18 @@ class FakeOllama(FakeUpstream):
     def prompt_tokens(self, body: dict[str, Any]) -> int:
         return self.count(*(self.text_of(m.get("content")) for m in body.get("messages", [])))
 
-    async def handle(self, method: str, path: str, query: str, headers: dict[str, str], body: dict[str, Any], send: Send, receive: Receive) -> None:
+    async def handle(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: dict[str, Any], send: Send, receive: Receive
+    ) -> None:
         if method == "GET" and path == "/api/tags":
-            model = {"name": self.model, "model": self.model, "modified_at": _now(), "size": 1, "digest": "0" * 64, "details": {"format": "gguf", "family": "fake"}}
+            model = {
+                "name": self.model,
+                "model": self.model,
+                "modified_at": _now(),
+                "size": 1,
+                "digest": "0" * 64,
+                "details": {"format": "gguf", "family": "fake"},
+            }
             await self.json(send, 200, {"models": [model]})
             return
         if method == "GET" and path == "/api/version":
@@ -34,12 +43,23 @@ class FakeOllama(FakeUpstream):
         if fault.status is not None:
             await self.json(send, fault.status, {"error": fault.message}, self.retry_headers(fault))
             return
-        last = next((m for m in reversed(body.get("messages", [])) if m.get("role") == "user"), {})
+        last: dict[str, Any] = next((m for m in reversed(body.get("messages", [])) if m.get("role") == "user"), {})
         tokens = tokenize(self.reply_to(self.text_of(last.get("content"))))
         model = body.get("model", self.model)
-        final = {"done": True, "done_reason": "stop", "total_duration": 1000, "load_duration": 10, "prompt_eval_count": self.prompt_tokens(body), "prompt_eval_duration": 100, "eval_count": len(tokens), "eval_duration": 800}
+        final = {
+            "done": True,
+            "done_reason": "stop",
+            "total_duration": 1000,
+            "load_duration": 10,
+            "prompt_eval_count": self.prompt_tokens(body),
+            "prompt_eval_duration": 100,
+            "eval_count": len(tokens),
+            "eval_duration": 800,
+        }
         if body.get("stream") is False:
-            await self.json(send, 200, {"model": model, "created_at": _now(), "message": {"role": "assistant", "content": "".join(tokens)}, **final})
+            await self.json(
+                send, 200, {"model": model, "created_at": _now(), "message": {"role": "assistant", "content": "".join(tokens)}, **final}
+            )
             return
         stream = Stream(self, send, receive)
         try:

@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Any
 
-from .base import Fault, FakeUpstream, Receive, Send, Stream, serve_main, tokenize
+from .base import FakeUpstream, Fault, Receive, Send, Stream, serve_main, tokenize
 
 __all__ = ["FakeOpenAI", "Fault", "tokenize"]
 
@@ -22,9 +22,13 @@ class FakeOpenAI(FakeUpstream):
         last = next((m.get("content") for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
         return self.reply_to(last if isinstance(last, str) else "something")
 
-    async def handle(self, method: str, path: str, query: str, headers: dict[str, str], body: dict[str, Any], send: Send, receive: Receive) -> None:
+    async def handle(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: dict[str, Any], send: Send, receive: Receive
+    ) -> None:
         if method == "GET" and path.endswith("/models"):
-            await self.json(send, 200, {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}]})
+            await self.json(
+                send, 200, {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}]}
+            )
             return
         if method != "POST" or not path.endswith("/chat/completions"):
             await self.json(send, 404, {"error": {"message": f"no route {method} {path}", "type": "invalid_request_error", "code": None}})
@@ -33,7 +37,12 @@ class FakeOpenAI(FakeUpstream):
         fault = self.next_fault()
         if fault.status is not None:
             error_type = "rate_limit_error" if fault.status == 429 else "invalid_request_error" if fault.status < 500 else "server_error"
-            await self.json(send, fault.status, {"error": {"message": fault.message, "type": error_type, "code": None, "param": None}}, self.retry_headers(fault))
+            await self.json(
+                send,
+                fault.status,
+                {"error": {"message": fault.message, "type": error_type, "code": None, "param": None}},
+                self.retry_headers(fault),
+            )
             return
         tokens = tokenize(self.reply_for(body))
         usage: dict[str, Any] = {"prompt_tokens": self.prompt_tokens(body), "completion_tokens": len(tokens)}
@@ -55,13 +64,26 @@ class FakeOpenAI(FakeUpstream):
             "created": int(time.time()),
             "model": self.model,
             "system_fingerprint": "fp_fake",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(tokens), "refusal": None}, "logprobs": None, "finish_reason": "stop"}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(tokens), "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
             "usage": usage,
         }
 
     async def _stream(self, stream: Stream, body: dict[str, Any], tokens: list[str], usage: dict[str, Any], fault: Fault) -> None:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()), "model": self.model, "system_fingerprint": "fp_fake"}
+        base = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.model,
+            "system_fingerprint": "fp_fake",
+        }
         extra = {"usage": None} if include_usage else {}
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:

@@ -13,6 +13,7 @@ from litestar.datastructures import State
 from litestar.response import Stream
 
 from chatbot_contracts import ChatRequest, Delta, Done, Error, Restart, Started, TokenUsage, Usage, json_encoder
+from chatbot_contracts.capabilities import refusal
 from chatbot_contracts.tracing import traceparent_or_new
 
 from ..auth import Principal
@@ -69,6 +70,8 @@ async def chat_completions(request: Request[Principal, Any, Any], state: State) 
     if spec is None:
         raise ModelNotFound(f"the model `{body.model}` does not exist; GET /v1/models lists the available ones", param="model")
     messages, params = to_platform(body)
+    if problem := refusal(body.model, spec, params):
+        raise BadRequest(problem[1], code="unsupported_parameter", param=problem[0])
     principal = request.user
     now = time.time()
     chat = ChatRequest(

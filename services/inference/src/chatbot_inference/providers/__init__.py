@@ -4,13 +4,33 @@ from __future__ import annotations
 
 import httpx
 
+from .anthropic import AnthropicProvider
 from .base import Provider, ProviderError, ProviderEvent
+from .gemini import GeminiProvider
+from .llamacpp import LlamaCppProvider
+from .ollama import OllamaProvider
 from .openai import OpenAIProvider
 
 
 def build_providers(http: httpx.AsyncClient) -> dict[str, Provider]:
     """Every adapter this worker can run, by the registry's `provider` name."""
-    return {"openai": OpenAIProvider(http)}
+    return {
+        "openai": OpenAIProvider(http),
+        "anthropic": AnthropicProvider(http),
+        "gemini": GeminiProvider(http),
+        "ollama": OllamaProvider(http),
+        "llamacpp": LlamaCppProvider(),
+    }
 
 
-__all__ = ["OpenAIProvider", "Provider", "ProviderError", "ProviderEvent", "build_providers"]
+__all__ = [
+    "AnthropicProvider",
+    "GeminiProvider",
+    "LlamaCppProvider",
+    "OllamaProvider",
+    "OpenAIProvider",
+    "Provider",
+    "ProviderError",
+    "ProviderEvent",
+    "build_providers",
+]

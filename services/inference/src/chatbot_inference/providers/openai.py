@@ -11,7 +11,8 @@ from httpx_sse import EventSource
 
 from chatbot_contracts import ChatRequest, Delta, Done, FinishReason, ModelSpec, TokenUsage, json_encoder
 
-from .base import ProviderError, ProviderEvent, error_for_status
+from .base import ProviderError, ProviderEvent
+from .http import streaming_post
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -60,9 +61,8 @@ class _Usage(msgspec.Struct):
     prompt_tokens_details: _PromptDetails | None = None
 
 
-class _ErrorBody(msgspec.Struct):
+class _StreamError(msgspec.Struct):
     message: str = ""
-    type: str | None = None
     code: str | int | None = None
 
 
@@ -71,16 +71,11 @@ class Chunk(msgspec.Struct):
 
     choices: list[_Choice] = []
     usage: _Usage | None = None
-    error: _ErrorBody | None = None
-
-
-class _ErrorEnvelope(msgspec.Struct):
-    error: _ErrorBody | str | None = None
+    error: _StreamError | None = None
 
 
 _STREAM_OPTIONS = _StreamOptions(include_usage=True)
 chunk_decoder = msgspec.json.Decoder(Chunk)
-_error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -89,17 +84,6 @@ _FINISH: dict[str, FinishReason] = {
     "function_call": "tool_calls",
     "content_filter": "content_filter",
 }
-
-
-def error_message(raw: bytes) -> str:
-    """The provider's explanation from an error body, or the body itself."""
-    try:
-        error = _error_decoder.decode(raw).error
-    except msgspec.MsgspecError:
-        return raw.decode(errors="replace")[:500] or "(empty body)"
-    if isinstance(error, _ErrorBody):
-        return error.message or str(error.code or error.type)
-    return error or raw.decode(errors="replace")[:500]
 
 
 class ChunkReader:
@@ -171,24 +155,14 @@ class OpenAIProvider:
     async def stream(self, request: ChatRequest, spec: ModelSpec) -> AsyncIterator[ProviderEvent]:
         url, headers, body = self._request(request, spec)
         reader = ChunkReader()
-        try:
-            async with self._http.stream("POST", url, content=body, headers=headers) as response:
-                if response.status_code >= 400:
-                    raise error_for_status(response.status_code, error_message(await response.aread()), response.headers, "openai")
-                completed = False
-                async for sse in EventSource(response).aiter_sse():
-                    if sse.data == "[DONE]":
-                        completed = True
-                        break
-                    if not sse.data:
-                        continue
-                    text = reader.read(sse.data)
-                    if text:
-                        yield Delta(text=text)
-        except httpx.TimeoutException as exc:
-            raise ProviderError("timeout", f"openai: {type(exc).__name__} calling {url}") from exc
-        except httpx.TransportError as exc:
-            raise ProviderError("network", f"openai: {type(exc).__name__} calling {url}: {exc}") from exc
+        completed = False
+        async with streaming_post(self._http, url, body=body, headers=headers, provider="openai") as response:
+            async for sse in EventSource(response).aiter_sse():
+                if sse.data == "[DONE]":
+                    completed = True
+                    break
+                if sse.data and (text := reader.read(sse.data)):
+                    yield Delta(text=text)
         if not completed and reader.finish_reason is None:
             raise ProviderError("network", "openai: the connection closed before the answer was complete")
         if reader.usage is not None:
