@@ -38,8 +38,8 @@ def create_app(settings: Settings, registry: Registry) -> FastStream:
     """The worker for these settings and this registry."""
     keys = Keys(settings.redis.redis_namespace)
     name = settings.worker.consumer_name
-    broker = RedisBroker(settings.redis.url, logger=logging.getLogger("faststream"))
-    app = FastStream(broker, logger=logging.getLogger("faststream"))
+    broker = RedisBroker(settings.redis.url, logger=logging.getLogger("chatbot.faststream"))
+    app = FastStream(broker, logger=logging.getLogger("chatbot.faststream"))
     redis = connect(settings.redis)
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.providers.idle_timeout_s, connect=settings.providers.connect_timeout_s),

@@ -22,7 +22,7 @@ log = structlog.get_logger()
 
 def create_app(settings: Settings) -> Litestar:
     keys = Keys(settings.redis.redis_namespace)
-    broker = RedisBroker(settings.redis.url, logger=logging.getLogger("faststream"))
+    broker = RedisBroker(settings.redis.url, logger=logging.getLogger("chatbot.faststream"))
     metrics = CollectorRegistry()
     counter = EventCounter(metrics)
 
