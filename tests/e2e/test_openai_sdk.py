@@ -93,3 +93,58 @@ def test_an_error_mid_stream_reaches_the_sdk_after_the_text_so_far(gateway: tupl
     with pytest.raises(openai.APIError, match="The server had an error"):
         received.extend(chunk.choices[0].delta.content or "" for chunk in stream)
     assert "".join(received) == "".join(tokenize(REPLY)[:3])
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
+
+
+def test_tool_calls_pass_through_both_ways(gateway: tuple[str, LocalPlatform], fake_openai: FakeOpenAI) -> None:
+    url, platform = gateway
+    sdk = client(url, platform.admin_key)
+    fake_openai.tool_call = ("get_weather", '{"city": "Paris"}')
+    question = [{"role": "user", "content": "What's the weather in Paris?"}]
+    with sdk.chat.completions.stream(model="fake", messages=question, tools=TOOLS, tool_choice="auto") as stream:  # type: ignore[arg-type]
+        streamed = stream.get_final_completion()
+    whole = sdk.chat.completions.create(model="fake", messages=question, tools=TOOLS)  # type: ignore[arg-type]
+    for completion in (streamed, whole):
+        [call] = completion.choices[0].message.tool_calls or []
+        assert (call.function.name, call.function.arguments) == ("get_weather", '{"city": "Paris"}')
+        assert call.id.startswith("call_")
+        assert completion.choices[0].finish_reason == "tool_calls"
+    sent = fake_openai.requests[0]
+    assert sent["tools"] == TOOLS and sent["tool_choice"] == "auto"
+
+    fake_openai.tool_call = None
+    call = (whole.choices[0].message.tool_calls or [])[0]
+    answer = sdk.chat.completions.create(
+        model="fake",
+        messages=[
+            *question,
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": call.id, "type": "function", "function": {"name": "get_weather", "arguments": call.function.arguments}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 21}'},
+        ],
+        tools=TOOLS,  # type: ignore[arg-type]
+    )
+    assert answer.choices[0].message.content == REPLY
+    relayed = fake_openai.requests[-1]["messages"]
+    assert relayed[1] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": call.id, "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}],
+    }
+    assert relayed[2] == {"role": "tool", "content": '{"temperature": 21}', "tool_call_id": call.id}

@@ -56,3 +56,19 @@ def test_the_sdk_raises_on_an_error_chunk_mid_stream(sdk: openai.OpenAI, fake_op
 def test_tokens_join_back_into_the_text() -> None:
     for text in ["", "one", "  leading and trailing  ", "line\nbreaks\n\nand\ttabs", "ünïcödé 🚀 mixed"]:
         assert "".join(tokenize(text)) == text
+
+
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+]
+
+
+def test_the_sdk_assembles_a_streamed_tool_call(sdk: openai.OpenAI, fake_openai: FakeOpenAI) -> None:
+    fake_openai.tool_call = ("get_weather", '{"city": "Paris"}')
+    with sdk.chat.completions.stream(model="fake-model", messages=[{"role": "user", "content": "Weather?"}], tools=TOOLS) as stream:  # type: ignore[arg-type]
+        final = stream.get_final_completion()
+    [call] = final.choices[0].message.tool_calls or []
+    assert call.function.name == "get_weather" and call.function.arguments == '{"city": "Paris"}'
+    assert final.choices[0].finish_reason == "tool_calls"
+    whole = sdk.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "Weather?"}], tools=TOOLS)  # type: ignore[arg-type]
+    assert (whole.choices[0].message.tool_calls or [])[0].function.arguments == '{"city": "Paris"}'

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
-from chatbot_contracts import ChatRequest, ModelSpec, TokenUsage
+from chatbot_contracts import ChatRequest, Delta, ModelSpec, TokenUsage, ToolCallDelta
 from chatbot_devtools.fakes import FakeOpenAI
 from chatbot_inference.providers import OpenAIProvider, ProviderError
 from chatbot_inference.providers.openai import ChunkReader
@@ -37,14 +37,24 @@ async def test_the_api_key_comes_from_the_named_variable(
 
 def test_chunk_reader_reads_text_finish_and_usage() -> None:
     reader = ChunkReader()
-    assert reader.read('{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}') is None
-    assert reader.read('{"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}],"usage":null}') == "Hel"
-    assert reader.read('{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}') is None
+    assert reader.read('{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}') == []
+    assert reader.read('{"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}],"usage":null}') == [Delta(text="Hel")]
+    assert reader.read('{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}') == []
     reader.read(
         '{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9,"prompt_tokens_details":{"cached_tokens":4}}}'
     )
     assert reader.finish_reason == "length"
     assert reader.usage == TokenUsage(input_tokens=7, output_tokens=2, cached_tokens=4)
+
+
+def test_chunk_reader_reads_tool_call_pieces() -> None:
+    reader = ChunkReader()
+    first = '{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]}}]}'
+    more = '{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\\"city\\":"}}]}}]}'
+    assert reader.read(first) == [ToolCallDelta(index=0, id="call_1", name="get_weather", arguments="")]
+    assert reader.read(more) == [ToolCallDelta(index=0, arguments='{"city":')]
+    reader.read('{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}')
+    assert reader.finish_reason == "tool_calls"
 
 
 def test_chunk_reader_refuses_error_and_garbage_chunks() -> None:

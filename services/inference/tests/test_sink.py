@@ -65,3 +65,18 @@ async def test_inference_events_go_to_their_own_stream(redis: aioredis.Redis, na
     [(_, fields)] = await redis.xrange(keys.inference_events)
     assert inference_event_decoder.decode(fields[DATA_FIELD_BYTES]) == queued
     assert await stored(redis, keys.request_stream("r3")) == [Done(reason="stop")]
+
+
+def test_coalesce_joins_argument_pieces_of_one_tool_call_only() -> None:
+    from chatbot_contracts import ToolCallDelta
+
+    pieces = [
+        ToolCallDelta(index=0, id="a", name="f", arguments=""),
+        ToolCallDelta(index=0, arguments='{"x":'),
+        ToolCallDelta(index=0, arguments="1}"),
+        ToolCallDelta(index=1, id="b", name="g", arguments="{}"),
+    ]
+    assert coalesce(pieces) == [
+        ToolCallDelta(index=0, id="a", name="f", arguments='{"x":1}'),
+        ToolCallDelta(index=1, id="b", name="g", arguments="{}"),
+    ]

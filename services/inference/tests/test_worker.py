@@ -297,3 +297,22 @@ async def test_tokens_per_minute_are_reserved_then_settled_from_usage(
     events = await stream_of(worker, too_big.request_id)
     assert isinstance(events[-2], Error) and events[-2].code == "bad_request" and "allows per minute (1000)" in events[-2].message
     assert len(fake_openai.requests) == 1
+
+
+async def test_a_tool_call_is_streamed_and_logged_whole(
+    worker: Worker, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
+) -> None:
+    from chatbot_contracts import FunctionCall, ToolCall, ToolCallDelta
+
+    fake_openai.tool_call = ("get_weather", '{"city": "Paris", "unit": "C"}')
+    request = new_request(params={"tools": [{"type": "function", "function": {"name": "get_weather"}}]})
+    await worker.handle(request)
+    events = await stream_of(worker, request.request_id)
+    pieces = [e for e in events if isinstance(e, ToolCallDelta)]
+    assert pieces[0].name == "get_weather" and "".join(p.arguments for p in pieces) == '{"city": "Paris", "unit": "C"}'
+    assert events[-1] == Done(reason="tool_calls")
+    completed = (await log_of(worker))[-1]
+    assert isinstance(completed, Completed) and completed.text == ""
+    assert completed.tool_calls == [
+        ToolCall(id=str(pieces[0].id), function=FunctionCall(name="get_weather", arguments='{"city": "Paris", "unit": "C"}'))
+    ]

@@ -1,6 +1,6 @@
 """Everything that crosses a process boundary in Chatbot-LLM: messages, stream names, configuration."""
 
-from .chat import ChatMessage, ChatRequest, GenerationParams, Role
+from .chat import ChatMessage, ChatRequest, FunctionCall, GenerationParams, Role, ToolCall
 from .codec import chat_request_decoder, encode, inference_event_decoder, json_encoder, stream_event_decoder
 from .events import (
     AnyInferenceEvent,
@@ -21,6 +21,7 @@ from .events import (
     Started,
     StreamEvent,
     TokenUsage,
+    ToolCallDelta,
     Usage,
 )
 from .keys import CONVERSATION_GROUP, DATA_FIELD, DATA_FIELD_BYTES, INFERENCE_GROUP, LOG_COLLECTOR_GROUP, Keys
@@ -45,6 +46,7 @@ __all__ = [
     "Failed",
     "FinishReason",
     "FirstToken",
+    "FunctionCall",
     "GenerationParams",
     "GenerationStarted",
     "InferenceEvent",
@@ -58,6 +60,8 @@ __all__ = [
     "Started",
     "StreamEvent",
     "TokenUsage",
+    "ToolCall",
+    "ToolCallDelta",
     "Usage",
     "chat_request_decoder",
     "encode",

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 Role = Literal["system", "user", "assistant", "tool"]
+
+
+class FunctionCall(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    arguments: str
+    """JSON text, exactly as the model wrote it."""
+
+
+class ToolCall(msgspec.Struct, frozen=True, kw_only=True):
+    """A tool the model asked to call (OpenAI's shape, which the other APIs map onto)."""
+
+    id: str
+    type: str = "function"
+    function: FunctionCall
 
 
 class ChatMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -15,6 +29,10 @@ class ChatMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     role: Role
     content: str
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    """On an assistant turn: the tools it called."""
+    tool_call_id: str | None = None
+    """On a tool turn: which call this is the result of."""
 
 
 class GenerationParams(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -27,6 +45,10 @@ class GenerationParams(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     seed: int | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
+    tools: list[dict[str, Any]] | None = None
+    """The tool definitions, passed to the provider as the client wrote them (OpenAI's format)."""
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
 
 class ChatRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

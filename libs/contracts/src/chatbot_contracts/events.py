@@ -6,6 +6,8 @@ from typing import Literal
 
 import msgspec
 
+from .chat import ToolCall
+
 ErrorCode = Literal[
     "authentication",
     "permission",
@@ -58,6 +60,15 @@ class Delta(StreamEvent, tag="delta", frozen=True):
     text: str
 
 
+class ToolCallDelta(StreamEvent, tag="tool_call", frozen=True):
+    """A piece of a tool call: the first piece of each call has its id and name, later ones more arguments."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
 class Usage(StreamEvent, tag="usage", frozen=True):
     """The generation's token usage and cost; sent once, before `done`."""
 
@@ -84,7 +95,7 @@ class Done(StreamEvent, tag="done", frozen=True):
     reason: FinishReason
 
 
-AnyStreamEvent = Started | Delta | Usage | Restart | Error | Done
+AnyStreamEvent = Started | Delta | ToolCallDelta | Usage | Restart | Error | Done
 TERMINAL_STREAM_EVENTS = (Done,)
 
 
@@ -129,6 +140,7 @@ class Completed(InferenceEvent, tag="completed", frozen=True):
 
     text: str
     finish_reason: FinishReason
+    tool_calls: list[ToolCall] | None = None
     usage: TokenUsage | None = None
     ttft_s: float | None = None
     duration_s: float = 0.0

@@ -19,6 +19,8 @@ class RedisSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_REDIS_MAX_CONNECTIONS`: the size of the connection pool (blocking reads hold one each)."""
     redis_connect_timeout_s: float = 0.5
     """`CHATBOT_REDIS_CONNECT_TIMEOUT_S`: how long to wait for a connection before reporting Redis down."""
+    redis_socket_timeout_s: float = 30.0
+    """`CHATBOT_REDIS_SOCKET_TIMEOUT_S`: longest wait for a reply; above the longest blocking read (15 s)."""
 
 
 def connect(settings: RedisSettings) -> aioredis.Redis:
@@ -28,6 +30,7 @@ def connect(settings: RedisSettings) -> aioredis.Redis:
         max_connections=settings.redis_max_connections,
         timeout=10,
         socket_connect_timeout=settings.redis_connect_timeout_s,
+        socket_timeout=settings.redis_socket_timeout_s,
         socket_keepalive=True,
         health_check_interval=30,
     )

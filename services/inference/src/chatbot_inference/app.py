@@ -14,7 +14,7 @@ from faststream import AckPolicy, FastStream
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 
-from chatbot_contracts import DATA_FIELD, INFERENCE_GROUP, Keys, Registry, chat_request_decoder
+from chatbot_contracts import DATA_FIELD_BYTES, INFERENCE_GROUP, Keys, Registry, chat_request_decoder
 from chatbot_contracts.redis import connect
 
 from .providers import build_providers
@@ -54,12 +54,11 @@ def create_app(settings: Settings, registry: Registry) -> FastStream:
         ack_policy=AckPolicy.MANUAL,
     )
     async def on_chat_request(message: RedisStreamMessage) -> None:
-        raw = message.raw_message["data"]
+        payload = message.raw_message["data"].get(DATA_FIELD_BYTES) or b""
         try:
-            request = chat_request_decoder.decode(raw.get(DATA_FIELD.encode()) or b"")
+            request = chat_request_decoder.decode(payload)
         except msgspec.MsgspecError as exc:
-            log.error("request.undecodable", error=str(exc), entry=message.message_id)
-            await redis.xadd(keys.dead_letters, {DATA_FIELD: raw.get(DATA_FIELD.encode()) or b"", "error": str(exc)})
+            await worker.refuse(payload, f"the request could not be read: {exc}")
             await message.ack()
             return
         with structlog.contextvars.bound_contextvars(request_id=request.request_id):

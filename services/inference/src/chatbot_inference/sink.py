@@ -7,13 +7,13 @@ import contextlib
 
 import redis.asyncio as aioredis
 
-from chatbot_contracts import DATA_FIELD, Delta, InferenceEvent, StreamEvent, encode
+from chatbot_contracts import DATA_FIELD, Delta, InferenceEvent, StreamEvent, ToolCallDelta, encode
 
 Event = StreamEvent | InferenceEvent
 
 
 def coalesce(events: list[Event]) -> list[Event]:
-    """Adjacent deltas joined into one: the client gets the same text in fewer entries."""
+    """Adjacent deltas joined into one, and adjacent argument pieces of one tool call: the same answer in fewer entries."""
     out: list[Event] = []
     run: list[str] = []
     for event in events:
@@ -23,6 +23,18 @@ def coalesce(events: list[Event]) -> list[Event]:
         if run:
             out.append(Delta(text="".join(run)))
             run = []
+        previous = out[-1] if out else None
+        if (
+            isinstance(event, ToolCallDelta)
+            and isinstance(previous, ToolCallDelta)
+            and previous.index == event.index
+            and event.id is None
+            and event.name is None
+        ):
+            out[-1] = ToolCallDelta(
+                index=previous.index, id=previous.id, name=previous.name, arguments=previous.arguments + event.arguments
+            )
+            continue
         out.append(event)
     if run:
         out.append(Delta(text="".join(run)))

@@ -7,10 +7,12 @@ import random
 import time
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 import structlog
 
 from chatbot_contracts import (
+    DATA_FIELD,
     ChatRequest,
     Completed,
     Delta,
@@ -20,12 +22,15 @@ from chatbot_contracts import (
     Failed,
     FinishReason,
     FirstToken,
+    FunctionCall,
     GenerationStarted,
     Keys,
     ModelSpec,
     Registry,
     Started,
     TokenUsage,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from chatbot_contracts.capabilities import refusal
@@ -38,6 +43,13 @@ from .sink import StreamSink
 log = structlog.get_logger()
 
 MAX_RETRY_AFTER_S = 60.0
+
+
+class _RequestId(msgspec.Struct):
+    request_id: str
+
+
+_request_id_decoder = msgspec.json.Decoder(_RequestId)
 
 
 def backoff_s(retry: int, settings: ProviderSettings, retry_after: float | None) -> float:
@@ -58,11 +70,25 @@ class _Outcome:
 
     def __init__(self) -> None:
         self.text: list[str] = []
+        self.tool_calls: list[ToolCallDelta] = []
         self.alias = ""
         self.spec: ModelSpec | None = None
         self.first_token_at: float | None = None
         self.usage: TokenUsage | None = None
         self.finish_reason: FinishReason = "stop"
+
+    @property
+    def delivered(self) -> bool:
+        """Whether anything of the answer has been written for the client (then nothing may be retried)."""
+        return bool(self.text or self.tool_calls)
+
+    def joined_tool_calls(self) -> list[ToolCall] | None:
+        calls: dict[int, tuple[str, str, list[str]]] = {}
+        for piece in self.tool_calls:
+            call_id, name, arguments = calls.get(piece.index, ("", "", []))
+            arguments.append(piece.arguments)
+            calls[piece.index] = (piece.id or call_id, piece.name or name, arguments)
+        return [ToolCall(id=i, function=FunctionCall(name=n, arguments="".join(a))) for _, (i, n, a) in sorted(calls.items())] or None
 
 
 class Worker:
@@ -132,12 +158,31 @@ class Worker:
                 **self._event_fields(request, outcome),
                 text="".join(outcome.text),
                 finish_reason=outcome.finish_reason,
+                tool_calls=outcome.joined_tool_calls(),
                 usage=usage,
                 ttft_s=(outcome.first_token_at - started_at) if outcome.first_token_at else None,
                 duration_s=time.time() - started_at,
             ),
         )
         log.debug("generation.completed", request_id=request.request_id, model=outcome.alias, output_tokens=usage.output_tokens)
+
+    async def refuse(self, payload: bytes, reason: str) -> None:
+        """Dead-letter an entry that cannot be handled, and end its client's stream when its id can be read."""
+        log.error("request.undecodable", error=reason)
+        await self.redis.xadd(self.keys.dead_letters, {DATA_FIELD: payload, "error": reason})
+        try:
+            request_id = _request_id_decoder.decode(payload).request_id
+        except msgspec.MsgspecError:
+            return
+        sink = StreamSink(
+            self.redis,
+            self.keys.request_stream(request_id),
+            self.keys.inference_events,
+            open_ttl_s=self.settings.stream_ttl_s,
+            closed_ttl_s=self.settings.stream_ttl_s,
+            events_maxlen=self.settings.events_maxlen,
+        )
+        await sink.close(Error(code="internal", message=reason), Done(reason="error"))
 
     async def _generate(self, request: ChatRequest, sink: StreamSink, outcome: _Outcome, started_at: float) -> None:
         if request.model not in self.registry:
@@ -152,7 +197,7 @@ class Worker:
             if provider is None:
                 last_error = ProviderError("bad_request", f"no adapter for provider `{spec.provider}` (model `{alias}`) in this worker")
                 continue
-            if problem := refusal(alias, spec, request.params):
+            if problem := refusal(alias, spec, request.params, request.messages):
                 last_error = ProviderError("bad_request", problem[1])
                 continue
             if last_error is not None:
@@ -168,7 +213,7 @@ class Worker:
                     return
                 except ProviderError as error:
                     last_error = error
-                    if outcome.text or error.code == "bad_request":
+                    if outcome.delivered or error.code == "bad_request":
                         raise  # text has reached the client, or no other try can succeed
                     if not error.retryable or retry == retries:
                         break  # on to the next fallback
@@ -193,13 +238,16 @@ class Worker:
                 async with asyncio.timeout(first_token_s) as timer:
                     async for event in provider.stream(request, spec):
                         match event:
-                            case Delta():
+                            case Delta() | ToolCallDelta():
                                 if outcome.first_token_at is None:
                                     outcome.first_token_at = time.time()
                                     sink.push(
                                         FirstToken(**self._event_fields(request, outcome), ttft_s=outcome.first_token_at - started_at)
                                     )
-                                outcome.text.append(event.text)
+                                if isinstance(event, Delta):
+                                    outcome.text.append(event.text)
+                                else:
+                                    outcome.tool_calls.append(event)
                                 sink.push(event)
                                 timer.reschedule(loop.time() + idle_s)
                             case TokenUsage():
@@ -207,7 +255,7 @@ class Worker:
                             case Done(reason=reason):
                                 outcome.finish_reason = reason
             except TimeoutError as exc:
-                waited = f"no token for {idle_s:g}s" if outcome.text else f"no first token within {first_token_s:g}s"
+                waited = f"no token for {idle_s:g}s" if outcome.delivered else f"no first token within {first_token_s:g}s"
                 raise ProviderError("timeout", f"{spec.provider}: {waited}") from exc
         if outcome.usage is not None:
             await self.limits.give_back(alias, spec, reserved - outcome.usage.input_tokens - outcome.usage.output_tokens)

@@ -14,6 +14,9 @@ __all__ = ["FakeOpenAI", "Fault", "tokenize"]
 class FakeOpenAI(FakeUpstream):
     """Chat Completions as OpenAI streams it: a role chunk, content chunks, a finish chunk, usage, `[DONE]`."""
 
+    tool_call: tuple[str, str] | None = None
+    """`(name, arguments)`: when set and the request offers tools, the reply calls that tool instead of talking."""
+
     @staticmethod
     def prompt_tokens(body: dict[str, Any]) -> int:
         return sum(len(tokenize(m.get("content") or "")) + 3 for m in body.get("messages", []) if isinstance(m.get("content"), str))
@@ -43,6 +46,9 @@ class FakeOpenAI(FakeUpstream):
                 {"error": {"message": fault.message, "type": error_type, "code": None, "param": None}},
                 self.retry_headers(fault),
             )
+            return
+        if self.tool_call is not None and body.get("tools") and body.get("tool_choice") != "none":
+            await self._call_tool(send, receive, body)
             return
         tokens = tokenize(self.reply_for(body))
         usage: dict[str, Any] = {"prompt_tokens": self.prompt_tokens(body), "completion_tokens": len(tokens)}
@@ -107,6 +113,57 @@ class FakeOpenAI(FakeUpstream):
         if include_usage:
             tail += b"data: " + self.encoder.encode({**base, "choices": [], "usage": usage}) + b"\n\n"
         await stream.send(tail + b"data: [DONE]\n\n", last=True)
+
+    async def _call_tool(self, send: Send, receive: Receive, body: dict[str, Any]) -> None:
+        assert self.tool_call is not None
+        name, arguments = self.tool_call
+        call_id = f"call_{uuid.uuid4().hex[:24]}"
+        pieces = tokenize(arguments) or [""]
+        usage = {
+            "prompt_tokens": self.prompt_tokens(body),
+            "completion_tokens": len(pieces),
+            "total_tokens": self.prompt_tokens(body) + len(pieces),
+        }
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": self.model, "system_fingerprint": "fp_fake"}
+        if not body.get("stream"):
+            call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+            message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
+            await self.json(
+                send,
+                200,
+                {
+                    **base,
+                    "object": "chat.completion",
+                    "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}],
+                    "usage": usage,
+                },
+            )
+            return
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            data = {
+                **base,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            }
+            return b"data: " + self.encoder.encode(data) + b"\n\n"
+
+        stream = Stream(self, send, receive)
+        try:
+            await stream.start(b"text/event-stream; charset=utf-8")
+            first = {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+            await stream.send(chunk({"role": "assistant", "content": None, "tool_calls": [first]}))
+            for piece in pieces:
+                await stream.send(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}), pace=True)
+            tail = chunk({}, "tool_calls")
+            if include_usage:
+                tail += (
+                    b"data: " + self.encoder.encode({**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}) + b"\n\n"
+                )
+            await stream.send(tail + b"data: [DONE]\n\n", last=True)
+        finally:
+            await stream.close()
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.response import Stream
 
-from chatbot_contracts import ChatRequest, Delta, Done, Error, Restart, Started, TokenUsage, Usage, json_encoder
+from chatbot_contracts import ChatRequest, Delta, Done, Error, Restart, Started, TokenUsage, ToolCallDelta, Usage, json_encoder
 from chatbot_contracts.capabilities import refusal
 from chatbot_contracts.tracing import traceparent_or_new
 
@@ -26,11 +26,15 @@ from .schemas import (
     Choice,
     ChunkChoice,
     ChunkDelta,
+    ChunkFunction,
+    ChunkToolCall,
     CompletionUsage,
     Model,
     ModelList,
     PromptTokensDetails,
+    ResponseFunction,
     ResponseMessage,
+    ResponseToolCall,
 )
 from .translate import to_platform
 
@@ -59,7 +63,7 @@ def _usage(usage: TokenUsage) -> CompletionUsage:
 
 
 def _is_decisive(batch: Batch) -> bool:
-    return any(isinstance(event, Delta | Error | Done) for _, event in batch)
+    return any(isinstance(event, Delta | ToolCallDelta | Error | Done) for _, event in batch)
 
 
 @post("/v1/chat/completions", tags=["openai"], status_code=200)
@@ -70,7 +74,7 @@ async def chat_completions(request: Request[Principal, Any, Any], state: State) 
     if spec is None:
         raise ModelNotFound(f"the model `{body.model}` does not exist; GET /v1/models lists the available ones", param="model")
     messages, params = to_platform(body)
-    if problem := refusal(body.model, spec, params):
+    if problem := refusal(body.model, spec, params, messages):
         raise BadRequest(problem[1], code="unsupported_parameter", param=problem[0])
     principal = request.user
     now = time.time()
@@ -98,7 +102,7 @@ async def chat_completions(request: Request[Principal, Any, Any], state: State) 
             break
     for batch in prelude:
         for _, event in batch:
-            if isinstance(event, Error) and not any(isinstance(e, Delta) for b in prelude for _, e in b):
+            if isinstance(event, Error) and not any(isinstance(e, Delta | ToolCallDelta) for b in prelude for _, e in b):
                 await batches.aclose()
                 raise UpstreamFailure(event.code, event.message, event.retry_after)
     completion = _Completion(chat.request_id, int(now), body.model)
@@ -117,6 +121,7 @@ class _Completion:
         self.created = created
         self.model = model
         self.text: list[str] = []
+        self.tool_calls = _ToolCalls()
         self.usage: TokenUsage | None = None
         self.finish_reason = "stop"
 
@@ -152,9 +157,13 @@ class _Completion:
                         self.model = model
                     case Delta(text=text):
                         pending.append(text)
+                    case ToolCallDelta():
+                        out.extend(self._text_chunk(pending))
+                        out.append(self._chunk(ChunkDelta(tool_calls=[_chunk_tool_call(event)])))
+                        self.tool_calls.add(event)
                     case Usage(usage=usage):
                         self.usage = usage
-                    case Restart() if self.text or pending:
+                    case Restart() if self.text or pending or self.tool_calls:
                         # Text already on the wire cannot be taken back in OpenAI's protocol.
                         out.append(_error_event("upstream_error", "the generation restarted after text was sent; retry the request"))
                         yield b"".join(out)
@@ -202,10 +211,13 @@ class _Completion:
                     self.model = model
                 case Delta(text=text):
                     self.text.append(text)
+                case ToolCallDelta():
+                    self.tool_calls.add(event)
                 case Usage(usage=usage):
                     self.usage = usage
                 case Restart():
                     self.text.clear()
+                    self.tool_calls = _ToolCalls()
                 case Error(code=code, message=message, retry_after=retry_after):
                     raise UpstreamFailure(code, message, retry_after)
                 case Done(reason=reason):
@@ -214,9 +226,47 @@ class _Completion:
             id=self.id,
             created=self.created,
             model=self.model,
-            choices=[Choice(message=ResponseMessage(content="".join(self.text)), finish_reason=self.finish_reason)],
+            choices=[
+                Choice(
+                    message=ResponseMessage(
+                        content="".join(self.text) or (None if self.tool_calls else ""), tool_calls=self.tool_calls.calls() or None
+                    ),
+                    finish_reason=self.finish_reason,
+                )
+            ],
             usage=_usage(self.usage) if self.usage else None,
         )
+
+
+class _ToolCalls:
+    """Tool call pieces put back together, by index."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, tuple[str, str, list[str]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def add(self, piece: ToolCallDelta) -> None:
+        call_id, name, arguments = self._calls.get(piece.index, ("", "", []))
+        arguments.append(piece.arguments)
+        self._calls[piece.index] = (piece.id or call_id, piece.name or name, arguments)
+
+    def calls(self) -> list[ResponseToolCall]:
+        return [
+            ResponseToolCall(id=call_id, function=ResponseFunction(name=name, arguments="".join(arguments)))
+            for _, (call_id, name, arguments) in sorted(self._calls.items())
+        ]
+
+
+def _chunk_tool_call(piece: ToolCallDelta) -> ChunkToolCall:
+    first = piece.id is not None
+    return ChunkToolCall(
+        index=piece.index,
+        id=piece.id,
+        type="function" if first else None,
+        function=ChunkFunction(name=piece.name, arguments=piece.arguments),
+    )
 
 
 def _finish_reason(reason: str) -> str:

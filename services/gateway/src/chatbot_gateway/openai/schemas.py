@@ -65,6 +65,18 @@ class ToolMessage(_Message, tag="tool"):
 Message = SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage
 
 
+class FunctionDefinition(msgspec.Struct, kw_only=True, omit_defaults=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(msgspec.Struct, kw_only=True):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
 class StreamOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     include_usage: bool = False
     include_obfuscation: bool | None = None
@@ -98,8 +110,8 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=
     logit_bias: dict[str, float] | None = None
     response_format: dict[str, Any] | None = None
     modalities: list[str] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: Annotated[list[Tool], msgspec.Meta(max_length=128)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     functions: list[dict[str, Any]] | None = None
     function_call: str | dict[str, Any] | None = None
     audio: dict[str, Any] | None = None
@@ -123,9 +135,22 @@ class CompletionUsage(msgspec.Struct, kw_only=True):
     prompt_tokens_details: PromptTokensDetails | None = None
 
 
+class ChunkFunction(msgspec.Struct, kw_only=True, omit_defaults=True):
+    name: str | None = None
+    arguments: str = ""
+
+
+class ChunkToolCall(msgspec.Struct, kw_only=True, omit_defaults=True):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: ChunkFunction
+
+
 class ChunkDelta(msgspec.Struct, kw_only=True, omit_defaults=True):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ChunkToolCall] | None = None
 
 
 class ChunkChoice(msgspec.Struct, kw_only=True):
@@ -144,10 +169,22 @@ class ChatCompletionChunk(msgspec.Struct, kw_only=True):
     usage: CompletionUsage | None = None
 
 
+class ResponseFunction(msgspec.Struct, kw_only=True):
+    name: str
+    arguments: str
+
+
+class ResponseToolCall(msgspec.Struct, kw_only=True):
+    id: str
+    type: Literal["function"] = "function"
+    function: ResponseFunction
+
+
 class ResponseMessage(msgspec.Struct, kw_only=True):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
+    tool_calls: list[ResponseToolCall] | None = None
 
 
 class Choice(msgspec.Struct, kw_only=True):

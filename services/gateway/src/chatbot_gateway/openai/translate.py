@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from chatbot_contracts import ChatMessage, GenerationParams
+import msgspec
+
+from chatbot_contracts import ChatMessage, GenerationParams, ToolCall, json_encoder
 
 from ..errors import BadRequest
 from .schemas import (
@@ -18,8 +20,6 @@ from .schemas import (
 )
 
 _UNSUPPORTED = (
-    "tools",
-    "tool_choice",
     "functions",
     "function_call",
     "audio",
@@ -29,6 +29,7 @@ _UNSUPPORTED = (
     "verbosity",
     "top_logprobs",
 )
+_calls_decoder = msgspec.json.Decoder(list[ToolCall])
 
 
 def _unsupported(param: str, what: str) -> BadRequest:
@@ -57,11 +58,19 @@ def _message(message: Message, index: int) -> ChatMessage:
         case UserMessage():
             return ChatMessage(role="user", content=_text(message.content, param), name=message.name)
         case AssistantMessage():
-            if message.tool_calls or message.function_call:
-                raise _unsupported(f"messages[{index}].tool_calls", "tool calling")
-            return ChatMessage(role="assistant", content=_text(message.content, param), name=message.name)
+            if message.function_call:
+                raise _unsupported(f"messages[{index}].function_call", "`function_call` (use `tool_calls`)")
+            calls = None
+            if message.tool_calls:
+                try:
+                    calls = _calls_decoder.decode(json_encoder.encode(message.tool_calls))
+                except msgspec.ValidationError as exc:
+                    raise BadRequest(
+                        f"invalid request: {exc} (in $.messages[{index}].tool_calls)", param=f"messages[{index}].tool_calls"
+                    ) from exc
+            return ChatMessage(role="assistant", content=_text(message.content, param), name=message.name, tool_calls=calls)
         case ToolMessage():
-            raise _unsupported(f"messages[{index}]", "a `tool` message (tool calling)")
+            return ChatMessage(role="tool", content=_text(message.content, param), tool_call_id=message.tool_call_id)
     raise AssertionError(message)
 
 
@@ -89,5 +98,8 @@ def to_platform(body: ChatCompletionRequest) -> tuple[list[ChatMessage], Generat
         seed=body.seed,
         frequency_penalty=body.frequency_penalty,
         presence_penalty=body.presence_penalty,
+        tools=msgspec.to_builtins(body.tools) if body.tools else None,
+        tool_choice=body.tool_choice,
+        parallel_tool_calls=body.parallel_tool_calls if body.tools else None,
     )
     return [_message(message, i) for i, message in enumerate(body.messages)], params

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
-from chatbot_contracts import ChatRequest, Delta, Done, ErrorCode, ModelSpec, TokenUsage
+from chatbot_contracts import ChatRequest, Delta, Done, ErrorCode, ModelSpec, TokenUsage, ToolCallDelta
 
-ProviderEvent = Delta | TokenUsage | Done
-"""What an adapter yields: text as it comes, the usage the provider reported, then `Done` last."""
+ProviderEvent = Delta | ToolCallDelta | TokenUsage | Done
+"""What an adapter yields: text and tool call pieces as they come, the usage the provider reported, then `Done` last."""
 
 RETRYABLE: frozenset[ErrorCode] = frozenset({"rate_limited", "overloaded", "upstream_error", "timeout", "network"})
 

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import httpx
 import msgspec
 from httpx_sse import EventSource
 
-from chatbot_contracts import ChatRequest, Delta, Done, FinishReason, ModelSpec, TokenUsage, json_encoder
+from chatbot_contracts import (
+    ChatMessage,
+    ChatRequest,
+    Delta,
+    Done,
+    FinishReason,
+    ModelSpec,
+    TokenUsage,
+    ToolCall,
+    ToolCallDelta,
+    json_encoder,
+)
 
 from .base import ProviderError, ProviderEvent
 from .http import streaming_post
@@ -19,8 +31,10 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 class _Message(msgspec.Struct, omit_defaults=True):
     role: str
-    content: str
+    content: str | None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
 
 
 class _StreamOptions(msgspec.Struct, frozen=True):
@@ -39,11 +53,26 @@ class _Body(msgspec.Struct, kw_only=True, omit_defaults=True):
     seed: int | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
 
 # What the adapter reads of a chunk; everything else is ignored.
+class _FunctionPiece(msgspec.Struct, frozen=True):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCallPiece(msgspec.Struct, frozen=True):
+    index: int = 0
+    id: str | None = None
+    function: _FunctionPiece | None = None
+
+
 class _Delta(msgspec.Struct, frozen=True):
     content: str | None = None
+    tool_calls: list[_ToolCallPiece] | None = None
 
 
 class _Choice(msgspec.Struct):
@@ -93,8 +122,8 @@ class ChunkReader:
         self.finish_reason: FinishReason | None = None
         self.usage: TokenUsage | None = None
 
-    def read(self, data: str) -> str | None:
-        """The text of one chunk (None when it has none); raises `ProviderError` for error chunks."""
+    def read(self, data: str) -> list[ProviderEvent]:
+        """The events in one chunk (text, tool call pieces); raises `ProviderError` for error chunks."""
         try:
             chunk = chunk_decoder.decode(data)
         except msgspec.MsgspecError as exc:
@@ -108,13 +137,22 @@ class ChunkReader:
                 output_tokens=chunk.usage.completion_tokens,
                 cached_tokens=(details.cached_tokens or 0) if details else 0,
             )
-        text = None
-        for choice in chunk.choices:
+        events: list[ProviderEvent] = []
+        for choice in chunk.choices[:1]:
             if choice.finish_reason:
                 self.finish_reason = _FINISH.get(choice.finish_reason, "stop")
             if choice.delta.content:
-                text = choice.delta.content if text is None else text + choice.delta.content
-        return text
+                events.append(Delta(text=choice.delta.content))
+            for piece in choice.delta.tool_calls or ():
+                function = piece.function or _FunctionPiece()
+                events.append(ToolCallDelta(index=piece.index, id=piece.id, name=function.name, arguments=function.arguments or ""))
+        return events
+
+
+def _message(message: ChatMessage) -> _Message:
+    # An assistant turn that only called tools has no content: OpenAI wants null there, not "".
+    content = None if message.tool_calls and not message.content else message.content
+    return _Message(message.role, content, message.name, message.tool_calls, message.tool_call_id)
 
 
 class OpenAIProvider:
@@ -139,7 +177,7 @@ class OpenAIProvider:
         params = request.params
         body = _Body(
             model=spec.upstream_model,
-            messages=[_Message(m.role, m.content, m.name) for m in request.messages],
+            messages=[_message(m) for m in request.messages],
             stream=True,
             stream_options=_STREAM_OPTIONS,
             temperature=params.temperature,
@@ -149,6 +187,9 @@ class OpenAIProvider:
             seed=params.seed,
             frequency_penalty=params.frequency_penalty,
             presence_penalty=params.presence_penalty,
+            tools=params.tools,
+            tool_choice=params.tool_choice,
+            parallel_tool_calls=params.parallel_tool_calls,
         )
         return url, headers, json_encoder.encode(body)
 
@@ -161,8 +202,9 @@ class OpenAIProvider:
                 if sse.data == "[DONE]":
                     completed = True
                     break
-                if sse.data and (text := reader.read(sse.data)):
-                    yield Delta(text=text)
+                if sse.data:
+                    for event in reader.read(sse.data):
+                        yield event
         if not completed and reader.finish_reason is None:
             raise ProviderError("network", "openai: the connection closed before the answer was complete")
         if reader.usage is not None:
