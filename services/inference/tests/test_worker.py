@@ -316,3 +316,34 @@ async def test_a_tool_call_is_streamed_and_logged_whole(
     assert completed.tool_calls == [
         ToolCall(id=str(pieces[0].id), function=FunctionCall(name="get_weather", arguments='{"city": "Paris", "unit": "C"}'))
     ]
+
+
+@pytest.mark.parametrize("vendor", ["openai", "anthropic", "gemini", "ollama"])
+async def test_every_adapter_retries_a_rate_limit_then_falls_back_after_server_errors(
+    vendor: str,
+    redis: aioredis.Redis,
+    namespace: str,
+    http: httpx.AsyncClient,
+    backup_upstream: FakeOpenAI,
+    new_request: Callable[..., ChatRequest],
+    request: pytest.FixtureRequest,
+) -> None:
+    fake = request.getfixturevalue(f"fake_{vendor}")
+    fake.reply = REPLY
+    models = {
+        "primary": {"provider": vendor, "upstream_model": "m", "base_url": fake.base_url, "fallbacks": ["backup"]},
+        "backup": fake_model(backup_upstream),
+    }
+    worker = worker_for(redis, namespace, http, models, provider_retries=1)
+    fake.faults.append(Fault(status=429, retry_after=0.05))
+    first = new_request(model="primary")
+    await worker.handle(first)
+    assert text_of(await stream_of(worker, first.request_id)) == REPLY
+    assert len(fake.requests) == 2, "the rate-limited call is retried once"
+
+    fake.faults.extend([Fault(status=500), Fault(status=500)])
+    second = new_request(model="primary")
+    await worker.handle(second)
+    events = await stream_of(worker, second.request_id)
+    assert text_of(events) == "The backup answered."
+    assert [e.model for e in events if isinstance(e, Started)] == ["primary", "primary", "backup"]
