@@ -1,32 +1,55 @@
-"""The conversation service consumes `inference.events` with its own consumer group."""
+"""The conversation service's own consumer group writes answers from `inference.events`, once."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
 
-from chatbot_contracts import CONVERSATION_GROUP, DATA_FIELD, Completed, Keys, Queued, encode
+from chatbot_contracts import CONVERSATION_GROUP, DATA_FIELD, Completed, Failed, Keys, Queued, Registry, TokenUsage, encode
 from chatbot_conversation import Settings, create_app
 
 
-async def test_terminal_events_are_applied_once_and_acknowledged(redis_url: str, namespace: str, redis: aioredis.Redis) -> None:
+async def test_answers_are_written_from_events_and_every_event_is_acknowledged(
+    redis_url: str, namespace: str, redis: aioredis.Redis, tmp_path: Path
+) -> None:
     keys = Keys(namespace)
-    app = create_app(Settings.from_env({"REDIS_URL": redis_url, "CHATBOT_REDIS_NAMESPACE": namespace, "CHATBOT_CONSUMER_NAME": "c1"}))
+    settings = Settings.from_env(
+        {
+            "REDIS_URL": redis_url,
+            "CHATBOT_REDIS_NAMESPACE": namespace,
+            "CHATBOT_CONSUMER_NAME": "c1",
+            "CHATBOT_DATABASE_URL": f"sqlite:///{tmp_path}/c.db",
+        }
+    )
+    app = create_app(settings, Registry.parse('[models.m]\nprovider = "openai"\nupstream_model = "m"\n'))
     async with AsyncTestClient(app=app) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         assert (await client.get("/readyz")).status_code == 200
-        await redis.xadd(keys.inference_events, {DATA_FIELD: encode(Queued(request_id="r1", model="m", at=1.0))})
-        await redis.xadd(
-            keys.inference_events, {DATA_FIELD: encode(Completed(request_id="r1", model="m", at=2.0, text="hi", finish_reason="stop"))}
-        )
-        await redis.xadd(keys.inference_events, {DATA_FIELD: b"not json"})
+        alice = {"x-chatbot-owner": "alice"}
+        made = (await client.post("/internal/v1/conversations", json={}, headers=alice)).json()
+        turn = (
+            await client.post(f"/internal/v1/conversations/{made['id']}/turns", json={"request_id": "r1", "content": "Hi"}, headers=alice)
+        ).json()
+        base = {"request_id": "r1", "model": "m", "conversation_id": made["id"], "message_id": turn["assistant_message_id"]}
+        done = Completed(**base, at=2.0, text="Hello!", finish_reason="stop", usage=TokenUsage(input_tokens=1, output_tokens=2))
+        for payload in (
+            encode(Queued(**base, at=1.0)),
+            encode(done),
+            encode(done),
+            encode(Failed(**base, at=3.0, code="network", message="late")),
+            b"not json",
+        ):
+            await redis.xadd(keys.inference_events, {DATA_FIELD: payload})
         for _ in range(200):
             [group] = await redis.xinfo_groups(keys.inference_events)
-            if group["entries-read"] == 3 and group["pending"] == 0:
+            if group["entries-read"] == 5 and group["pending"] == 0:
                 break
             await asyncio.sleep(0.02)
         assert group["name"] == CONVERSATION_GROUP.encode()
-        assert group["entries-read"] == 3 and group["pending"] == 0, "every event is read and acknowledged"
-        assert app.state.applier.applied == {"completed": 1}
+        assert group["entries-read"] == 5 and group["pending"] == 0, "every event is read and acknowledged"
+        answer = (await client.get(f"/internal/v1/conversations/{made['id']}", headers=alice)).json()["messages"][-1]
+        assert (answer["status"], answer["content"], answer["error"]) == ("complete", "Hello!", None)
+        assert answer["usage"] == {"input_tokens": 1, "output_tokens": 2, "cached_tokens": 0, "cost_usd": 0.0, "estimated": False}

@@ -67,3 +67,9 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     """Unix time (seconds) after which nobody waits for the answer any more."""
     attempt: int = 1
     traceparent: str | None = None
+    conversation_id: str | None = None
+    """Set for turns of a stored conversation (the native API)."""
+    message_id: str | None = None
+    """The assistant message this generation fills, in that conversation."""
+    purpose: Literal["chat", "title"] = "chat"
+    """`title`: the conversation service asked for a title, not the user for an answer."""

@@ -116,6 +116,9 @@ class InferenceEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"
     """Unix time (seconds) at which the event happened."""
     attempt: int = 1
     traceparent: str | None = None
+    conversation_id: str | None = None
+    message_id: str | None = None
+    purpose: str = "chat"
 
 
 class Queued(InferenceEvent, tag="queued", frozen=True):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import msgspec
 import structlog
@@ -11,18 +13,33 @@ from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 from litestar import Litestar, Response, get
 
-from chatbot_contracts import CONVERSATION_GROUP, DATA_FIELD_BYTES, Keys, inference_event_decoder
+from chatbot_contracts import CONVERSATION_GROUP, DATA_FIELD_BYTES, Keys, Registry, inference_event_decoder
+from chatbot_contracts.redis import connect
 
-from .events import EventApplier
+from .api import ROUTES, handle_error
+from .cache import TreeCache
+from .db.engine import Database
+from .errors import ConversationError
+from .events import EventApplier, TitleQueue
+from .service import ConversationService
 from .settings import Settings
 
 log = structlog.get_logger()
 
 
-def create_app(settings: Settings) -> Litestar:
+def create_app(settings: Settings, registry: Registry) -> Litestar:
     keys = Keys(settings.redis.redis_namespace)
     broker = RedisBroker(settings.redis.url, logger=logging.getLogger("chatbot.faststream"))
-    applier = EventApplier()
+    redis = connect(settings.redis)
+    db = Database(settings.store.database_url, settings.store.database_read_url or None)
+    service = ConversationService(
+        db,
+        registry,
+        TreeCache(redis, settings.redis.redis_namespace),
+        max_message_chars=settings.store.max_message_chars,
+        share_base_url=settings.store.public_url,
+    )
+    applier = EventApplier(service, settings.store.title_model or None, TitleQueue(redis, keys))
 
     @broker.subscriber(
         stream=StreamSub(keys.inference_events, group=CONVERSATION_GROUP, consumer=settings.server.consumer, polling_interval=1000),
@@ -46,6 +63,24 @@ def create_app(settings: Settings) -> Litestar:
             return Response({"status": "ready"})
         return Response({"status": "not_ready", "error": "Redis is unreachable"}, status_code=503)
 
-    app = Litestar(route_handlers=[healthz, readyz], on_startup=[broker.start], on_shutdown=[broker.stop], logging_config=None)
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        await db.migrate()
+        await broker.start()
+        try:
+            yield
+        finally:
+            await broker.stop()
+            await db.close()
+            await redis.aclose()
+
+    app = Litestar(
+        route_handlers=[healthz, readyz, *ROUTES],
+        lifespan=[lifespan],
+        exception_handlers={ConversationError: handle_error},
+        logging_config=None,
+        openapi_config=None,
+    )
     app.state.applier = applier
+    app.state.service = service
     return app

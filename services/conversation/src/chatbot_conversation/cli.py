@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from chatbot_contracts import Registry
 from chatbot_contracts.observability import configure_logging
 from chatbot_contracts.settings import or_exit
 
@@ -14,8 +15,9 @@ from .settings import Settings
 def main() -> None:
     settings = or_exit(Settings.from_env, "chatbot-conversation")
     configure_logging("conversation", settings.server.log_level)
+    registry = or_exit(lambda: Registry.load(settings.store.models_file), "chatbot-conversation")
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, registry),
         host=settings.server.conversation_host,
         port=settings.server.conversation_port,
         loop="uvloop",

@@ -28,10 +28,32 @@ class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
         return self.consumer_name or f"{socket.gethostname()}-{os.getpid()}"
 
 
+class StoreSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """Where conversations are kept and what they may hold."""
+
+    database_url: str = "sqlite:///.data/conversations.db"
+    """`CHATBOT_DATABASE_URL`: SQLite (embedded default) or `postgresql://…` (asyncpg)."""
+    database_read_url: str = ""
+    """`CHATBOT_DATABASE_READ_URL`: a read replica for queries (default: the primary)."""
+    models_file: str = "config/models.toml"
+    """`CHATBOT_MODELS_FILE`: the model registry (context windows for trimming, the default model)."""
+    max_message_chars: int = 200_000
+    """`CHATBOT_MAX_MESSAGE_CHARS`: longer messages are refused with 413."""
+    title_model: str = ""
+    """`CHATBOT_TITLE_MODEL`: the alias that writes titles after the first exchange (default: the question's first words)."""
+    public_url: str = "http://127.0.0.1:8000"
+    """`CHATBOT_PUBLIC_URL`: the gateway's address as users reach it, for share links."""
+
+
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
     server: ServerSettings
+    store: StoreSettings
     redis: RedisSettings
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        return cls(server=from_env(ServerSettings, environ=environ), redis=from_env(RedisSettings, environ=environ))
+        return cls(
+            server=from_env(ServerSettings, environ=environ),
+            store=from_env(StoreSettings, environ=environ),
+            redis=from_env(RedisSettings, environ=environ),
+        )

@@ -49,6 +49,9 @@ class Relay:
             key_id=request.key_id,
             at=request.enqueued_at,
             traceparent=request.traceparent,
+            conversation_id=request.conversation_id,
+            message_id=request.message_id,
+            purpose=request.purpose,
         )
         pipe = self._redis.pipeline(transaction=False)
         pipe.xadd(self._keys.chat_requests, {DATA_FIELD: encode(request)}, maxlen=self._settings.requests_maxlen, approximate=True)

@@ -287,5 +287,8 @@ class Worker:
             "key_id": request.key_id,
             "attempt": request.attempt,
             "traceparent": request.traceparent,
+            "conversation_id": request.conversation_id,
+            "message_id": request.message_id,
+            "purpose": request.purpose,
             "at": time.time(),
         }

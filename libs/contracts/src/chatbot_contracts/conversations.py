@@ -1,0 +1,195 @@
+"""The conversation API's messages: what the gateway and the conversation service exchange, and clients see."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from .chat import ChatMessage
+from .events import TokenUsage
+
+MessageStatus = Literal["complete", "streaming", "cancelled", "failed"]
+Title = Annotated[str, msgspec.Meta(max_length=300)]
+Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\s,][^,]*$")]
+Tags = Annotated[list[Tag], msgspec.Meta(max_length=32)]
+SystemPrompt = Annotated[str, msgspec.Meta(max_length=100_000)]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class Message(msgspec.Struct, kw_only=True):
+    """One node of a conversation's message tree."""
+
+    id: str
+    parent_id: str | None
+    role: Literal["user", "assistant", "system", "tool"]
+    content: str
+    status: MessageStatus
+    model: str | None = None
+    error: str | None = None
+    usage: TokenUsage | None = None
+    request_id: str | None = None
+    created_at: str
+    siblings: list[str]
+    """Ids of this message and its siblings (same parent), oldest first: `position` of `len(siblings)`."""
+    position: int
+    """1-based place of this message among its siblings."""
+
+
+class ConversationSummary(msgspec.Struct, kw_only=True):
+    id: str
+    title: str
+    model: str | None
+    system_prompt: str | None
+    tags: list[str]
+    pinned: bool
+    archived: bool
+    active_leaf_id: str | None
+    created_at: str
+    updated_at: str
+
+
+class Conversation(ConversationSummary, kw_only=True):
+    """A conversation with its whole message tree; `active_path` runs from the root to the active leaf."""
+
+    messages: list[Message]
+    active_path: list[str]
+
+
+class ConversationPage(msgspec.Struct, kw_only=True):
+    items: list[ConversationSummary]
+    next_cursor: str | None = None
+
+
+class NewConversation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    title: Title | None = None
+    model: str | None = None
+    system_prompt: SystemPrompt | None = None
+    tags: Tags = []
+    pinned: bool = False
+
+
+class ConversationPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Only the fields present change; `null` clears `model` and `system_prompt`."""
+
+    title: Title | msgspec.UnsetType = msgspec.UNSET
+    tags: Tags | msgspec.UnsetType = msgspec.UNSET
+    pinned: bool | msgspec.UnsetType = msgspec.UNSET
+    archived: bool | msgspec.UnsetType = msgspec.UNSET
+    model: str | None | msgspec.UnsetType = msgspec.UNSET
+    system_prompt: SystemPrompt | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class TurnParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    stop: Annotated[list[str], msgspec.Meta(max_length=4)] | None = None
+    seed: int | None = None
+
+
+class NewMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`POST /api/v1/conversations/{id}/messages`: a user turn; without `parent_id` it continues the active leaf."""
+
+    content: Annotated[str, msgspec.Meta(min_length=1)]
+    parent_id: Id | None = None
+    model: str | None = None
+    params: TurnParams | None = None
+
+
+class Regenerate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    model: str | None = None
+    params: TurnParams | None = None
+
+
+class TurnRequest(msgspec.Struct, kw_only=True):
+    """Gateway → conversation service: store a turn and assemble its context."""
+
+    request_id: str
+    content: str | None = None
+    """The user's message; None to regenerate the answer `regenerate_id`."""
+    parent_id: str | None = None
+    regenerate_id: str | None = None
+    model: str | None = None
+    max_tokens: int | None = None
+
+
+class Turn(msgspec.Struct, kw_only=True):
+    """Conversation service → gateway: the stored messages and the context to generate from."""
+
+    conversation_id: str
+    user_message_id: str
+    assistant_message_id: str
+    model: str
+    messages: list[ChatMessage]
+    context_tokens: int
+
+
+class ActiveLeaf(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    message_id: Id
+
+
+class Fork(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    message_id: Id
+
+
+class Share(msgspec.Struct, kw_only=True):
+    token: str
+    url: str
+    created_at: str
+
+
+class SharedMessage(msgspec.Struct, kw_only=True):
+    role: str
+    content: str
+    model: str | None = None
+    created_at: str
+
+
+class SharedConversation(msgspec.Struct, kw_only=True):
+    """A read-only snapshot of a conversation's active path; it names no owner."""
+
+    title: str
+    messages: list[SharedMessage]
+    shared_at: str
+
+
+class SearchHit(msgspec.Struct, kw_only=True):
+    conversation_id: str
+    conversation_title: str
+    message_id: str | None
+    """None when the hit is the conversation's title."""
+    role: str | None
+    snippet: str
+    highlights: list[tuple[int, int]]
+    """`[start, end)` character ranges of `snippet` that match the query."""
+    on_active_branch: bool
+    branch_leaf_id: str | None
+    """The leaf to make active to show this message (its newest descendant)."""
+
+
+class SearchResults(msgspec.Struct, kw_only=True):
+    hits: list[SearchHit]
+
+
+class ExportedMessage(msgspec.Struct, kw_only=True):
+    id: str
+    parent_id: str | None
+    role: Literal["user", "assistant", "system", "tool"]
+    content: str
+    status: MessageStatus = "complete"
+    model: str | None = None
+    created_at: str | None = None
+
+
+class ExportedConversation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Our JSON export (and import) format: the whole tree."""
+
+    format: Literal["chatbot-llm/conversation@1"]
+    title: Title
+    model: str | None = None
+    system_prompt: str | None = None
+    tags: Tags = []
+    active_leaf_id: str | None = None
+    created_at: str | None = None
+    messages: list[ExportedMessage]

@@ -1,0 +1,594 @@
+"""Conversation operations, each one transaction: nothing is ever half-written."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import msgspec
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatbot_contracts import ChatMessage, ModelSpec, Registry, TokenUsage
+from chatbot_contracts.conversations import (
+    Conversation,
+    ConversationPage,
+    ConversationPatch,
+    ConversationSummary,
+    ExportedConversation,
+    ExportedMessage,
+    Message,
+    NewConversation,
+    SearchHit,
+    SearchResults,
+    Share,
+    SharedConversation,
+    SharedMessage,
+    Turn,
+    TurnRequest,
+)
+
+from . import search as fts
+from .cache import TreeCache
+from .db.engine import Database
+from .db.schema import ConversationRow, MessageRow, ShareRow, TagRow
+from .errors import Invalid, NotFound, TooLarge
+from .tree import children_of, newest_leaf, path_to, trim_to_budget
+
+TITLE_WORDS = 8
+_snapshot_encoder = msgspec.json.Encoder()
+_snapshot_decoder = msgspec.json.Decoder(SharedConversation)
+_cursor_decoder = msgspec.json.Decoder(tuple[bool, str, str])
+_conversation_decoder = msgspec.json.Decoder(Conversation)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def iso(moment: datetime) -> str:
+    if moment.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
+        moment = moment.replace(tzinfo=UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def first_words(text: str, limit: int = TITLE_WORDS) -> str:
+    """A provisional title: the first words of the question."""
+    words = text.split()
+    title = " ".join(words[:limit])
+    return (title + "…" if len(words) > limit else title)[:120] or "New conversation"
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """Whose data an operation may touch; an admin's reaches everyone's."""
+
+    owner: str
+    is_admin: bool = False
+
+
+class ConversationService:
+    def __init__(self, db: Database, registry: Registry, cache: TreeCache, *, max_message_chars: int, share_base_url: str) -> None:
+        self.db = db
+        self.registry = registry
+        self.cache = cache
+        self.max_message_chars = max_message_chars
+        self.share_base_url = share_base_url.rstrip("/")
+
+    # --- conversations ---------------------------------------------------------------------------
+
+    async def create(self, who: Principal, new: NewConversation) -> ConversationSummary:
+        self._check_model(new.model)
+        moment = now()
+        row = ConversationRow(
+            id=new_id(),
+            owner=who.owner,
+            title=new.title or "New conversation",
+            title_is_auto=new.title is None,
+            model=new.model,
+            system_prompt=new.system_prompt,
+            pinned=new.pinned,
+            archived=False,
+            created_at=moment,
+            updated_at=moment,
+        )
+        async with self.db.write() as session:
+            session.add(row)
+            session.add_all(TagRow(conversation_id=row.id, tag=tag) for tag in dict.fromkeys(new.tags))
+        return self._summary(row, sorted(set(new.tags)))
+
+    async def list_conversations(
+        self, who: Principal, *, q: str | None, tag: str | None, archived: bool, limit: int, cursor: str | None
+    ) -> ConversationPage:
+        statement = select(ConversationRow).where(ConversationRow.archived == archived)
+        if not who.is_admin:
+            statement = statement.where(ConversationRow.owner == who.owner)
+        if tag:
+            statement = statement.where(ConversationRow.id.in_(select(TagRow.conversation_id).where(TagRow.tag == tag)))
+        if q:
+            statement = statement.where(func.lower(ConversationRow.title).contains(q.lower(), autoescape=True))
+        if cursor:
+            pinned, updated_at, last_id = self._decode_cursor(cursor)
+            moment = datetime.fromisoformat(updated_at.replace("Z", "+00:00"))
+            later = (ConversationRow.updated_at < moment) | ((ConversationRow.updated_at == moment) & (ConversationRow.id < last_id))
+            if pinned:
+                statement = statement.where(ConversationRow.pinned.is_(False) | (ConversationRow.pinned.is_(True) & later))
+            else:
+                statement = statement.where(ConversationRow.pinned.is_(False) & later)
+        statement = statement.order_by(ConversationRow.pinned.desc(), ConversationRow.updated_at.desc(), ConversationRow.id.desc()).limit(
+            limit + 1
+        )
+        async with self.db.read() as session:
+            rows = list((await session.scalars(statement)).all())
+            tags = await self._tags(session, [row.id for row in rows[:limit]])
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = base64.urlsafe_b64encode(_snapshot_encoder.encode((last.pinned, iso(last.updated_at), last.id))).decode()
+        return ConversationPage(items=[self._summary(row, tags.get(row.id, [])) for row in rows[:limit]], next_cursor=next_cursor)
+
+    async def get(self, who: Principal, conversation_id: str) -> Conversation:
+        cached = await self.cache.load(conversation_id)
+        if cached is not None and (cached[0] == who.owner or who.is_admin):
+            return _conversation_decoder.decode(cached[1])
+        conversation = await self._get(who, conversation_id)
+        await self.cache.store(conversation_id, (await self._owner(conversation_id)) or who.owner, _snapshot_encoder.encode(conversation))
+        return conversation
+
+    async def _owner(self, conversation_id: str) -> str | None:
+        async with self.db.read() as session:
+            return await session.scalar(select(ConversationRow.owner).where(ConversationRow.id == conversation_id))
+
+    async def _get(self, who: Principal, conversation_id: str) -> Conversation:
+        async with self.db.read() as session:
+            row = await self._owned(session, who, conversation_id)
+            messages = await self._messages(session, conversation_id)
+            tags = (await self._tags(session, [conversation_id])).get(conversation_id, [])
+        children = children_of(messages)
+        by_id = {m.id: m for m in messages}
+        active = [m.id for m in path_to(by_id, row.active_leaf_id)]
+        return Conversation(
+            **msgspec.structs.asdict(self._summary(row, tags)),
+            messages=[self._message(m, children) for m in sorted(messages, key=lambda m: (m.seq, m.id))],
+            active_path=active,
+        )
+
+    async def patch(self, who: Principal, conversation_id: str, change: ConversationPatch) -> ConversationSummary:
+        if isinstance(change.model, str):
+            self._check_model(change.model)
+        async with self.db.write() as session:
+            row = await self._owned(session, who, conversation_id)
+            if not isinstance(change.title, msgspec.UnsetType):
+                row.title, row.title_is_auto = change.title, False
+            for field in ("pinned", "archived", "model", "system_prompt"):
+                value = getattr(change, field)
+                if not isinstance(value, msgspec.UnsetType):
+                    setattr(row, field, value)
+            if not isinstance(change.tags, msgspec.UnsetType):
+                await session.execute(delete(TagRow).where(TagRow.conversation_id == conversation_id))
+                session.add_all(TagRow(conversation_id=conversation_id, tag=tag) for tag in dict.fromkeys(change.tags))
+            row.updated_at = now()
+            await session.flush()
+            tags = (await self._tags(session, [conversation_id])).get(conversation_id, [])
+        await self.cache.forget(conversation_id)
+        return self._summary(row, tags)
+
+    async def delete(self, who: Principal, conversation_id: str) -> None:
+        async with self.db.write() as session:
+            await self._owned(session, who, conversation_id)
+            await session.execute(delete(MessageRow).where(MessageRow.conversation_id == conversation_id))
+            await session.execute(delete(ConversationRow).where(ConversationRow.id == conversation_id))
+        await self.cache.forget(conversation_id)
+
+    # --- turns and branches ----------------------------------------------------------------------
+
+    async def start_turn(self, who: Principal, conversation_id: str, turn: TurnRequest) -> Turn:
+        """Store the user's message (or find the one whose answer is regenerated) and an empty answer; return the context."""
+        if turn.content is not None and len(turn.content) > self.max_message_chars:
+            raise TooLarge(f"the message has {len(turn.content)} characters; at most {self.max_message_chars} are allowed")
+        moment = now()
+        async with self.db.write() as session:
+            row = await self._owned(session, who, conversation_id)
+            messages = await self._messages(session, conversation_id)
+            by_id = {m.id: m for m in messages}
+            seq = max((m.seq for m in messages), default=0) + 1
+            if turn.regenerate_id is not None:
+                answer = by_id.get(turn.regenerate_id)
+                if answer is None or answer.role != "assistant" or answer.parent_id is None:
+                    raise NotFound(f"no assistant message {turn.regenerate_id} in this conversation")
+                user = by_id[answer.parent_id]
+            else:
+                parent_id = turn.parent_id if turn.parent_id is not None else row.active_leaf_id
+                if parent_id is not None and parent_id not in by_id:
+                    raise Invalid(f"parent_id {parent_id} is not a message of this conversation")
+                user = MessageRow(
+                    id=new_id(),
+                    conversation_id=conversation_id,
+                    parent_id=parent_id,
+                    role="user",
+                    content=turn.content or "",
+                    status="complete",
+                    created_at=moment,
+                    seq=seq,
+                )
+                seq += 1
+                session.add(user)
+                by_id[user.id] = user
+                if row.title_is_auto and not messages:
+                    row.title = first_words(user.content)
+            model = turn.model or row.model or next(iter(self.registry.models))
+            spec = self._check_model(model)
+            answer = MessageRow(
+                id=new_id(),
+                conversation_id=conversation_id,
+                parent_id=user.id,
+                role="assistant",
+                content="",
+                status="streaming",
+                model=model,
+                request_id=turn.request_id,
+                created_at=moment,
+                seq=seq,
+            )
+            session.add(answer)
+            row.active_leaf_id = answer.id
+            row.updated_at = moment
+            path = path_to(by_id, user.id)
+        await self.cache.forget(conversation_id)
+        budget = spec.context_window - min(turn.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
+        kept, tokens = trim_to_budget(row.system_prompt, [(m.role, m.content) for m in path if m.status != "failed"], budget)
+        return Turn(
+            conversation_id=conversation_id,
+            user_message_id=user.id,
+            assistant_message_id=answer.id,
+            model=model,
+            messages=[ChatMessage(role=role, content=content) for role, content in kept],  # type: ignore[arg-type]
+            context_tokens=tokens,
+        )
+
+    async def set_active_leaf(self, who: Principal, conversation_id: str, message_id: str) -> Conversation:
+        async with self.db.write() as session:
+            row = await self._owned(session, who, conversation_id)
+            found = await session.scalar(
+                select(MessageRow.id).where(MessageRow.id == message_id, MessageRow.conversation_id == conversation_id)
+            )
+            if found is None:
+                raise Invalid(f"message {message_id} is not in this conversation")
+            row.active_leaf_id = message_id
+            row.updated_at = now()
+        await self.cache.forget(conversation_id)
+        return await self.get(who, conversation_id)
+
+    async def fork(self, who: Principal, conversation_id: str, message_id: str) -> ConversationSummary:
+        """A new conversation holding a copy of the path from the root to `message_id`."""
+        moment = now()
+        async with self.db.write() as session:
+            row = await self._owned(session, who, conversation_id)
+            messages = await self._messages(session, conversation_id)
+            by_id = {m.id: m for m in messages}
+            if message_id not in by_id:
+                raise Invalid(f"message {message_id} is not in this conversation")
+            fork = ConversationRow(
+                id=new_id(),
+                owner=row.owner,
+                title=f"{row.title} (fork)",
+                title_is_auto=False,
+                model=row.model,
+                system_prompt=row.system_prompt,
+                pinned=False,
+                archived=False,
+                created_at=moment,
+                updated_at=moment,
+            )
+            session.add(fork)
+            await session.flush()
+            parent: str | None = None
+            for seq, original in enumerate(path_to(by_id, message_id), start=1):
+                copy = MessageRow(
+                    id=new_id(),
+                    conversation_id=fork.id,
+                    parent_id=parent,
+                    role=original.role,
+                    content=original.content,
+                    status=original.status,
+                    model=original.model,
+                    error=original.error,
+                    input_tokens=original.input_tokens,
+                    output_tokens=original.output_tokens,
+                    cost_usd=original.cost_usd,
+                    created_at=original.created_at,
+                    seq=seq,
+                )
+                session.add(copy)
+                parent = copy.id
+            fork.active_leaf_id = parent
+            tags = (await self._tags(session, [conversation_id])).get(conversation_id, [])
+            session.add_all(TagRow(conversation_id=fork.id, tag=tag) for tag in tags)
+        return self._summary(fork, tags)
+
+    # --- sharing ---------------------------------------------------------------------------------
+
+    async def share(self, who: Principal, conversation_id: str) -> Share:
+        """A read-only snapshot of the active path behind an unguessable token (the same one while it is not revoked)."""
+        conversation = await self.get(who, conversation_id)
+        async with self.db.write() as session:
+            existing = await session.scalar(
+                select(ShareRow).where(ShareRow.conversation_id == conversation_id, ShareRow.revoked_at.is_(None))
+            )
+            if existing is not None:
+                await session.execute(update(ShareRow).where(ShareRow.token == existing.token).values(revoked_at=now()))
+            by_id = {m.id: m for m in conversation.messages}
+            snapshot = SharedConversation(
+                title=conversation.title,
+                messages=[
+                    SharedMessage(role=by_id[i].role, content=by_id[i].content, model=by_id[i].model, created_at=by_id[i].created_at)
+                    for i in conversation.active_path
+                ],
+                shared_at=iso(now()),
+            )
+            row = ShareRow(
+                token=secrets.token_urlsafe(24),
+                conversation_id=conversation_id,
+                snapshot=_snapshot_encoder.encode(snapshot).decode(),
+                created_at=now(),
+            )
+            session.add(row)
+        return Share(token=row.token, url=f"{self.share_base_url}/shared/{row.token}", created_at=iso(row.created_at))
+
+    async def revoke_share(self, who: Principal, conversation_id: str) -> None:
+        async with self.db.write() as session:
+            await self._owned(session, who, conversation_id)
+            result = await session.execute(
+                update(ShareRow).where(ShareRow.conversation_id == conversation_id, ShareRow.revoked_at.is_(None)).values(revoked_at=now())
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                raise NotFound("this conversation is not shared")
+
+    async def shared(self, token: str) -> SharedConversation:
+        async with self.db.read() as session:
+            row = await session.scalar(select(ShareRow).where(ShareRow.token == token, ShareRow.revoked_at.is_(None)))
+        if row is None:
+            raise NotFound("no such shared conversation (the link may have been revoked)")
+        return _snapshot_decoder.decode(row.snapshot)
+
+    # --- search ----------------------------------------------------------------------------------
+
+    async def search(self, who: Principal, query: str, limit: int) -> SearchResults:
+        async with self.db.read() as session:
+            matches = await fts.find(session, self.db.dialect, None if who.is_admin else who.owner, query, limit)
+            trees: dict[str, tuple[dict[str | None, list[MessageRow]], set[str]]] = {}
+            for conversation_id in {m.conversation_id for m in matches if m.message_id}:
+                row = await session.get(ConversationRow, conversation_id)
+                messages = await self._messages(session, conversation_id)
+                active = {m.id for m in path_to({m.id: m for m in messages}, row.active_leaf_id if row else None)}
+                trees[conversation_id] = (children_of(messages), active)
+        hits = []
+        for match in matches:
+            shown, marks = fts.snippet(match.body, query)
+            on_active, leaf = True, None
+            if match.message_id is not None:
+                children, active = trees[match.conversation_id]
+                on_active = match.message_id in active
+                leaf = newest_leaf(children, match.message_id)
+            hits.append(
+                SearchHit(
+                    conversation_id=match.conversation_id,
+                    conversation_title=match.title,
+                    message_id=match.message_id,
+                    role=match.role,
+                    snippet=shown,
+                    highlights=marks,
+                    on_active_branch=on_active,
+                    branch_leaf_id=leaf,
+                )
+            )
+        return SearchResults(hits=hits)
+
+    # --- export and import -----------------------------------------------------------------------
+
+    async def export(self, who: Principal, conversation_id: str) -> ExportedConversation:
+        conversation = await self.get(who, conversation_id)
+        return ExportedConversation(
+            format="chatbot-llm/conversation@1",
+            title=conversation.title,
+            model=conversation.model,
+            system_prompt=conversation.system_prompt,
+            tags=conversation.tags,
+            active_leaf_id=conversation.active_leaf_id,
+            created_at=conversation.created_at,
+            messages=[
+                ExportedMessage(
+                    id=m.id, parent_id=m.parent_id, role=m.role, content=m.content, status=m.status, model=m.model, created_at=m.created_at
+                )
+                for m in conversation.messages
+            ],
+        )
+
+    async def export_markdown(self, who: Principal, conversation_id: str) -> str:
+        conversation = await self.get(who, conversation_id)
+        by_id = {m.id: m for m in conversation.messages}
+        parts = [f"# {conversation.title}\n"]
+        if conversation.system_prompt:
+            parts.append(f"> System: {conversation.system_prompt}\n")
+        for message_id in conversation.active_path:
+            message = by_id[message_id]
+            who_said = "User" if message.role == "user" else f"Assistant ({message.model})" if message.model else message.role.title()
+            parts.append(f"**{who_said}**\n\n{message.content}\n")
+        return "\n".join(parts)
+
+    async def store_import(self, who: Principal, conversations: Sequence[ExportedConversation]) -> list[ConversationSummary]:
+        """Store parsed conversations, all in one transaction (a bad one stores none)."""
+        out = []
+        async with self.db.write() as session:
+            for imported in conversations:
+                moment = now()
+                row = ConversationRow(
+                    id=new_id(),
+                    owner=who.owner,
+                    title=imported.title or "Imported conversation",
+                    title_is_auto=False,
+                    model=imported.model,
+                    system_prompt=imported.system_prompt,
+                    pinned=False,
+                    archived=False,
+                    created_at=_parse_time(imported.created_at) or moment,
+                    updated_at=moment,
+                )
+                session.add(row)
+                await session.flush()
+                ids = {m.id: new_id() for m in imported.messages}
+                for seq, message in enumerate(imported.messages, start=1):
+                    session.add(
+                        MessageRow(
+                            id=ids[message.id],
+                            conversation_id=row.id,
+                            parent_id=ids.get(message.parent_id) if message.parent_id else None,
+                            role=message.role,
+                            content=message.content,
+                            status=message.status if message.status != "streaming" else "cancelled",
+                            model=message.model,
+                            created_at=_parse_time(message.created_at) or moment,
+                            seq=seq,
+                        )
+                    )
+                row.active_leaf_id = ids.get(imported.active_leaf_id or "") or (
+                    ids[imported.messages[-1].id] if imported.messages else None
+                )
+                session.add_all(TagRow(conversation_id=row.id, tag=tag) for tag in dict.fromkeys(imported.tags))
+                out.append(self._summary(row, sorted(set(imported.tags))))
+        return out
+
+    # --- inference events ------------------------------------------------------------------------
+
+    async def finish_answer(
+        self, message_id: str, *, status: str, text: str, model: str, usage: TokenUsage | None, error: str | None
+    ) -> str | None:
+        """Write an answer's final state once; later or repeated events never change or regress it. Returns its conversation."""
+        values: dict[str, object] = {"status": status, "content": text, "model": model, "error": error}
+        if usage is not None:
+            values |= {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "cost_usd": usage.cost_usd}
+        async with self.db.write() as session:
+            conversation_id = await session.scalar(
+                update(MessageRow)
+                .where(MessageRow.id == message_id, MessageRow.status == "streaming")
+                .values(**values)
+                .returning(MessageRow.conversation_id)
+            )
+            if conversation_id is not None:
+                await session.execute(update(ConversationRow).where(ConversationRow.id == conversation_id).values(updated_at=now()))
+        if conversation_id is not None:
+            await self.cache.forget(conversation_id)
+        return conversation_id
+
+    async def set_generated_title(self, conversation_id: str, title: str) -> None:
+        """A model-written title, unless the user has named the conversation meanwhile."""
+        title = title.strip().splitlines()[0].strip(" \"'#*") if title.strip() else ""
+        if not title:
+            return
+        async with self.db.write() as session:
+            await session.execute(
+                update(ConversationRow)
+                .where(ConversationRow.id == conversation_id, ConversationRow.title_is_auto.is_(True))
+                .values(title=title[:120])
+            )
+        await self.cache.forget(conversation_id)
+
+    async def first_exchange(self, conversation_id: str) -> tuple[str, str, str] | None:
+        """`(owner, question, answer)` when the conversation has exactly one answered exchange and an automatic title."""
+        async with self.db.read() as session:
+            row = await session.get(ConversationRow, conversation_id)
+            if row is None or not row.title_is_auto:
+                return None
+            messages = await self._messages(session, conversation_id)
+        if len(messages) != 2 or messages[1].status != "complete":
+            return None
+        return row.owner, messages[0].content, messages[1].content
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _check_model(self, model: str | None) -> ModelSpec:
+        if model is None:
+            return next(iter(self.registry.models.values()))
+        spec = self.registry.get(model)
+        if spec is None:
+            raise Invalid(f"the model `{model}` does not exist; GET /v1/models lists the available ones")
+        return spec
+
+    async def _owned(self, session: AsyncSession, who: Principal, conversation_id: str) -> ConversationRow:
+        row = await session.get(ConversationRow, conversation_id)
+        if row is None or (row.owner != who.owner and not who.is_admin):
+            raise NotFound(f"no conversation {conversation_id}")
+        return row
+
+    async def _messages(self, session: AsyncSession, conversation_id: str) -> list[MessageRow]:
+        statement = select(MessageRow).where(MessageRow.conversation_id == conversation_id).order_by(MessageRow.seq, MessageRow.id)
+        return list((await session.scalars(statement)).all())
+
+    async def _tags(self, session: AsyncSession, ids: list[str]) -> dict[str, list[str]]:
+        if not ids:
+            return {}
+        tags: dict[str, list[str]] = {}
+        for conversation_id, tag in (
+            await session.execute(select(TagRow.conversation_id, TagRow.tag).where(TagRow.conversation_id.in_(ids)))
+        ).all():
+            tags.setdefault(conversation_id, []).append(tag)
+        return {k: sorted(v) for k, v in tags.items()}
+
+    @staticmethod
+    def _summary(row: ConversationRow, tags: list[str]) -> ConversationSummary:
+        return ConversationSummary(
+            id=row.id,
+            title=row.title,
+            model=row.model,
+            system_prompt=row.system_prompt,
+            tags=tags,
+            pinned=row.pinned,
+            archived=row.archived,
+            active_leaf_id=row.active_leaf_id,
+            created_at=iso(row.created_at),
+            updated_at=iso(row.updated_at),
+        )
+
+    @staticmethod
+    def _message(row: MessageRow, children: dict[str | None, list[MessageRow]]) -> Message:
+        siblings = [m.id for m in children[row.parent_id]]
+        usage = None
+        if row.input_tokens is not None or row.output_tokens is not None:
+            usage = TokenUsage(input_tokens=row.input_tokens or 0, output_tokens=row.output_tokens or 0, cost_usd=row.cost_usd or 0.0)
+        return Message(
+            id=row.id,
+            parent_id=row.parent_id,
+            role=row.role,  # type: ignore[arg-type]
+            content=row.content,
+            status=row.status,  # type: ignore[arg-type]
+            model=row.model,
+            error=row.error,
+            usage=usage,
+            request_id=row.request_id,
+            created_at=iso(row.created_at),
+            siblings=siblings,
+            position=siblings.index(row.id) + 1,
+        )
+
+    @staticmethod
+    def _decode_cursor(cursor: str) -> tuple[bool, str, str]:
+        try:
+            return _cursor_decoder.decode(base64.urlsafe_b64decode(cursor.encode()))
+        except (ValueError, msgspec.MsgspecError) as exc:
+            raise Invalid("the cursor is not one this service handed out") from exc
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

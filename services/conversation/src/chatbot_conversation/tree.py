@@ -1,0 +1,74 @@
+"""The message tree: paths, siblings, branches and context trimming, as pure functions."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Protocol, TypeVar
+
+
+class Node(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def parent_id(self) -> str | None: ...
+    @property
+    def seq(self) -> int: ...
+
+
+N = TypeVar("N", bound=Node)
+
+
+def children_of(nodes: Iterable[N]) -> dict[str | None, list[N]]:
+    """Each parent id (None for roots) to its children, oldest first."""
+    children: dict[str | None, list[N]] = defaultdict(list)
+    for node in sorted(nodes, key=lambda n: (n.seq, n.id)):
+        children[node.parent_id].append(node)
+    return children
+
+
+def path_to(by_id: dict[str, N], node_id: str | None) -> list[N]:
+    """The nodes from the root down to `node_id` (empty for None)."""
+    path: list[N] = []
+    seen: set[str] = set()
+    while node_id is not None and node_id in by_id and node_id not in seen:
+        seen.add(node_id)
+        node = by_id[node_id]
+        path.append(node)
+        node_id = node.parent_id
+    path.reverse()
+    return path
+
+
+def newest_leaf(children: dict[str | None, list[N]], node_id: str) -> str:
+    """The leaf reached from `node_id` by always taking the newest child: the branch that message is on."""
+    while children.get(node_id):
+        node_id = children[node_id][-1].id
+    return node_id
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token, plus a few for the message's framing."""
+    return math.ceil(len(text) / 4) + 4
+
+
+def trim_to_budget(system: str | None, turns: Sequence[tuple[str, str]], budget: int) -> tuple[list[tuple[str, str]], int]:
+    """The turns that fit `budget` tokens after the system prompt: the oldest go first; the newest turn always stays.
+
+    Returns the kept `(role, content)` pairs (system prompt first, if any) and their token count.
+    """
+    fixed = estimate_tokens(system) if system else 0
+    kept: list[tuple[str, str]] = []
+    used = fixed
+    for index, (role, content) in enumerate(reversed(turns)):
+        cost = estimate_tokens(content)
+        if index > 0 and used + cost > budget:
+            break
+        kept.append((role, content))
+        used += cost
+    kept.reverse()
+    # A conversation must not open with the assistant's half of a dropped exchange.
+    while len(kept) > 1 and kept[0][0] != "user":
+        used -= estimate_tokens(kept.pop(0)[1])
+    return ([("system", system)] if system else []) + kept, used
