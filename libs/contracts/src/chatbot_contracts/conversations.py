@@ -76,8 +76,8 @@ class ConversationPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     tags: Tags | msgspec.UnsetType = msgspec.UNSET
     pinned: bool | msgspec.UnsetType = msgspec.UNSET
     archived: bool | msgspec.UnsetType = msgspec.UNSET
-    model: str | None | msgspec.UnsetType = msgspec.UNSET
-    system_prompt: SystemPrompt | None | msgspec.UnsetType = msgspec.UNSET
+    model: str | msgspec.UnsetType | None = msgspec.UNSET
+    system_prompt: SystemPrompt | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class TurnParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
