@@ -21,7 +21,12 @@ BOB = Principal(owner="bob")
 
 
 async def say(
-    service: ConversationService, conversation_id: str, content: str, answer: str, parent_id: str | None = None, model: str | None = None
+    service: ConversationService,
+    conversation_id: str,
+    content: str,
+    answer: str,
+    parent_id: str | msgspec.UnsetType | None = msgspec.UNSET,
+    model: str | None = None,
 ) -> tuple[str, str]:
     """A user turn and its completed answer; returns their ids."""
     turn = await service.start_turn(

@@ -89,10 +89,15 @@ class TurnParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class NewMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """`POST /api/v1/conversations/{id}/messages`: a user turn; without `parent_id` it continues the active leaf."""
+    """`POST /api/v1/conversations/{id}/messages`: a user turn.
+
+    Without `parent_id` it continues the active leaf; with one it answers that message (a new
+    branch when it is not the active leaf); `parent_id: null` starts a new root (an edit of the
+    first question).
+    """
 
     content: Annotated[str, msgspec.Meta(min_length=1)]
-    parent_id: Id | None = None
+    parent_id: Id | msgspec.UnsetType | None = msgspec.UNSET
     model: str | None = None
     params: TurnParams | None = None
 
@@ -108,7 +113,8 @@ class TurnRequest(msgspec.Struct, kw_only=True):
     request_id: str
     content: str | None = None
     """The user's message; None to regenerate the answer `regenerate_id`."""
-    parent_id: str | None = None
+    parent_id: str | msgspec.UnsetType | None = msgspec.UNSET
+    """Unset: after the active leaf; None: a new root."""
     regenerate_id: str | None = None
     model: str | None = None
     max_tokens: int | None = None

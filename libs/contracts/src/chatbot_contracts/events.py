@@ -45,6 +45,21 @@ class StreamEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """Base of the events of one request's stream, in the order the client sees them."""
 
 
+class Start(StreamEvent, tag="start", frozen=True):
+    """The first event of a native turn: which request and messages it is about."""
+
+    request_id: str
+    conversation_id: str | None = None
+    user_message_id: str | None = None
+    assistant_message_id: str | None = None
+
+
+class InQueue(StreamEvent, tag="queued", frozen=True):
+    """The request waits for a worker; `position` requests were ahead of it when it was enqueued."""
+
+    position: int
+
+
 class Started(StreamEvent, tag="started", frozen=True):
     """A worker began a generation; `model` is the alias that answers (a fallback's, after a failure)."""
 
@@ -95,7 +110,7 @@ class Done(StreamEvent, tag="done", frozen=True):
     reason: FinishReason
 
 
-AnyStreamEvent = Started | Delta | ToolCallDelta | Usage | Restart | Error | Done
+AnyStreamEvent = Start | InQueue | Started | Delta | ToolCallDelta | Usage | Restart | Error | Done
 TERMINAL_STREAM_EVENTS = (Done,)
 
 

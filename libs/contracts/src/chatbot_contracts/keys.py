@@ -37,6 +37,10 @@ class Keys:
         """The stream of one request's `StreamEvent`s."""
         return f"{self.namespace}chat.stream.{{{request_id}}}"
 
+    def request_owner(self, request_id: str) -> str:
+        """Who made the request (its owner), so only they may resume or cancel it; expires with its stream."""
+        return f"{self.namespace}chat.owner.{{{request_id}}}"
+
     def cancel_flag(self, request_id: str) -> str:
         """Set when the client cancels the request; the owning worker watches it."""
         return f"{self.namespace}chat.cancel.{{{request_id}}}"

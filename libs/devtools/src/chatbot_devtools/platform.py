@@ -41,6 +41,7 @@ class LocalPlatform:
             "CHATBOT_MODELS_FILE": str(self.models_file),
             "CHATBOT_LOG_LEVEL": "INFO",
             "CHATBOT_HEARTBEAT_S": "0.5",
+            "CHATBOT_CONVERSATION_URL": f"http://127.0.0.1:{free_port()}",
         }
         self.processes: list[ServiceProcess] = []
 
@@ -55,6 +56,16 @@ class LocalPlatform:
         process = self._start(name, "gateway", {"CHATBOT_GATEWAY_PORT": str(port)})
         url = f"http://127.0.0.1:{port}"
         process.wait_http(f"{url}/healthz")
+        return url
+
+    def start_conversation(self, name: str = "conversation", **extra: str) -> str:
+        """Start the conversation service (SQLite in the work dir unless told otherwise); gateways started later use it."""
+        port = free_port()
+        env = {"CHATBOT_CONVERSATION_PORT": str(port), "CHATBOT_DATABASE_URL": f"sqlite:///{self.workdir}/conversations.db", **extra}
+        process = self._start(name, "conversation", env)
+        url = f"http://127.0.0.1:{port}"
+        process.wait_http(f"{url}/readyz")
+        self.env["CHATBOT_CONVERSATION_URL"] = url
         return url
 
     def start_worker(self, name: str = "worker", **extra: str) -> ServiceProcess:

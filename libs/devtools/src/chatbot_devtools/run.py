@@ -120,7 +120,18 @@ def main() -> None:
 
     try:
         with ensure_redis(environ.get("REDIS_URL"), DATA_DIR / "redis", persist=True) as redis_url:
-            env = {**environ, "REDIS_URL": redis_url, "CHATBOT_ADMIN_KEY": key, "CHATBOT_MODELS_FILE": str(models_file)}
+            url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            base = f"http://{url_host}:{port}"
+            conversation_port = environ.get("CHATBOT_CONVERSATION_PORT", "8001")
+            env = {
+                "CHATBOT_CONVERSATION_URL": f"http://127.0.0.1:{conversation_port}",
+                "CHATBOT_PUBLIC_URL": base,
+                "CHATBOT_DATABASE_URL": f"sqlite:///{(DATA_DIR / 'conversations.db').resolve()}",
+                **environ,
+                "REDIS_URL": redis_url,
+                "CHATBOT_ADMIN_KEY": key,
+                "CHATBOT_MODELS_FILE": str(models_file),
+            }
             processes = [
                 ServiceProcess("gateway", "gateway", env),
                 ServiceProcess("conversation", "conversation", env),
@@ -138,8 +149,6 @@ def main() -> None:
             signal.signal(signal.SIGTERM, on_signal)
             supervisor.start()
             try:
-                url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-                base = f"http://{url_host}:{port}"
                 processes[0].wait_http(f"{base}/readyz", timeout_s=60)
                 print(BANNER.format(base=base, key=key, redis=redis_url, workers=workers, model=example_model), flush=True)
                 while True:

@@ -134,18 +134,9 @@ class ConversationService:
         return ConversationPage(items=[self._summary(row, tags.get(row.id, [])) for row in rows[:limit]], next_cursor=next_cursor)
 
     async def get(self, who: Principal, conversation_id: str) -> Conversation:
-        cached = await self.cache.load(conversation_id)
-        if cached is not None and (cached[0] == who.owner or who.is_admin):
-            return _conversation_decoder.decode(cached[1])
-        conversation = await self._get(who, conversation_id)
-        await self.cache.store(conversation_id, (await self._owner(conversation_id)) or who.owner, _snapshot_encoder.encode(conversation))
-        return conversation
-
-    async def _owner(self, conversation_id: str) -> str | None:
-        async with self.db.read() as session:
-            return await session.scalar(select(ConversationRow.owner).where(ConversationRow.id == conversation_id))
-
-    async def _get(self, who: Principal, conversation_id: str) -> Conversation:
+        owner, body, version = await self.cache.load(conversation_id)
+        if body is not None and (owner == who.owner or who.is_admin):
+            return _conversation_decoder.decode(body)
         async with self.db.read() as session:
             row = await self._owned(session, who, conversation_id)
             messages = await self._messages(session, conversation_id)
@@ -153,11 +144,13 @@ class ConversationService:
         children = children_of(messages)
         by_id = {m.id: m for m in messages}
         active = [m.id for m in path_to(by_id, row.active_leaf_id)]
-        return Conversation(
+        conversation = Conversation(
             **msgspec.structs.asdict(self._summary(row, tags)),
             messages=[self._message(m, children) for m in sorted(messages, key=lambda m: (m.seq, m.id))],
             active_path=active,
         )
+        await self.cache.store(conversation_id, row.owner, _snapshot_encoder.encode(conversation), version)
+        return conversation
 
     async def patch(self, who: Principal, conversation_id: str, change: ConversationPatch) -> ConversationSummary:
         if isinstance(change.model, str):
@@ -204,7 +197,7 @@ class ConversationService:
                     raise NotFound(f"no assistant message {turn.regenerate_id} in this conversation")
                 user = by_id[answer.parent_id]
             else:
-                parent_id = turn.parent_id if turn.parent_id is not None else row.active_leaf_id
+                parent_id = row.active_leaf_id if isinstance(turn.parent_id, msgspec.UnsetType) else turn.parent_id
                 if parent_id is not None and parent_id not in by_id:
                     raise Invalid(f"parent_id {parent_id} is not a message of this conversation")
                 user = MessageRow(

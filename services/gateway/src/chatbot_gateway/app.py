@@ -20,6 +20,8 @@ from chatbot_contracts.redis import connect
 from .auth import PUBLIC, KeyAuthMiddleware, KeyStore
 from .errors import EXCEPTION_HANDLERS
 from .health import healthz, readyz
+from .native import ROUTES as NATIVE_ROUTES
+from .native import ConversationClient
 from .openai import chat_completions, list_models
 from .relay import Relay
 from .settings import Settings
@@ -35,12 +37,14 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
         redis = connect(settings.redis)
         app.state.redis = redis
         app.state.relay = Relay(redis, app.state.redis_keys, settings.chat)
+        app.state.conversations = ConversationClient(settings.chat.conversation_url)
         try:
             yield
         finally:
+            await app.state.conversations.close()
             await redis.aclose()
 
-    route_handlers: list[object] = [healthz, readyz, chat_completions, list_models]
+    route_handlers: list[object] = [healthz, readyz, chat_completions, list_models, *NATIVE_ROUTES]
     if web_dist is not None and (web_dist / "index.html").is_file():
         route_handlers.append(
             create_static_files_router(path="/", directories=[web_dist], html_mode=True, include_in_schema=False, opt=PUBLIC)

@@ -10,7 +10,7 @@ import msgspec
 import redis.exceptions
 import structlog
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from chatbot_contracts import ErrorCode
@@ -128,6 +128,15 @@ _HTTP_TYPES = {
 }
 
 
+def _detail(item: dict[str, Any]) -> str:
+    where = item.get("key")
+    source = item.get("source")
+    text = str(item.get("message", ""))
+    if where and "- at `" not in text:
+        text += f" - at `$.{where}`" if source == "body" else f" - at {source or 'a'} parameter `{where}`"
+    return text
+
+
 def handle_gateway_error(_: Request[Any, Any, Any], exc: GatewayError) -> Response[Any]:
     return error_response(exc.status_code, exc.message, exc.error_type, exc.code, exc.headers, exc.param)
 
@@ -141,6 +150,10 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
         message = f"method {request.method} is not allowed on {request.url.path}"
     elif exc.status_code == 413:
         message = f"request body is larger than the {request.app.request_max_body_size} bytes allowed"
+    elif isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        # Litestar's own validation (typed bodies and parameters): name every failing place.
+        details = "; ".join(_detail(item) for item in exc.extra if isinstance(item, dict))
+        message = f"invalid request: {details}" if details else message
     return error_response(exc.status_code, message, error_type, code, exc.headers)
 
 

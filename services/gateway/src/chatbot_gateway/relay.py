@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import redis.asyncio as aioredis
+import redis.exceptions
 import structlog
 
 from chatbot_contracts import (
     DATA_FIELD,
     DATA_FIELD_BYTES,
+    INFERENCE_GROUP,
     AnyStreamEvent,
     ChatRequest,
     Done,
     Error,
     Keys,
     Queued,
+    StreamEvent,
     encode,
     stream_event_decoder,
 )
@@ -24,6 +27,9 @@ from chatbot_contracts import (
 from .settings import ChatSettings
 
 log = structlog.get_logger()
+
+OWNER_GRACE_S = 86_400
+"""How much longer than its stream a request's owner is remembered (to answer 410, not 404, after expiry)."""
 
 Batch = list[tuple[bytes, AnyStreamEvent]]
 """Events read together, each with its stream entry id."""
@@ -40,8 +46,32 @@ class Relay:
         self._keys = keys
         self._settings = settings
 
-    async def submit(self, request: ChatRequest) -> None:
-        """Enqueue a request for the inference workers and log that it was queued, in one round trip."""
+    async def queue_position(self) -> int:
+        """How many requests wait for a worker (the `inference` group's lag); 0 when unknown."""
+        try:
+            groups = await self._redis.xinfo_groups(self._keys.chat_requests)
+        except redis.exceptions.ResponseError:
+            return 0
+        for group in groups:
+            if group.get("name") in (INFERENCE_GROUP, INFERENCE_GROUP.encode()):
+                return int(group.get("lag") or 0)
+        return 0
+
+    async def owner_of(self, request_id: str) -> tuple[str | None, bool]:
+        """The request's owner (None when unknown) and whether its stream still exists."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(self._keys.request_owner(request_id))
+        pipe.exists(self._keys.request_stream(request_id))
+        owner, exists = await pipe.execute()
+        return (owner.decode() if owner else None), bool(exists)
+
+    async def submit(self, request: ChatRequest, prelude: Sequence[StreamEvent] = ()) -> None:
+        """Enqueue a request for the inference workers and log that it was queued, in one round trip.
+
+        `prelude` events open the request's own stream (the native API's `start` and `queued`).
+        The owner is recorded for longer than the stream lives, so an expired stream is told apart
+        from one that never existed.
+        """
         queued = Queued(
             request_id=request.request_id,
             model=request.model,
@@ -54,6 +84,13 @@ class Relay:
             purpose=request.purpose,
         )
         pipe = self._redis.pipeline(transaction=False)
+        stream = self._keys.request_stream(request.request_id)
+        lifetime = int(request.deadline - request.enqueued_at) + self._settings.stream_ttl_s
+        for event in prelude:
+            pipe.xadd(stream, {DATA_FIELD: encode(event)})
+        if prelude:
+            pipe.expire(stream, lifetime)
+        pipe.set(self._keys.request_owner(request.request_id), request.owner, ex=lifetime + OWNER_GRACE_S)
         pipe.xadd(self._keys.chat_requests, {DATA_FIELD: encode(request)}, maxlen=self._settings.requests_maxlen, approximate=True)
         pipe.xadd(self._keys.inference_events, {DATA_FIELD: encode(queued)}, maxlen=self._settings.events_maxlen, approximate=True)
         await pipe.execute()

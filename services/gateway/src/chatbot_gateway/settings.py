@@ -43,6 +43,12 @@ class ChatSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_EVENTS_MAXLEN`: approximate length the `inference.events` stream is trimmed to."""
     worker_stale_s: float = 15.0
     """`CHATBOT_WORKER_STALE_S`: a worker whose heartbeat is older is not counted as alive."""
+    stream_ttl_s: int = 3600
+    """`CHATBOT_STREAM_TTL_S`: how long a finished answer's stream stays readable (for resuming)."""
+    keepalive_s: float = 15.0
+    """`CHATBOT_KEEPALIVE_S`: a `: keepalive` comment is sent after this much silence on a stream."""
+    conversation_url: str = "http://127.0.0.1:8001"
+    """`CHATBOT_CONVERSATION_URL`: the conversation service's internal API."""
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):

@@ -90,7 +90,7 @@ async def chat_completions(request: Request[Principal, Any, Any], state: State) 
         traceparent=traceparent_or_new(request.headers.get("traceparent")),
     )
     await state.relay.submit(chat)
-    batches = state.relay.batches(chat.request_id, chat.deadline)
+    batches = state.relay.batches(chat.request_id, chat.deadline, keepalive_s=state.settings.chat.keepalive_s)
     headers = {"x-request-id": chat.request_id}
 
     # Hold the response until the first text, error or end arrives, so that a failure before

@@ -1,0 +1,6 @@
+"""The native API: stored conversations and the native event protocol."""
+
+from .client import ConversationClient
+from .routes import ROUTES
+
+__all__ = ["ROUTES", "ConversationClient"]
