@@ -6,7 +6,7 @@ PACKAGES := libs/contracts libs/devtools services/gateway services/inference ser
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint constraints clean
+.PHONY: help run test lint bench constraints clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ lint: $(VENV)/.installed-test ## ruff and mypy --strict over every package
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy $(addsuffix /src,$(PACKAGES))
+
+bench: $(VENV)/.installed-test ## Benchmarks (not tests): writes bench/results/*.md
+	$(BIN)/python bench/conversations.py $(if $(BENCH_POSTGRES_URL),--postgres $(BENCH_POSTGRES_URL),)
 
 constraints: $(VENV)/.installed-test ## Rewrite constraints.txt from what the venv has installed
 	@{ echo "# Exact versions of every third-party package the platform and its tests install."; \

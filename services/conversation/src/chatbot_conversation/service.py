@@ -6,6 +6,7 @@ import base64
 import secrets
 import uuid
 from collections.abc import Sequence
+from typing import Any
 from datetime import UTC, datetime
 
 import msgspec
@@ -39,6 +40,7 @@ from .errors import Invalid, NotFound, TooLarge
 from .tree import children_of, newest_leaf, path_to, trim_to_budget
 
 TITLE_WORDS = 8
+MESSAGE_COLUMNS = [column for column in MessageRow.__table__.columns]
 _snapshot_encoder = msgspec.json.Encoder()
 _snapshot_decoder = msgspec.json.Decoder(SharedConversation)
 _cursor_decoder = msgspec.json.Decoder(tuple[bool, str, str])
@@ -355,12 +357,7 @@ class ConversationService:
     async def search(self, who: Principal, query: str, limit: int) -> SearchResults:
         async with self.db.read() as session:
             matches = await fts.find(session, self.db.dialect, None if who.is_admin else who.owner, query, limit)
-            trees: dict[str, tuple[dict[str | None, list[MessageRow]], set[str]]] = {}
-            for conversation_id in {m.conversation_id for m in matches if m.message_id}:
-                row = await session.get(ConversationRow, conversation_id)
-                messages = await self._messages(session, conversation_id)
-                active = {m.id for m in path_to({m.id: m for m in messages}, row.active_leaf_id if row else None)}
-                trees[conversation_id] = (children_of(messages), active)
+            trees = await self._branches(session, {m.conversation_id for m in matches if m.message_id})
         hits = []
         for match in matches:
             shown, marks = fts.snippet(match.body, query)
@@ -520,8 +517,24 @@ class ConversationService:
         return row
 
     async def _messages(self, session: AsyncSession, conversation_id: str) -> list[MessageRow]:
-        statement = select(MessageRow).where(MessageRow.conversation_id == conversation_id).order_by(MessageRow.seq, MessageRow.id)
-        return list((await session.scalars(statement)).all())
+        """The conversation's messages as plain rows (read-only; no ORM identity map to build for a long tree)."""
+        statement = select(*MESSAGE_COLUMNS).where(MessageRow.conversation_id == conversation_id).order_by(MessageRow.seq, MessageRow.id)
+        return list((await session.execute(statement)).all())  # type: ignore[arg-type]
+
+    async def _branches(self, session: AsyncSession, ids: set[str]) -> dict[str, tuple[dict[str | None, list[Any]], set[str]]]:
+        """For each conversation: its children map and the ids on its active path (two queries for them all)."""
+        if not ids:
+            return {}
+        leaves = dict((await session.execute(select(ConversationRow.id, ConversationRow.active_leaf_id).where(ConversationRow.id.in_(ids)))).all())
+        shape = select(MessageRow.conversation_id, MessageRow.id, MessageRow.parent_id, MessageRow.seq).where(MessageRow.conversation_id.in_(ids))
+        nodes: dict[str, list[Any]] = {}
+        for node in (await session.execute(shape)).all():
+            nodes.setdefault(node.conversation_id, []).append(node)
+        out = {}
+        for conversation_id, members in nodes.items():
+            active = {n.id for n in path_to({n.id: n for n in members}, leaves.get(conversation_id))}
+            out[conversation_id] = (children_of(members), active)
+        return out
 
     async def _tags(self, session: AsyncSession, ids: list[str]) -> dict[str, list[str]]:
         if not ids:
