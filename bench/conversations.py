@@ -16,12 +16,14 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import insert
+
 from chatbot_contracts import Registry
 from chatbot_conversation.cache import TreeCache
 from chatbot_conversation.db.engine import Database
 from chatbot_conversation.db.schema import ConversationRow, MessageRow
 from chatbot_conversation.service import ConversationService, Principal
-from sqlalchemy import insert
+
 
 def vocabulary(size: int = 20_000) -> list[str]:
     """Distinct made-up words, ranked: text drawn from them by Zipf's law looks like real text to an index."""
@@ -58,7 +60,16 @@ async def fill(db: Database, conversations: int, per_conversation: int, long_one
         await session.execute(
             insert(ConversationRow),
             [
-                {"id": cid, "owner": OWNER.owner, "title": sentence(rng, 5), "title_is_auto": False, "pinned": False, "archived": False, "created_at": now, "updated_at": now}
+                {
+                    "id": cid,
+                    "owner": OWNER.owner,
+                    "title": sentence(rng, 5),
+                    "title_is_auto": False,
+                    "pinned": False,
+                    "archived": False,
+                    "created_at": now,
+                    "updated_at": now,
+                }
                 for cid in ids
             ],
         )
@@ -69,7 +80,16 @@ async def fill(db: Database, conversations: int, per_conversation: int, long_one
                 mid = uuid.uuid4().hex
                 role = "user" if seq % 2 else "assistant"
                 rows.append(
-                    {"id": mid, "conversation_id": cid, "parent_id": parent, "role": role, "content": sentence(rng, 12 if role == "user" else 40), "status": "complete", "created_at": now, "seq": seq}
+                    {
+                        "id": mid,
+                        "conversation_id": cid,
+                        "parent_id": parent,
+                        "role": role,
+                        "content": sentence(rng, 12 if role == "user" else 40),
+                        "status": "complete",
+                        "created_at": now,
+                        "seq": seq,
+                    }
                 )
                 parent = mid
             await session.execute(insert(MessageRow), rows)

@@ -18,14 +18,20 @@ async def test_a_model_titles_the_conversation_after_its_first_exchange(service:
 
     applier = EventApplier(service, "fast", enqueue)
     made = await service.create(ALICE, NewConversation())
-    turn = await service.start_turn(ALICE, made.id, TurnRequest(request_id="r1", content="how do I keep basil alive on a windowsill in winter"))
+    turn = await service.start_turn(
+        ALICE, made.id, TurnRequest(request_id="r1", content="how do I keep basil alive on a windowsill in winter")
+    )
     assert (await service.get(ALICE, made.id)).title == "how do I keep basil alive on a…", "the first eight words"
     base = {"request_id": "r1", "model": "fast", "conversation_id": made.id}
-    await applier.apply(Completed(**base, message_id=turn.assistant_message_id, at=1.0, text="More light, less water.", finish_reason="stop"))
+    await applier.apply(
+        Completed(**base, message_id=turn.assistant_message_id, at=1.0, text="More light, less water.", finish_reason="stop")
+    )
     [request] = asked
     assert (request.purpose, request.model, request.conversation_id, request.owner) == ("title", "fast", made.id, "alice")
     assert "basil" in request.messages[-1].content and "More light" in request.messages[-1].content
-    await applier.apply(Completed(**{**base, "request_id": request.request_id}, purpose="title", at=2.0, text='"Winter Basil Care"\n', finish_reason="stop"))
+    await applier.apply(
+        Completed(**{**base, "request_id": request.request_id}, purpose="title", at=2.0, text='"Winter Basil Care"\n', finish_reason="stop")
+    )
     assert (await service.get(ALICE, made.id)).title == "Winter Basil Care"
     # Later exchanges ask for nothing more.
     second = await service.start_turn(ALICE, made.id, TurnRequest(request_id="r2", content="and mint?"))

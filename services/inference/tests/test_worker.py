@@ -22,6 +22,7 @@ from chatbot_contracts import (
     FirstToken,
     GenerationStarted,
     Keys,
+    Queued,
     Registry,
     Started,
     Usage,
@@ -103,7 +104,8 @@ async def test_a_completed_generation(worker: Worker, fake_openai: FakeOpenAI, n
     assert usage.usage.cost_usd == pytest.approx((prompt * 1.0 + output * 2.0) / 1e6)
     assert events[-1] == Done(reason="stop")
     log = await log_of(worker)
-    assert [type(e) for e in log] == [GenerationStarted, FirstToken, Completed]
+    assert [type(e) for e in log] == [Queued, GenerationStarted, FirstToken, Completed]
+    assert log[0].at == request.enqueued_at, "queued is dated when the gateway enqueued it"
     completed = log[-1]
     assert isinstance(completed, Completed)
     assert completed.text == REPLY and completed.usage == usage.usage and completed.provider == "openai"

@@ -20,7 +20,7 @@ class Keys:
     A namespace lets several deployments, or several test runs, share one Redis.
     """
 
-    __slots__ = ("chat_requests", "dead_letters", "inference_events", "namespace", "workers")
+    __slots__ = ("cancel_channel", "chat_requests", "dead_letters", "inference_events", "namespace", "workers")
 
     def __init__(self, namespace: str = "") -> None:
         self.namespace = namespace
@@ -32,6 +32,8 @@ class Keys:
         """`InferenceEvent`s of every generation."""
         self.workers = f"{namespace}chat.workers"
         """Sorted set: inference worker name -> Unix time of its last heartbeat."""
+        self.cancel_channel = f"{namespace}chat.cancel"
+        """Pub/Sub channel: request ids whose clients cancelled (each worker listens; the flag key is the durable copy)."""
 
     def request_stream(self, request_id: str) -> str:
         """The stream of one request's `StreamEvent`s."""
@@ -41,6 +43,18 @@ class Keys:
         """Who made the request (its owner), so only they may resume or cancel it; expires with its stream."""
         return f"{self.namespace}chat.owner.{{{request_id}}}"
 
+    def inflight(self, key_id: str) -> str:
+        """Sorted set: the requests an API key has running (request id -> deadline)."""
+        return f"{self.namespace}chat.inflight.{{{key_id}}}"
+
+    def idempotency(self, owner: str, digest: str) -> str:
+        """The request an owner's `Idempotency-Key` (by its digest) started."""
+        return f"{self.namespace}chat.idempotency.{{{owner}}}.{digest}"
+
     def cancel_flag(self, request_id: str) -> str:
-        """Set when the client cancels the request; the owning worker watches it."""
+        """Set when the client cancels the request; a worker checks it before generating."""
         return f"{self.namespace}chat.cancel.{{{request_id}}}"
+
+    def attempts(self, request_id: str) -> str:
+        """How many times a worker has started the request (a claim after a crash starts it again)."""
+        return f"{self.namespace}chat.attempts.{{{request_id}}}"

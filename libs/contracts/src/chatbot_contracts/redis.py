@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -24,7 +25,13 @@ class RedisSettings(msgspec.Struct, kw_only=True, frozen=True):
 
 
 def connect(settings: RedisSettings) -> aioredis.Redis:
-    """A client over a blocking pool: callers wait for a free connection instead of failing."""
+    """A client over a blocking pool: callers wait for a free connection instead of failing.
+
+    A command on a connection that Redis dropped (it restarted) is retried once on a new one,
+    at once: a Redis that is really gone surfaces within the connect timeout, not after a
+    backoff series. The retry belongs to the pool's connections (the client's own is ignored
+    when a pool is given).
+    """
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.url,
         max_connections=settings.redis_max_connections,
@@ -33,6 +40,7 @@ def connect(settings: RedisSettings) -> aioredis.Redis:
         socket_timeout=settings.redis_socket_timeout_s,
         socket_keepalive=True,
         health_check_interval=30,
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
     )
-    # One quick retry: a dead Redis must surface within a second, not after a backoff series.
-    return aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 1))
+    return aioredis.Redis(connection_pool=pool)

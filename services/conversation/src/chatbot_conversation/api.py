@@ -84,6 +84,17 @@ async def turn(request: Request[Any, Any, Any], state: State, conversation_id: F
     return await state.service.start_turn(principal(request), conversation_id, decode(await request.body(), TurnRequest))  # type: ignore[no-any-return]
 
 
+class Abandon(msgspec.Struct, kw_only=True):
+    reason: str
+
+
+@post(f"{PREFIX}/conversations/{{conversation_id:str}}/messages/{{message_id:str}}/abandon", status_code=204)
+async def abandon(request: Request[Any, Any, Any], state: State, conversation_id: FromPath[str], message_id: FromPath[str]) -> None:
+    """Mark an answer that will never be generated (its request was refused) as failed."""
+    why = decode(await request.body(), Abandon)
+    await state.service.abandon(principal(request), conversation_id, message_id, why.reason)
+
+
 @put(f"{PREFIX}/conversations/{{conversation_id:str}}/active-leaf")
 async def active_leaf(request: Request[Any, Any, Any], state: State, conversation_id: FromPath[str]) -> Conversation:
     leaf = decode(await request.body(), ActiveLeaf)
@@ -146,6 +157,7 @@ ROUTES = [
     change,
     remove,
     turn,
+    abandon,
     active_leaf,
     fork,
     share,

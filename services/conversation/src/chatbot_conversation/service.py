@@ -6,8 +6,8 @@ import base64
 import secrets
 import uuid
 from collections.abc import Sequence
-from typing import Any
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 from sqlalchemy import delete, func, select, update
@@ -246,6 +246,17 @@ class ConversationService:
             messages=[ChatMessage(role=role, content=content) for role, content in kept],  # type: ignore[arg-type]
             context_tokens=tokens,
         )
+
+    async def abandon(self, who: Principal, conversation_id: str, message_id: str, reason: str) -> None:
+        """Mark an answer whose request was refused as failed (only while it is still `streaming`)."""
+        async with self.db.write() as session:
+            await self._owned(session, who, conversation_id)
+            await session.execute(
+                update(MessageRow)
+                .where(MessageRow.id == message_id, MessageRow.conversation_id == conversation_id, MessageRow.status == "streaming")
+                .values(status="failed", error=reason)
+            )
+        await self.cache.forget(conversation_id)
 
     async def set_active_leaf(self, who: Principal, conversation_id: str, message_id: str) -> Conversation:
         async with self.db.write() as session:
@@ -525,8 +536,12 @@ class ConversationService:
         """For each conversation: its children map and the ids on its active path (two queries for them all)."""
         if not ids:
             return {}
-        leaves = dict((await session.execute(select(ConversationRow.id, ConversationRow.active_leaf_id).where(ConversationRow.id.in_(ids)))).all())
-        shape = select(MessageRow.conversation_id, MessageRow.id, MessageRow.parent_id, MessageRow.seq).where(MessageRow.conversation_id.in_(ids))
+        leaves = dict(
+            (await session.execute(select(ConversationRow.id, ConversationRow.active_leaf_id).where(ConversationRow.id.in_(ids)))).all()
+        )
+        shape = select(MessageRow.conversation_id, MessageRow.id, MessageRow.parent_id, MessageRow.seq).where(
+            MessageRow.conversation_id.in_(ids)
+        )
         nodes: dict[str, list[Any]] = {}
         for node in (await session.execute(shape)).all():
             nodes.setdefault(node.conversation_id, []).append(node)

@@ -55,6 +55,22 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class Overloaded(GatewayError):
+    """The platform as a whole is past its admission bound."""
+
+    status_code = 503
+    error_type = "overloaded_error"
+    code = "overloaded"
+
+
+class TooManyInFlight(GatewayError):
+    """This key has as many requests running as it may."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "too_many_requests_in_flight"
+
+
 class Unavailable(GatewayError):
     status_code = 503
     error_type = "service_unavailable"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator, Sequence
 
@@ -17,16 +19,51 @@ from chatbot_contracts import (
     ChatRequest,
     Done,
     Error,
+    ErrorCode,
     Keys,
-    Queued,
     StreamEvent,
     encode,
     stream_event_decoder,
 )
 
+from .errors import Overloaded, TooManyInFlight
 from .settings import ChatSettings
 
 log = structlog.get_logger()
+
+# KEYS: chat.requests. ARGV: group, max lag, max pending, field, request, maxlen.
+# Enqueue only while the group's backlog is within bounds: -1 refuses (nothing written), 1 enqueued.
+# Before any worker made the group, everything in the stream counts as waiting.
+_ADMIT = """
+local lag, pending = redis.call('XLEN', KEYS[1]), 0
+if lag > 0 then
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local fields = {}
+    for i = 1, #group, 2 do fields[group[i]] = group[i + 1] end
+    if fields['name'] == ARGV[1] then
+      lag = tonumber(fields['lag']) or lag
+      pending = tonumber(fields['pending']) or 0
+    end
+  end
+end
+if lag >= tonumber(ARGV[2]) or pending >= tonumber(ARGV[3]) then return -1 end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*', ARGV[4], ARGV[5])
+return 1
+"""
+
+# KEYS: the key's running requests (member request id, score deadline). ARGV: request id, deadline, now, bound.
+# Returns -1 when the request is added, else how many already run (it is refused).
+_HOLD = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local running = redis.call('ZCARD', KEYS[1])
+if running >= tonumber(ARGV[4]) then return running end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('EXPIREAT', KEYS[1], math.ceil(tonumber(ARGV[2])) + 60)
+return -1
+"""
+
+IDEMPOTENCY_TTL_S = 86_400
+_RESERVED = b"reserved"
 
 OWNER_GRACE_S = 86_400
 """How much longer than its stream a request's owner is remembered (to answer 410, not 404, after expiry)."""
@@ -38,6 +75,11 @@ KEEPALIVE: Batch = []
 """Yielded when nothing arrived for `keepalive_s`, so the caller can keep its connection warm."""
 
 
+def _ending(code: ErrorCode, message: str) -> Batch:
+    """A stream's end made by the gateway itself (such events have no entry id)."""
+    return [(b"", Error(code=code, message=message)), (b"", Done(reason="error"))]
+
+
 class Relay:
     """The gateway's view of the request streams."""
 
@@ -45,6 +87,9 @@ class Relay:
         self._redis = redis
         self._keys = keys
         self._settings = settings
+        self._admit_sha: str | None = None
+        self._hold = redis.register_script(_HOLD)
+        self._background: set[asyncio.Task[None]] = set()
 
     async def queue_position(self) -> int:
         """How many requests wait for a worker (the `inference` group's lag); 0 when unknown."""
@@ -66,34 +111,107 @@ class Relay:
         return (owner.decode() if owner else None), bool(exists)
 
     async def submit(self, request: ChatRequest, prelude: Sequence[StreamEvent] = ()) -> None:
-        """Enqueue a request for the inference workers and log that it was queued, in one round trip.
+        """Admit and enqueue a request for the inference workers, in one round trip (two with a per-key bound).
 
-        `prelude` events open the request's own stream (the native API's `start` and `queued`).
-        The owner is recorded for longer than the stream lives, so an expired stream is told apart
-        from one that never existed.
+        Raises `Overloaded` when the workers' queue is past its bound (nothing is enqueued) and
+        `TooManyInFlight` when the key has too many requests running. `prelude` events open the
+        request's own stream (the native API's `start` and `queued`). The owner is recorded for
+        longer than the stream lives, so an expired stream is told apart from one that never existed.
         """
-        queued = Queued(
-            request_id=request.request_id,
-            model=request.model,
-            owner=request.owner,
-            key_id=request.key_id,
-            at=request.enqueued_at,
-            traceparent=request.traceparent,
-            conversation_id=request.conversation_id,
-            message_id=request.message_id,
-            purpose=request.purpose,
-        )
+        settings = self._settings
+        if settings.max_inflight_per_key:
+            running = int(
+                await self._hold(
+                    keys=[self._keys.inflight(request.key_id)],
+                    args=[request.request_id, request.deadline, time.time(), settings.max_inflight_per_key],
+                )
+            )
+            if running >= 0:
+                raise TooManyInFlight(
+                    f"this key already has {running} requests running (at most {settings.max_inflight_per_key}); wait for one to finish",
+                    headers={"Retry-After": "1"},
+                )
+        lifetime = int(request.deadline - request.enqueued_at) + settings.stream_ttl_s
+        admit_args: list[str | bytes | int] = [
+            INFERENCE_GROUP,
+            settings.max_queue_lag,
+            settings.max_queue_pending,
+            DATA_FIELD,
+            encode(request),
+            settings.requests_maxlen,
+        ]
+        for first_try in (True, False):
+            # The script is called by its digest, so the hot path is one round trip; after Redis lost
+            # its scripts (a restart), it is loaded again once.
+            pipe = self._redis.pipeline(transaction=False)
+            stream = self._keys.request_stream(request.request_id)
+            for event in prelude:
+                pipe.xadd(stream, {DATA_FIELD: encode(event)})
+            if prelude:
+                pipe.expire(stream, lifetime)
+            pipe.set(self._keys.request_owner(request.request_id), request.owner, ex=lifetime + OWNER_GRACE_S)
+            pipe.evalsha(await self._admit_digest(), 1, self._keys.chat_requests, *admit_args)
+            try:
+                *_, admitted = await pipe.execute()
+                break
+            except redis.exceptions.NoScriptError:
+                if not first_try:
+                    raise
+                self._admit_sha = None
+        if isinstance(admitted, int) and admitted < 0:
+            if settings.max_inflight_per_key:
+                await self._redis.zrem(self._keys.inflight(request.key_id), request.request_id)
+            raise Overloaded(
+                f"the inference workers are behind (more than {settings.max_queue_lag} requests waiting, or {settings.max_queue_pending} running); try again shortly",
+                headers={"Retry-After": str(settings.overload_retry_after_s)},
+            )
+
+    async def _admit_digest(self) -> str:
+        if self._admit_sha is None:
+            self._admit_sha = str(await self._redis.script_load(_ADMIT))
+        return self._admit_sha
+
+    async def remembered(self, owner: str, idempotency_key: str, wait_s: float = 10.0) -> str | None:
+        """The request an earlier call with this `Idempotency-Key` started, or None when this call is the first.
+
+        The first caller reserves the key; a caller arriving while the first is still storing its
+        turn waits for the request id rather than starting a second generation.
+        """
+        key = self._keys.idempotency(owner, hashlib.sha256(idempotency_key.encode()).hexdigest())
+        if await self._redis.set(key, _RESERVED, nx=True, ex=IDEMPOTENCY_TTL_S):
+            return None
+        give_up = time.monotonic() + wait_s
+        while (held := await self._redis.get(key)) == _RESERVED and time.monotonic() < give_up:  # noqa: ASYNC110 - another process holds it
+            await asyncio.sleep(0.05)
+        if held is None or held == _RESERVED:
+            raise Overloaded("a request with this Idempotency-Key is still being started; retry shortly", headers={"Retry-After": "1"})
+        return held.decode() if isinstance(held, bytes) else str(held)
+
+    async def remember(self, owner: str, idempotency_key: str, request_id: str | None) -> None:
+        """Bind the key to the request it started, or (None) free it after the call failed, so a retry may start it."""
+        key = self._keys.idempotency(owner, hashlib.sha256(idempotency_key.encode()).hexdigest())
+        if request_id is None:
+            await self._redis.delete(key)
+        else:
+            await self._redis.set(key, request_id, ex=IDEMPOTENCY_TTL_S)
+
+    async def finished(self, request_id: str) -> bool:
+        """Whether the request's stream has ended (`done` is its last event)."""
+        last: list[tuple[bytes, dict[bytes, bytes]]] = await self._redis.xrevrange(self._keys.request_stream(request_id), count=1)  # type: ignore[assignment]
+        return bool(last) and isinstance(stream_event_decoder.decode(last[0][1][DATA_FIELD_BYTES]), Done)
+
+    async def cancel(self, request_id: str) -> None:
+        """Tell the workers to stop generating `request_id`: a durable flag and a Pub/Sub nudge."""
         pipe = self._redis.pipeline(transaction=False)
-        stream = self._keys.request_stream(request.request_id)
-        lifetime = int(request.deadline - request.enqueued_at) + self._settings.stream_ttl_s
-        for event in prelude:
-            pipe.xadd(stream, {DATA_FIELD: encode(event)})
-        if prelude:
-            pipe.expire(stream, lifetime)
-        pipe.set(self._keys.request_owner(request.request_id), request.owner, ex=lifetime + OWNER_GRACE_S)
-        pipe.xadd(self._keys.chat_requests, {DATA_FIELD: encode(request)}, maxlen=self._settings.requests_maxlen, approximate=True)
-        pipe.xadd(self._keys.inference_events, {DATA_FIELD: encode(queued)}, maxlen=self._settings.events_maxlen, approximate=True)
+        pipe.set(self._keys.cancel_flag(request_id), b"1", ex=self._settings.stream_ttl_s)
+        pipe.publish(self._keys.cancel_channel, request_id)
         await pipe.execute()
+
+    def cancel_soon(self, request_id: str) -> None:
+        """`cancel` from a place that cannot wait for it (a stream torn down by a client that left)."""
+        task = asyncio.get_running_loop().create_task(self.cancel(request_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def batches(self, request_id: str, deadline: float, after: bytes = b"0-0", keepalive_s: float = 15.0) -> AsyncIterator[Batch]:
         """The request's events from just after entry `after` to `done`, as they arrive.
@@ -103,17 +221,31 @@ class Relay:
         ends with an `error` and a `done` of its own making.
         """
         key = self._keys.request_stream(request_id)
+        outage_since: float | None = None
         while True:
             remaining = deadline - time.time()
             if remaining <= 0:
                 log.warning("stream.deadline_exceeded", request_id=request_id)
-                yield [
-                    (b"", Error(code="deadline_exceeded", message="no answer arrived before the request's deadline")),
-                    (b"", Done(reason="error")),
-                ]
+                yield _ending("deadline_exceeded", "no answer arrived before the request's deadline")
                 return
             block_ms = max(1, int(min(remaining, keepalive_s) * 1000))
-            response = await self._redis.xread({key: after}, count=512, block=block_ms)
+            try:
+                response = await self._redis.xread({key: after}, count=512, block=block_ms)
+                if outage_since is not None:
+                    outage_since = None
+                    if not await self._redis.exists(self._keys.request_owner(request_id)):
+                        log.error("stream.lost", request_id=request_id)
+                        yield _ending("internal", "Redis restarted and lost this request's events; send the request again")
+                        return
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                # Redis is restarting: keep trying for a while; the client hears of it only if it lasts.
+                outage_since = outage_since or time.monotonic()
+                if time.monotonic() - outage_since > self._settings.redis_outage_s:
+                    log.error("stream.redis_unreachable", request_id=request_id, error=str(exc))
+                    yield _ending("internal", "the platform's Redis is unreachable; the answer could not be followed")
+                    return
+                await asyncio.sleep(0.2)
+                continue
             if not response:
                 yield KEEPALIVE
                 continue

@@ -45,6 +45,16 @@ class ChatSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_WORKER_STALE_S`: a worker whose heartbeat is older is not counted as alive."""
     stream_ttl_s: int = 3600
     """`CHATBOT_STREAM_TTL_S`: how long a finished answer's stream stays readable (for resuming)."""
+    max_queue_lag: int = 1000
+    """`CHATBOT_MAX_QUEUE_LAG`: requests waiting for a worker beyond which new ones get 503 (nothing is enqueued)."""
+    max_queue_pending: int = 10_000
+    """`CHATBOT_MAX_QUEUE_PENDING`: requests being generated beyond which new ones get 503."""
+    overload_retry_after_s: int = 2
+    """`CHATBOT_OVERLOAD_RETRY_AFTER_S`: the Retry-After of an overload 503."""
+    max_inflight_per_key: int = 0
+    """`CHATBOT_MAX_INFLIGHT_PER_KEY`: requests one key may have running at once (0: no bound); past it, 429."""
+    redis_outage_s: float = 10.0
+    """`CHATBOT_REDIS_OUTAGE_S`: how long a stream waits for Redis to come back before ending with an error."""
     keepalive_s: float = 15.0
     """`CHATBOT_KEEPALIVE_S`: a `: keepalive` comment is sent after this much silence on a stream."""
     conversation_url: str = "http://127.0.0.1:8001"

@@ -1,7 +1,7 @@
 """Chatbot-LLM inference workers."""
 
-from .app import create_app
+from .app import WorkerApp
 from .settings import Settings
 from .worker import Worker
 
-__all__ = ["Settings", "Worker", "create_app"]
+__all__ = ["Settings", "Worker", "WorkerApp"]

@@ -1,16 +1,26 @@
-"""The worker process: FastStream consumer of `chat.requests` (group `inference`) plus a heartbeat."""
+"""The worker process: FastStream consumers of `chat.requests` (group `inference`) and the tasks that keep it honest.
+
+- a reader takes new requests, a claimer takes over requests whose worker died (XAUTOCLAIM);
+- the claims of running generations are refreshed, so long answers are never taken over;
+- cancel signals arrive on a Pub/Sub channel and stop the generation at once;
+- consumers that stopped (Redis restarted and lost its groups) are started again, recreating them;
+- SIGTERM stops taking work, lets running generations finish for a grace period, then leaves
+  the rest unacknowledged for another worker.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 
 import httpx
 import msgspec
+import redis.exceptions
 import structlog
-from faststream import AckPolicy, FastStream
+from faststream import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 
@@ -24,62 +34,135 @@ from .worker import Worker
 log = structlog.get_logger()
 
 
-async def heartbeat(worker: Worker, name: str, every_s: float) -> None:
-    """Announce this worker in the `chat.workers` sorted set, which `/readyz` reads."""
-    while True:
-        try:
-            await worker.redis.zadd(worker.keys.workers, {name: time.time()})
-        except Exception as exc:  # Redis may be restarting; the next beat tries again.
-            log.warning("heartbeat.failed", error=str(exc))
-        await asyncio.sleep(every_s)
+class WorkerApp:
+    """One worker process."""
 
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.redis.redis_namespace)
+        self.name = settings.worker.consumer_name
+        self.broker = RedisBroker(
+            settings.redis.url, logger=logging.getLogger("chatbot.faststream"), graceful_timeout=settings.worker.shutdown_grace_s
+        )
+        self.redis = connect(settings.redis)
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.providers.idle_timeout_s, connect=settings.providers.connect_timeout_s),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        )
+        self.worker = Worker(self.redis, self.keys, registry, build_providers(self.http), settings.worker, settings.providers)
+        self.stopping = asyncio.Event()
+        concurrency = settings.worker.worker_concurrency
+        self.reader = self.broker.subscriber(
+            stream=StreamSub(self.keys.chat_requests, group=INFERENCE_GROUP, consumer=self.name, polling_interval=1000),
+            max_workers=concurrency,
+            ack_policy=AckPolicy.MANUAL,
+        )
+        self.claimer = self.broker.subscriber(
+            stream=StreamSub(
+                self.keys.chat_requests,
+                group=INFERENCE_GROUP,
+                consumer=self.name,
+                min_idle_time=int(settings.worker.claim_idle_s * 1000),
+                polling_interval=1000,
+            ),
+            max_workers=max(1, concurrency // 4),
+            ack_policy=AckPolicy.MANUAL,
+        )
+        self.reader(self.on_request)
+        self.claimer(self.on_request)
 
-def create_app(settings: Settings, registry: Registry) -> FastStream:
-    """The worker for these settings and this registry."""
-    keys = Keys(settings.redis.redis_namespace)
-    name = settings.worker.consumer_name
-    broker = RedisBroker(settings.redis.url, logger=logging.getLogger("chatbot.faststream"))
-    app = FastStream(broker, logger=logging.getLogger("chatbot.faststream"))
-    redis = connect(settings.redis)
-    http = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.providers.idle_timeout_s, connect=settings.providers.connect_timeout_s),
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-    )
-    worker = Worker(redis, keys, registry, build_providers(http), settings.worker, settings.providers)
-    tasks: list[asyncio.Task[None]] = []
-
-    @broker.subscriber(
-        stream=StreamSub(keys.chat_requests, group=INFERENCE_GROUP, consumer=name, polling_interval=1000),
-        max_workers=settings.worker.worker_concurrency,
-        ack_policy=AckPolicy.MANUAL,
-    )
-    async def on_chat_request(message: RedisStreamMessage) -> None:
+    async def on_request(self, message: RedisStreamMessage) -> None:
         payload = message.raw_message["data"].get(DATA_FIELD_BYTES) or b""
+        entry_ids = message.raw_message.get("message_ids") or [b""]
+        entry_id = entry_ids[0].decode() if isinstance(entry_ids[0], bytes) else str(entry_ids[0])
         try:
             request = chat_request_decoder.decode(payload)
         except msgspec.MsgspecError as exc:
-            await worker.refuse(payload, f"the request could not be read: {exc}")
+            await self.worker.refuse(payload, f"the request could not be read: {exc}")
             await message.ack()
             return
         with structlog.contextvars.bound_contextvars(request_id=request.request_id):
-            await worker.handle(request)
-        await message.ack()
+            await self.worker.handle(request, entry_id)
+        # Acknowledged through the worker's own client, which retries on a connection Redis dropped.
+        await self.redis.xack(self.keys.chat_requests, INFERENCE_GROUP, entry_id)
 
-    @app.after_startup
-    async def start_heartbeat() -> None:
-        tasks.append(asyncio.create_task(heartbeat(worker, name, settings.worker.heartbeat_s)))
-        log.info("worker.started", consumer=name, concurrency=settings.worker.worker_concurrency, models=len(registry.models))
-
-    @app.on_shutdown
-    async def stop_heartbeat() -> None:
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stopping.set)
+        await self._start_broker()
+        tasks = [
+            asyncio.create_task(job()) for job in (self._heartbeat, self._refresh_claims, self._listen_for_cancels, self._keep_consuming)
+        ]
+        log.info("worker.started", consumer=self.name, concurrency=self.settings.worker.worker_concurrency)
+        await self.stopping.wait()
+        log.info("worker.stopping", running=len(self.worker.inflight), grace_s=self.settings.worker.shutdown_grace_s)
+        await self.broker.stop()  # stops reading, waits up to the grace period, then cancels what still runs
         for task in tasks:
             task.cancel()
         with contextlib.suppress(Exception):
-            await redis.zrem(keys.workers, name)
+            await self.redis.zrem(self.keys.workers, self.name)
+        await self.http.aclose()
+        await self.redis.aclose()
+        log.info("worker.stopped")
 
-    @app.after_shutdown
-    async def close_clients() -> None:
-        await http.aclose()
-        await redis.aclose()
+    async def _start_broker(self) -> None:
+        while True:
+            try:
+                await self.broker.start()
+                return
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.warning("worker.waiting_for_redis", error=str(exc))
+                await asyncio.sleep(1.0)
 
-    return app
+    async def _heartbeat(self) -> None:
+        """Announce this worker in `chat.workers`, which the gateway's `/readyz` reads."""
+        while True:
+            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                await self.redis.zadd(self.keys.workers, {self.name: time.time()})
+            await asyncio.sleep(self.settings.worker.heartbeat_s)
+
+    async def _refresh_claims(self) -> None:
+        """Touch the entries of running generations so that no other worker takes them over."""
+        every = self.settings.worker.claim_idle_s / 3
+        while True:
+            await asyncio.sleep(every)
+            entries: list[int | bytes | str | memoryview[int]] = list(self.worker.entries.values())
+            if not entries:
+                continue
+            try:
+                await self.redis.xclaim(self.keys.chat_requests, INFERENCE_GROUP, self.name, 0, entries, justid=True)
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.warning("claims.refresh_failed", error=str(exc))
+
+    async def _listen_for_cancels(self) -> None:
+        """Cancel signals on Pub/Sub; after a reconnect, the durable flags of running generations are checked too."""
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.keys.cancel_channel)
+                for request_id in list(self.worker.inflight):
+                    if await self.redis.exists(self.keys.cancel_flag(request_id)):
+                        self.worker.cancel(request_id)
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self.worker.cancel(message["data"].decode())
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.warning("cancels.disconnected", error=str(exc))
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _keep_consuming(self) -> None:
+        """Start again any consumer that stopped: after Redis lost its data, starting recreates the stream and group."""
+        while True:
+            await asyncio.sleep(1.0)
+            for subscriber in (self.reader, self.claimer):
+                if subscriber.running or self.stopping.is_set():
+                    continue
+                try:
+                    await subscriber.start()
+                    log.warning("consumer.restarted", stream=self.keys.chat_requests)
+                except (redis.exceptions.RedisError, OSError) as exc:
+                    log.warning("consumer.restart_failed", error=str(exc))

@@ -9,7 +9,7 @@ from chatbot_contracts import Registry
 from chatbot_contracts.observability import configure_logging
 from chatbot_contracts.settings import or_exit
 
-from .app import create_app
+from .app import WorkerApp
 from .settings import Settings
 
 log = structlog.get_logger()
@@ -19,8 +19,11 @@ def main() -> None:
     settings = or_exit(Settings.from_env, "chatbot-inference")
     configure_logging("inference", settings.worker.log_level)
     registry = or_exit(lambda: Registry.load(settings.worker.models_file), "chatbot-inference")
-    app = create_app(settings, registry)
-    uvloop.run(app.run())
+
+    async def run() -> None:
+        await WorkerApp(settings, registry).run()
+
+    uvloop.run(run())
 
 
 if __name__ == "__main__":

@@ -26,6 +26,12 @@ class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_EVENTS_MAXLEN`: approximate length the `inference.events` stream is trimmed to."""
     heartbeat_s: float = 2.0
     """`CHATBOT_HEARTBEAT_S`: how often the worker announces that it is alive."""
+    max_attempts: int = 3
+    """`CHATBOT_MAX_ATTEMPTS`: workers that may start a request (after crashes) before it goes to the dead letters."""
+    claim_idle_s: float = 10.0
+    """`CHATBOT_CLAIM_IDLE_S`: a request untouched this long is taken over from its (dead) worker."""
+    shutdown_grace_s: float = 30.0
+    """`CHATBOT_SHUTDOWN_GRACE_S`: on SIGTERM, how long running generations may finish before they are left to others."""
     log_level: str = "INFO"
     """`CHATBOT_LOG_LEVEL`: DEBUG, INFO, WARNING or ERROR."""
 

@@ -13,12 +13,12 @@ import structlog
 
 from chatbot_contracts import (
     DATA_FIELD,
+    Cancelled,
     ChatRequest,
     Completed,
     Delta,
     Done,
     Error,
-    ErrorCode,
     Failed,
     FinishReason,
     FirstToken,
@@ -26,12 +26,15 @@ from chatbot_contracts import (
     GenerationStarted,
     Keys,
     ModelSpec,
+    Queued,
     Registry,
+    Restart,
     Started,
     TokenUsage,
     ToolCall,
     ToolCallDelta,
     Usage,
+    encode,
 )
 from chatbot_contracts.capabilities import refusal
 
@@ -50,6 +53,12 @@ class _RequestId(msgspec.Struct):
 
 
 _request_id_decoder = msgspec.json.Decoder(_RequestId)
+
+
+def _being_cancelled() -> bool:
+    """Whether the current task itself is being cancelled (shutdown), not just something it awaited."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def backoff_s(retry: int, settings: ProviderSettings, retry_after: float | None) -> float:
@@ -110,52 +119,81 @@ class Worker:
         self.providers = providers
         self.settings = settings
         self.provider_settings = provider_settings
+        self.inflight: dict[str, asyncio.Task[None]] = {}
+        """Running generations by request id."""
+        self.entries: dict[str, str] = {}
+        """The `chat.requests` entry id of each running generation (their claims are kept fresh)."""
+        self.cancelled: set[str] = set()
 
-    async def handle(self, request: ChatRequest) -> None:
-        """Generate the answer to `request` and write its stream through the terminal events."""
+    async def handle(self, request: ChatRequest, entry_id: str = "") -> None:
+        """Generate the answer to `request` and write its stream through the terminal events.
+
+        Returns once the request is finished for good (the caller acknowledges it). Raises when
+        it must stay pending for another worker: this worker is shutting down mid-generation.
+        """
+        request_id = request.request_id
         started_at = time.time()
-        sink = StreamSink(
-            self.redis,
-            self.keys.request_stream(request.request_id),
-            self.keys.inference_events,
-            open_ttl_s=int(max(0.0, request.deadline - started_at)) + self.settings.stream_ttl_s,
-            closed_ttl_s=self.settings.stream_ttl_s,
-            events_maxlen=self.settings.events_maxlen,
-        )
+        attempt = await self._next_attempt(request_id)
+        sink = self._sink(request, started_at)
         outcome = _Outcome()
-        log.debug("generation.started", request_id=request.request_id, model=request.model)
+        if attempt == 1:
+            sink.push(Queued(**self._event_fields(request, outcome, attempt) | {"at": request.enqueued_at}))
+        else:
+            # Claimed after its worker died: the client drops the text of the dead attempt.
+            log.warning("generation.reclaimed", request_id=request_id, attempt=attempt)
+            sink.push(Restart(attempt=attempt))
+        if attempt > self.settings.max_attempts:
+            await self.redis.xadd(self.keys.dead_letters, {DATA_FIELD: encode(request), "error": f"{attempt - 1} attempts failed"})
+            await self._fail(
+                sink,
+                request,
+                outcome,
+                attempt,
+                started_at,
+                ProviderError("internal", f"the request failed on {attempt - 1} attempts; it was set aside"),
+            )
+            return
+        if await self.redis.exists(self.keys.cancel_flag(request_id)):
+            await self._end_cancelled(sink, request, outcome, attempt, started_at)
+            return
+        generation = asyncio.create_task(self._generate(request, sink, outcome, started_at, attempt))
+        self.inflight[request_id] = generation
+        if entry_id:
+            self.entries[request_id] = entry_id
         try:
             remaining = request.deadline - started_at
             if remaining <= 0:
+                generation.cancel()
                 raise ProviderError("deadline_exceeded", "the request waited in the queue past its deadline")
             async with asyncio.timeout(remaining):
-                await self._generate(request, sink, outcome, started_at)
+                await generation
+        except asyncio.CancelledError:
+            if request_id in self.cancelled and not _being_cancelled():
+                await self._end_cancelled(sink, request, outcome, attempt, started_at)
+                return
+            await sink.abort()
+            raise
         except (ProviderError, TimeoutError) as exc:
-            code: ErrorCode = exc.code if isinstance(exc, ProviderError) else "deadline_exceeded"
-            message = exc.message if isinstance(exc, ProviderError) else "the answer was not complete before the request's deadline"
-            retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
-            log.warning("generation.failed", request_id=request.request_id, model=request.model, code=code, error=message)
-            await sink.close(
-                Error(code=code, message=message, retry_after=retry_after),
-                Done(reason="error"),
-                Failed(
-                    **self._event_fields(request, outcome),
-                    code=code,
-                    message=message,
-                    text="".join(outcome.text),
-                    duration_s=time.time() - started_at,
-                ),
+            error = (
+                exc
+                if isinstance(exc, ProviderError)
+                else ProviderError("deadline_exceeded", "the answer was not complete before the request's deadline")
             )
+            await self._fail(sink, request, outcome, attempt, started_at, error)
             return
         except BaseException:
             await sink.abort()
             raise
+        finally:
+            self.inflight.pop(request_id, None)
+            self.entries.pop(request_id, None)
+            self.cancelled.discard(request_id)
         usage = self._usage(request, outcome)
         await sink.close(
             Usage(usage=usage),
             Done(reason=outcome.finish_reason),
             Completed(
-                **self._event_fields(request, outcome),
+                **self._event_fields(request, outcome, attempt),
                 text="".join(outcome.text),
                 finish_reason=outcome.finish_reason,
                 tool_calls=outcome.joined_tool_calls(),
@@ -164,7 +202,61 @@ class Worker:
                 duration_s=time.time() - started_at,
             ),
         )
-        log.debug("generation.completed", request_id=request.request_id, model=outcome.alias, output_tokens=usage.output_tokens)
+        log.debug("generation.completed", request_id=request_id, model=outcome.alias, output_tokens=usage.output_tokens)
+
+    def cancel(self, request_id: str) -> bool:
+        """Stop the generation of `request_id` if it runs here (its provider call is closed at once)."""
+        generation = self.inflight.get(request_id)
+        if generation is None or generation.done():
+            return False
+        self.cancelled.add(request_id)
+        generation.cancel()
+        return True
+
+    async def _next_attempt(self, request_id: str) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(self.keys.attempts(request_id))
+        pipe.expire(self.keys.attempts(request_id), self.settings.stream_ttl_s * 2)
+        attempt, _ = await pipe.execute()
+        return int(attempt)
+
+    def _sink(self, request: ChatRequest, started_at: float) -> StreamSink:
+        return StreamSink(
+            self.redis,
+            self.keys.request_stream(request.request_id),
+            self.keys.inference_events,
+            open_ttl_s=int(max(0.0, request.deadline - started_at)) + self.settings.stream_ttl_s,
+            closed_ttl_s=self.settings.stream_ttl_s,
+            events_maxlen=self.settings.events_maxlen,
+        )
+
+    async def _fail(
+        self, sink: StreamSink, request: ChatRequest, outcome: _Outcome, attempt: int, started_at: float, error: ProviderError
+    ) -> None:
+        log.warning("generation.failed", request_id=request.request_id, model=request.model, code=error.code, error=error.message)
+        await sink.close(
+            Error(code=error.code, message=error.message, retry_after=error.retry_after),
+            Done(reason="error"),
+            Failed(
+                **self._event_fields(request, outcome, attempt),
+                code=error.code,
+                message=error.message,
+                text="".join(outcome.text),
+                duration_s=time.time() - started_at,
+            ),
+        )
+
+    async def _end_cancelled(self, sink: StreamSink, request: ChatRequest, outcome: _Outcome, attempt: int, started_at: float) -> None:
+        log.info("generation.cancelled", request_id=request.request_id, model=request.model, chars=sum(map(len, outcome.text)))
+        await sink.close(
+            Done(reason="cancelled"),
+            Cancelled(
+                **self._event_fields(request, outcome, attempt),
+                text="".join(outcome.text),
+                usage=self._usage(request, outcome) if outcome.delivered else None,
+                duration_s=time.time() - started_at,
+            ),
+        )
 
     async def refuse(self, payload: bytes, reason: str) -> None:
         """Dead-letter an entry that cannot be handled, and end its client's stream when its id can be read."""
@@ -184,7 +276,7 @@ class Worker:
         )
         await sink.close(Error(code="internal", message=reason), Done(reason="error"))
 
-    async def _generate(self, request: ChatRequest, sink: StreamSink, outcome: _Outcome, started_at: float) -> None:
+    async def _generate(self, request: ChatRequest, sink: StreamSink, outcome: _Outcome, started_at: float, attempt: int = 1) -> None:
         if request.model not in self.registry:
             raise ProviderError("bad_request", f"the model `{request.model}` is not in this worker's registry")
         retries = self.provider_settings.provider_retries
@@ -204,12 +296,14 @@ class Worker:
                 log.info("generation.fallback", request_id=request.request_id, model=alias, after=last_error.code)
             outcome.alias, outcome.spec = alias, spec
             for retry in range(retries + 1):
-                sink.push(Started(model=alias, provider=spec.provider, upstream_model=spec.upstream_model, attempt=request.attempt))
+                sink.push(Started(model=alias, provider=spec.provider, upstream_model=spec.upstream_model, attempt=attempt))
                 sink.push(
-                    GenerationStarted(**self._event_fields(request, outcome), queue_wait_s=max(0.0, started_at - request.enqueued_at))
+                    GenerationStarted(
+                        **self._event_fields(request, outcome, attempt), queue_wait_s=max(0.0, started_at - request.enqueued_at)
+                    )
                 )
                 try:
-                    await self._call(provider, alias, spec, request, sink, outcome, started_at)
+                    await self._call(provider, alias, spec, request, sink, outcome, started_at, attempt)
                     return
                 except ProviderError as error:
                     last_error = error
@@ -224,7 +318,15 @@ class Worker:
         raise last_error
 
     async def _call(
-        self, provider: Provider, alias: str, spec: ModelSpec, request: ChatRequest, sink: StreamSink, outcome: _Outcome, started_at: float
+        self,
+        provider: Provider,
+        alias: str,
+        spec: ModelSpec,
+        request: ChatRequest,
+        sink: StreamSink,
+        outcome: _Outcome,
+        started_at: float,
+        attempt: int,
     ) -> None:
         """One provider call under the model's limits, its first token and every later one on a timer."""
         budget = min(request.params.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
@@ -242,7 +344,9 @@ class Worker:
                                 if outcome.first_token_at is None:
                                     outcome.first_token_at = time.time()
                                     sink.push(
-                                        FirstToken(**self._event_fields(request, outcome), ttft_s=outcome.first_token_at - started_at)
+                                        FirstToken(
+                                            **self._event_fields(request, outcome, attempt), ttft_s=outcome.first_token_at - started_at
+                                        )
                                     )
                                 if isinstance(event, Delta):
                                     outcome.text.append(event.text)
@@ -276,7 +380,7 @@ class Worker:
         )
 
     @staticmethod
-    def _event_fields(request: ChatRequest, outcome: _Outcome) -> dict[str, Any]:
+    def _event_fields(request: ChatRequest, outcome: _Outcome, attempt: int) -> dict[str, Any]:
         """The fields every `InferenceEvent` of this generation shares, as of now."""
         return {
             "request_id": request.request_id,
@@ -285,7 +389,7 @@ class Worker:
             "upstream_model": outcome.spec.upstream_model if outcome.spec else "",
             "owner": request.owner,
             "key_id": request.key_id,
-            "attempt": request.attempt,
+            "attempt": attempt,
             "traceparent": request.traceparent,
             "conversation_id": request.conversation_id,
             "message_id": request.message_id,

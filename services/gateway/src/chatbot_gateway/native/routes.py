@@ -198,6 +198,34 @@ def _max_tokens(params: TurnParams | None) -> int | None:
 async def _stream_turn(
     request: Request[Principal, Any, Any], state: State, conversation_id: str, turn: TurnRequest, params: TurnParams | None
 ) -> Stream:
+    """Start a turn once per `Idempotency-Key`: a retried POST gets the first one's stream, from its start."""
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key:
+        if len(idempotency_key) > 255:
+            raise BadRequest("Idempotency-Key is longer than 255 characters", param="Idempotency-Key")
+        earlier = await state.relay.remembered(request.user.owner, idempotency_key)
+        if earlier is not None:
+            return _replay(state, earlier)
+    try:
+        stream = await _start_turn(request, state, conversation_id, turn, params)
+    except BaseException:
+        if idempotency_key:
+            await state.relay.remember(request.user.owner, idempotency_key, None)
+        raise
+    if idempotency_key:
+        await state.relay.remember(request.user.owner, idempotency_key, turn.request_id)
+    return stream
+
+
+def _replay(state: State, request_id: str, after: str = "0-0") -> Stream:
+    deadline = time.time() + state.settings.chat.request_timeout_s
+    batches = state.relay.batches(request_id, deadline, after=after.encode(), keepalive_s=state.settings.chat.keepalive_s)
+    return Stream(native_sse(batches), media_type="text/event-stream", headers={**SSE_HEADERS, "x-request-id": request_id})
+
+
+async def _start_turn(
+    request: Request[Principal, Any, Any], state: State, conversation_id: str, turn: TurnRequest, params: TurnParams | None
+) -> Stream:
     if turn.model is not None and turn.model not in state.registry:
         raise ModelNotFound(f"the model `{turn.model}` does not exist; GET /v1/models lists the available ones", param="model")
     generation = GenerationParams(**msgspec.structs.asdict(params)) if params else GenerationParams()
@@ -233,7 +261,15 @@ async def _stream_turn(
         assistant_message_id=stored.assistant_message_id,
     )
     position = await state.relay.queue_position()
-    await state.relay.submit(chat, prelude=(start, InQueue(position=position)))
+    try:
+        await state.relay.submit(chat, prelude=(start, InQueue(position=position)))
+    except GatewayError as refused:
+        # Refused at admission: the answer stored as streaming will never come; it is marked failed.
+        await state.conversations.call(
+            principal, "POST", f"/conversations/{conversation_id}/messages/{stored.assistant_message_id}/abandon",
+            body=msgspec.json.encode({"reason": refused.message}),
+        )  # fmt: skip
+        raise
     batches = state.relay.batches(chat.request_id, chat.deadline, keepalive_s=state.settings.chat.keepalive_s)
     return Stream(native_sse(batches), media_type="text/event-stream", headers={**SSE_HEADERS, "x-request-id": chat.request_id})
 
@@ -254,10 +290,26 @@ async def resume(
     after = request.headers.get("last-event-id") or last_event_id or "0-0"
     if not _is_entry_id(after):
         raise BadRequest(f"Last-Event-ID {after!r} is not an event id of this stream (like 1700000000000-0)", param="last_event_id")
-    batches = state.relay.batches(
-        request_id, time.time() + state.settings.chat.request_timeout_s, after=after.encode(), keepalive_s=state.settings.chat.keepalive_s
-    )
-    return Stream(native_sse(batches), media_type="text/event-stream", headers={**SSE_HEADERS, "x-request-id": request_id})
+    return _replay(state, request_id, after)
+
+
+class CancelState(msgspec.Struct, kw_only=True):
+    request_id: str
+    status: str
+    """`cancelling`: the worker has been told; `finished`: the answer had already ended."""
+
+
+@post(f"{API}/requests/{{request_id:str}}/cancel", tags=["requests"], status_code=202)
+async def cancel(request: Request[Principal, Any, Any], state: State, request_id: FromPath[str]) -> CancelState:
+    """Stop generating: the worker aborts the provider call; the partial answer is kept as `cancelled`."""
+    owner, exists = await state.relay.owner_of(request_id)
+    principal = request.user
+    if owner is None or (owner != principal.owner and not principal.is_admin):
+        raise NotFound(f"no request {request_id}")
+    if exists and await state.relay.finished(request_id):
+        return CancelState(request_id=request_id, status="finished")
+    await state.relay.cancel(request_id)
+    return CancelState(request_id=request_id, status="cancelling")
 
 
 def _is_entry_id(value: str) -> bool:
@@ -282,4 +334,5 @@ ROUTES = [
     send_message,
     regenerate,
     resume,
+    cancel,
 ]
