@@ -150,3 +150,16 @@ def test_without_the_conversation_service_native_chat_says_so_and_openai_chat_wo
     assert down.headers["retry-after"] == "5"
     chat = api.post("/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "still there?"}]})
     assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["content"] == "You said: still there?"
+
+
+def test_a_retried_post_with_an_idempotency_key_gets_the_same_stream(api: httpx.Client, fake_openai: FakeOpenAI) -> None:
+    conversation_id = api.post("/api/v1/conversations", json={}).json()["id"]
+    headers = {"Idempotency-Key": "turn-7f3a"}
+    first = stream(api, f"/api/v1/conversations/{conversation_id}/messages", {"content": "Only once"}, headers=headers)
+    again = stream(api, f"/api/v1/conversations/{conversation_id}/messages", {"content": "Only once"}, headers=headers)
+    assert [(e.id, e.event, e.data) for e in again] == [(e.id, e.event, e.data) for e in first]
+    assert len(fake_openai.requests) == 1, "one generation"
+    stored = settled(api, conversation_id, first[0].json()["assistant_message_id"])
+    assert [m["role"] for m in stored["messages"]] == ["user", "assistant"], "one stored turn"
+    other = stream(api, f"/api/v1/conversations/{conversation_id}/messages", {"content": "A new one"}, headers={"Idempotency-Key": "turn-8b1c"})
+    assert other[0].json()["request_id"] != first[0].json()["request_id"]

@@ -80,3 +80,20 @@ def test_coalesce_joins_argument_pieces_of_one_tool_call_only() -> None:
         ToolCallDelta(index=0, id="a", name="f", arguments='{"x":1}'),
         ToolCallDelta(index=1, id="b", name="g", arguments="{}"),
     ]
+
+
+async def test_the_terminal_write_releases_the_request_from_its_keys_running_set(redis: aioredis.Redis, namespace: str) -> None:
+    keys = Keys(namespace)
+    await redis.zadd(keys.inflight("key-1"), {"r9": 1e12, "other": 1e12})
+    sink = StreamSink(
+        redis,
+        keys.request_stream("r9"),
+        keys.inference_events,
+        open_ttl_s=60,
+        closed_ttl_s=60,
+        events_maxlen=10,
+        release=(keys.inflight("key-1"), "r9"),
+    )
+    sink.push(Delta(text="hi"))
+    await sink.close(Done(reason="stop"))
+    assert await redis.zrange(keys.inflight("key-1"), 0, -1) == [b"other"]

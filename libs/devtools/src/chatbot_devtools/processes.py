@@ -51,6 +51,14 @@ class ServiceProcess:
         assert self.process is not None
         return self.process.pid
 
+    def rss_bytes(self) -> int:
+        """The process's resident memory (Linux)."""
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 

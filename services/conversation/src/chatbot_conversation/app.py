@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from faststream.redis.annotations import RedisStreamMessage
 from litestar import Litestar, Response, get
 
 from chatbot_contracts import CONVERSATION_GROUP, DATA_FIELD_BYTES, Keys, Registry, inference_event_decoder
+from chatbot_contracts.consumers import broker_connection_options, ensure_groups, keep_consuming, tune_faststream
 from chatbot_contracts.redis import connect
 
 from .api import ROUTES, handle_error
@@ -29,7 +31,12 @@ log = structlog.get_logger()
 
 def create_app(settings: Settings, registry: Registry) -> Litestar:
     keys = Keys(settings.redis.redis_namespace)
-    broker = RedisBroker(settings.redis.url, logger=logging.getLogger("chatbot.faststream"))
+    tune_faststream()
+    broker = RedisBroker(
+        settings.redis.url,
+        logger=logging.getLogger("chatbot.faststream"),
+        **broker_connection_options(settings.redis.redis_connect_timeout_s),
+    )
     redis = connect(settings.redis)
     db = Database(settings.store.database_url, settings.store.database_read_url or None)
     service = ConversationService(
@@ -41,10 +48,12 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
     )
     applier = EventApplier(service, settings.store.title_model or None, TitleQueue(redis, keys))
 
-    @broker.subscriber(
+    subscriber = broker.subscriber(
         stream=StreamSub(keys.inference_events, group=CONVERSATION_GROUP, consumer=settings.server.consumer, polling_interval=1000),
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )
+
+    @subscriber
     async def on_event(message: RedisStreamMessage) -> None:
         try:
             event = inference_event_decoder.decode(message.raw_message["data"].get(DATA_FIELD_BYTES, b""))
@@ -66,10 +75,16 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         await db.migrate()
+        groups = [(keys.inference_events, CONVERSATION_GROUP)]
+        await ensure_groups(redis, groups)
         await broker.start()
+        stopping = asyncio.Event()
+        watchdog = asyncio.create_task(keep_consuming(redis, groups, [subscriber], stopping))
         try:
             yield
         finally:
+            stopping.set()
+            watchdog.cancel()
             await broker.stop()
             await db.close()
             await redis.aclose()

@@ -31,7 +31,7 @@ def main() -> None:
         http="httptools",
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) or 1,
     )
 
 

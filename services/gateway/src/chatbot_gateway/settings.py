@@ -19,6 +19,8 @@ class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_MAX_BODY_BYTES`: larger request bodies are refused with 413."""
     log_level: str = "INFO"
     """`CHATBOT_LOG_LEVEL`: DEBUG, INFO, WARNING or ERROR."""
+    shutdown_grace_s: float = 10.0
+    """`CHATBOT_SHUTDOWN_GRACE_S`: on SIGTERM, how long open streams may go on (clients then resume on another gateway)."""
     web_dist: str = "web/dist"
     """`CHATBOT_WEB_DIST`: the built web UI, served at `/` when it exists."""
 

@@ -3,7 +3,7 @@
 - a reader takes new requests, a claimer takes over requests whose worker died (XAUTOCLAIM);
 - the claims of running generations are refreshed, so long answers are never taken over;
 - cancel signals arrive on a Pub/Sub channel and stop the generation at once;
-- consumers that stopped (Redis restarted and lost its groups) are started again, recreating them;
+- consumer groups that Redis lost (it restarted empty) are recreated, and stopped consumers started again;
 - SIGTERM stops taking work, lets running generations finish for a grace period, then leaves
   the rest unacknowledged for another worker.
 """
@@ -25,6 +25,7 @@ from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 
 from chatbot_contracts import DATA_FIELD_BYTES, INFERENCE_GROUP, Keys, Registry, chat_request_decoder
+from chatbot_contracts.consumers import broker_connection_options, ensure_groups, keep_consuming, tune_faststream
 from chatbot_contracts.redis import connect
 
 from .providers import build_providers
@@ -41,8 +42,12 @@ class WorkerApp:
         self.settings = settings
         self.keys = Keys(settings.redis.redis_namespace)
         self.name = settings.worker.consumer_name
+        tune_faststream()
         self.broker = RedisBroker(
-            settings.redis.url, logger=logging.getLogger("chatbot.faststream"), graceful_timeout=settings.worker.shutdown_grace_s
+            settings.redis.url,
+            logger=logging.getLogger("chatbot.faststream"),
+            graceful_timeout=settings.worker.shutdown_grace_s,
+            **broker_connection_options(settings.redis.redis_connect_timeout_s),
         )
         self.redis = connect(settings.redis)
         self.http = httpx.AsyncClient(
@@ -91,9 +96,9 @@ class WorkerApp:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stopping.set)
         await self._start_broker()
-        tasks = [
-            asyncio.create_task(job()) for job in (self._heartbeat, self._refresh_claims, self._listen_for_cancels, self._keep_consuming)
-        ]
+        groups = [(self.keys.chat_requests, INFERENCE_GROUP)]
+        tasks = [asyncio.create_task(job()) for job in (self._heartbeat, self._refresh_claims, self._listen_for_cancels)]
+        tasks.append(asyncio.create_task(keep_consuming(self.redis, groups, [self.reader, self.claimer], self.stopping)))
         log.info("worker.started", consumer=self.name, concurrency=self.settings.worker.worker_concurrency)
         await self.stopping.wait()
         log.info("worker.stopping", running=len(self.worker.inflight), grace_s=self.settings.worker.shutdown_grace_s)
@@ -109,6 +114,7 @@ class WorkerApp:
     async def _start_broker(self) -> None:
         while True:
             try:
+                await ensure_groups(self.redis, [(self.keys.chat_requests, INFERENCE_GROUP)])
                 await self.broker.start()
                 return
             except (redis.exceptions.RedisError, OSError) as exc:
@@ -153,16 +159,3 @@ class WorkerApp:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    async def _keep_consuming(self) -> None:
-        """Start again any consumer that stopped: after Redis lost its data, starting recreates the stream and group."""
-        while True:
-            await asyncio.sleep(1.0)
-            for subscriber in (self.reader, self.claimer):
-                if subscriber.running or self.stopping.is_set():
-                    continue
-                try:
-                    await subscriber.start()
-                    log.warning("consumer.restarted", stream=self.keys.chat_requests)
-                except (redis.exceptions.RedisError, OSError) as exc:
-                    log.warning("consumer.restart_failed", error=str(exc))

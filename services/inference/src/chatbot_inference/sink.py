@@ -58,6 +58,7 @@ class StreamSink:
         open_ttl_s: int,
         closed_ttl_s: int,
         events_maxlen: int,
+        release: tuple[str, str] | None = None,
     ) -> None:
         self._redis = redis
         self._stream_key = stream_key
@@ -65,6 +66,8 @@ class StreamSink:
         self._open_ttl_s = open_ttl_s
         self._closed_ttl_s = closed_ttl_s
         self._events_maxlen = events_maxlen
+        self._release = release
+        """`(sorted set, member)` removed with the terminal write: the request no longer counts as running."""
         self._pending: list[Event] = []
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -108,6 +111,8 @@ class StreamSink:
                 pipe.xadd(self._events_key, {DATA_FIELD: encode(event)}, maxlen=self._events_maxlen, approximate=True)
         if closing:
             pipe.expire(self._stream_key, self._closed_ttl_s)
+            if self._release is not None:
+                pipe.zrem(*self._release)
         elif self._first_write:
             pipe.expire(self._stream_key, self._open_ttl_s)
         self._first_write = False

@@ -228,6 +228,7 @@ class Worker:
             open_ttl_s=int(max(0.0, request.deadline - started_at)) + self.settings.stream_ttl_s,
             closed_ttl_s=self.settings.stream_ttl_s,
             events_maxlen=self.settings.events_maxlen,
+            release=(self.keys.inflight(request.key_id), request.request_id),
         )
 
     async def _fail(

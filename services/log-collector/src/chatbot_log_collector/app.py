@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import msgspec
 import structlog
@@ -13,6 +16,8 @@ from litestar import Litestar, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from chatbot_contracts import DATA_FIELD_BYTES, LOG_COLLECTOR_GROUP, Keys, inference_event_decoder
+from chatbot_contracts.consumers import broker_connection_options, ensure_groups, keep_consuming, tune_faststream
+from chatbot_contracts.redis import connect
 
 from .events import EventCounter
 from .settings import Settings
@@ -22,14 +27,21 @@ log = structlog.get_logger()
 
 def create_app(settings: Settings) -> Litestar:
     keys = Keys(settings.redis.redis_namespace)
-    broker = RedisBroker(settings.redis.url, logger=logging.getLogger("chatbot.faststream"))
+    tune_faststream()
+    broker = RedisBroker(
+        settings.redis.url,
+        logger=logging.getLogger("chatbot.faststream"),
+        **broker_connection_options(settings.redis.redis_connect_timeout_s),
+    )
     metrics = CollectorRegistry()
     counter = EventCounter(metrics)
 
-    @broker.subscriber(
+    subscriber = broker.subscriber(
         stream=StreamSub(keys.inference_events, group=LOG_COLLECTOR_GROUP, consumer=settings.server.consumer, polling_interval=1000),
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )
+
+    @subscriber
     async def on_event(message: RedisStreamMessage) -> None:
         try:
             event = inference_event_decoder.decode(message.raw_message["data"].get(DATA_FIELD_BYTES, b""))
@@ -52,4 +64,20 @@ def create_app(settings: Settings) -> Litestar:
     def prometheus() -> Response[bytes]:
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
-    return Litestar(route_handlers=[healthz, readyz, prometheus], on_startup=[broker.start], on_shutdown=[broker.stop], logging_config=None)
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        redis = connect(settings.redis)
+        groups = [(keys.inference_events, LOG_COLLECTOR_GROUP)]
+        await ensure_groups(redis, groups)
+        await broker.start()
+        stopping = asyncio.Event()
+        watchdog = asyncio.create_task(keep_consuming(redis, groups, [subscriber], stopping))
+        try:
+            yield
+        finally:
+            stopping.set()
+            watchdog.cancel()
+            await broker.stop()
+            await redis.aclose()
+
+    return Litestar(route_handlers=[healthz, readyz, prometheus], lifespan=[lifespan], logging_config=None)

@@ -50,6 +50,7 @@ class Stream:
         self._send = send
         self._receive = receive
         self.disconnected = asyncio.Event()
+        self.finished = False
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self, content_type: bytes) -> None:
@@ -63,19 +64,22 @@ class Stream:
     async def _watch(self) -> None:
         while (await self._receive())["type"] != "http.disconnect":
             pass
+        if not self.finished:
+            self.fake.disconnects.append(time.monotonic())
         self.disconnected.set()
 
     async def send(self, body: bytes, *, pace: bool = False, last: bool = False) -> bool:
-        """Send `body`; False when the client has gone (recorded in `fake.disconnects`)."""
+        """Send `body`; False when the client has gone (the moment it went is in `fake.disconnects`)."""
         if pace and self.fake.token_delay_s:
             await asyncio.sleep(self.fake.token_delay_s)
         if self.disconnected.is_set():
-            self.fake.disconnects.append(time.monotonic())
             return False
+        self.finished = last
         await self._send({"type": "http.response.body", "body": body, "more_body": not last})
         return True
 
     async def close(self) -> None:
+        self.finished = True
         if self._watcher is not None:
             self._watcher.cancel()
             self.fake.active -= 1

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
+import structlog
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.response import Stream
@@ -38,6 +39,7 @@ from .schemas import (
 )
 from .translate import to_platform
 
+log = structlog.get_logger()
 _decoder = msgspec.json.Decoder(ChatCompletionRequest)
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -108,7 +110,9 @@ async def chat_completions(request: Request[Principal, Any, Any], state: State) 
     completion = _Completion(chat.request_id, int(now), body.model)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return Stream(completion.sse(prelude, batches, include_usage), media_type="text/event-stream", headers={**_SSE_HEADERS, **headers})
+        # No resume in OpenAI's protocol: a client that leaves cancels the generation.
+        events = completion.sse(prelude, batches, include_usage, on_abandon=lambda: state.relay.cancel_soon(chat.request_id))
+        return Stream(events, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers})
     result = await completion.collect(prelude, batches)
     return Response(result, headers=headers)
 
@@ -134,7 +138,21 @@ class _Completion:
         )
         return b"data: " + json_encoder.encode(chunk) + b"\n\n"
 
-    async def sse(self, prelude: list[Batch], rest: AsyncIterator[Batch], include_usage: bool) -> AsyncIterator[bytes]:
+    async def sse(
+        self, prelude: list[Batch], rest: AsyncIterator[Batch], include_usage: bool, on_abandon: Callable[[], None]
+    ) -> AsyncIterator[bytes]:
+        """The chunks, then `[DONE]`; `on_abandon` runs when the client leaves before the end."""
+        ended = False
+        try:
+            async for chunk in self._sse(prelude, rest, include_usage):
+                yield chunk
+            ended = True
+        finally:
+            if not ended:
+                log.info("stream.abandoned", request_id=self.id.removeprefix("chatcmpl-"))
+                on_abandon()
+
+    async def _sse(self, prelude: list[Batch], rest: AsyncIterator[Batch], include_usage: bool) -> AsyncIterator[bytes]:
         async def all_batches() -> AsyncIterator[Batch]:
             for batch in prelude:
                 yield batch
