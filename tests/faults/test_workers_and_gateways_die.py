@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from httpx_sse import ServerSentEvent
@@ -129,3 +131,63 @@ def test_sigterm_on_a_gateway_lets_streams_run_out_their_grace_then_clients_resu
         )
     )
     assert final_text(before + rest) == REPLY
+
+
+def test_a_request_that_kills_every_worker_goes_to_the_dead_letters(platform: LocalPlatform, redis_url: str, namespace: str) -> None:
+    import redis as sync_redis
+    from chatbot_contracts import Keys
+
+    platform.env["CHATBOT_MAX_ATTEMPTS"] = "1"
+    url = platform.start_gateway()
+    doomed = platform.start_worker("worker-a")
+    platform.wait_ready(url)
+    client = Client(url, platform.admin_key)
+    conversation = client.conversation()
+    events: list[ServerSentEvent] = []
+    for event in client.open(f"/api/v1/conversations/{conversation}/messages", {"content": "Poison"}):
+        events.append(event)
+        if event.event == "delta" and sum(e.event == "delta" for e in events) == 2:
+            platform.start_worker("worker-b")
+            doomed.kill()
+    assert events[-1].json()["reason"] == "error"
+    assert events[-2].event == "error" and "failed on 1 attempts" in events[-2].json()["message"]
+    dead = sync_redis.Redis.from_url(redis_url).xrange(Keys(namespace).dead_letters)
+    assert len(dead) == 1 and events[0].json()["request_id"].encode() in dead[0][1][b"__data__"]
+    assert client.stored_answer(conversation, events[0].json()["assistant_message_id"])["answer"]["status"] == "failed"
+
+
+def test_an_expired_stream_answers_410(platform: LocalPlatform, redis_url: str, namespace: str) -> None:
+    import redis as sync_redis
+    from chatbot_contracts import Keys
+
+    url = platform.start_gateway()
+    platform.start_worker()
+    platform.wait_ready(url)
+    client = Client(url, platform.admin_key)
+    events = list(client.open(f"/api/v1/conversations/{client.conversation()}/messages", {"content": "Soon gone"}))
+    request_id = events[0].json()["request_id"]
+    sync_redis.Redis.from_url(redis_url).delete(Keys(namespace).request_stream(request_id))  # as its TTL would
+    gone = client.http.get(f"/api/v1/requests/{request_id}/events")
+    assert gone.status_code == 410 and "have expired" in gone.json()["error"]["message"]
+
+
+def test_make_run_restarts_a_process_that_dies(tmp_path: Path, redis_url: str, namespace: str) -> None:
+    from chatbot_devtools.processes import ServiceProcess
+    from chatbot_devtools.redis_server import free_port
+    from chatbot_devtools.run import Supervisor
+
+    env = {**os.environ, "REDIS_URL": redis_url, "CHATBOT_REDIS_NAMESPACE": namespace, "CHATBOT_LOG_COLLECTOR_PORT": str(free_port())}
+    collector = ServiceProcess("log-collector", "log-collector", env, log_path=tmp_path / "collector.log")
+    supervisor = Supervisor([collector])
+    supervisor.start()
+    try:
+        first = collector.pid
+        collector.kill()
+        deadline = time.monotonic() + 10
+        while not (collector.alive() and collector.pid != first) and time.monotonic() < deadline:
+            supervisor.watch_once()
+            time.sleep(0.1)
+        assert collector.alive() and collector.pid != first and collector.restarts == 1
+    finally:
+        supervisor.stop()
+    assert not collector.alive()
