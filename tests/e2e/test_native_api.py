@@ -161,5 +161,7 @@ def test_a_retried_post_with_an_idempotency_key_gets_the_same_stream(api: httpx.
     assert len(fake_openai.requests) == 1, "one generation"
     stored = settled(api, conversation_id, first[0].json()["assistant_message_id"])
     assert [m["role"] for m in stored["messages"]] == ["user", "assistant"], "one stored turn"
-    other = stream(api, f"/api/v1/conversations/{conversation_id}/messages", {"content": "A new one"}, headers={"Idempotency-Key": "turn-8b1c"})
+    other = stream(
+        api, f"/api/v1/conversations/{conversation_id}/messages", {"content": "A new one"}, headers={"Idempotency-Key": "turn-8b1c"}
+    )
     assert other[0].json()["request_id"] != first[0].json()["request_id"]

@@ -17,6 +17,7 @@ from litestar.static_files import create_static_files_router
 from chatbot_contracts import Keys, Registry
 from chatbot_contracts.redis import connect
 
+from .anthropic import messages
 from .auth import PUBLIC, KeyAuthMiddleware, KeyStore
 from .errors import EXCEPTION_HANDLERS
 from .health import healthz, readyz
@@ -44,7 +45,7 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
             await app.state.conversations.close()
             await redis.aclose()
 
-    route_handlers: list[object] = [healthz, readyz, chat_completions, list_models, *NATIVE_ROUTES]
+    route_handlers: list[object] = [healthz, readyz, chat_completions, list_models, messages, *NATIVE_ROUTES]
     if web_dist is not None and (web_dist / "index.html").is_file():
         route_handlers.append(
             create_static_files_router(path="/", directories=[web_dist], html_mode=True, include_in_schema=False, opt=PUBLIC)

@@ -118,6 +118,26 @@ class ErrorResponse(msgspec.Struct, kw_only=True):
     error: ErrorBody
 
 
+ANTHROPIC_PATHS = frozenset({"/v1/messages"})
+"""Routes whose errors use Anthropic's envelope instead of OpenAI's."""
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def error_type_for(code: ErrorCode, *, anthropic: bool = False) -> str:
+    """The error type a client sees for a failure class (OpenAI's names, or Anthropic's)."""
+    status, openai_type = STATUS_BY_CODE.get(code, (500, "api_error"))
+    return _ANTHROPIC_TYPES.get(status, "api_error") if anthropic else openai_type
+
+
 def error_response(
     status: int,
     message: str,
@@ -125,7 +145,12 @@ def error_response(
     code: str | None,
     headers: dict[str, str] | None = None,
     param: str | None = None,
+    path: str = "",
 ) -> Response[Any]:
+    """The one place errors become responses: OpenAI's envelope, or Anthropic's on its routes."""
+    if path in ANTHROPIC_PATHS:
+        body: Any = {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"), "message": message}}
+        return Response(body, status_code=status, headers=headers)
     return Response(
         ErrorResponse(error=ErrorBody(message=message, type=error_type, code=code, param=param)),
         status_code=status,
@@ -153,8 +178,8 @@ def _detail(item: dict[str, Any]) -> str:
     return text
 
 
-def handle_gateway_error(_: Request[Any, Any, Any], exc: GatewayError) -> Response[Any]:
-    return error_response(exc.status_code, exc.message, exc.error_type, exc.code, exc.headers, exc.param)
+def handle_gateway_error(request: Request[Any, Any, Any], exc: GatewayError) -> Response[Any]:
+    return error_response(exc.status_code, exc.message, exc.error_type, exc.code, exc.headers, exc.param, request.url.path)
 
 
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
@@ -170,7 +195,7 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
         # Litestar's own validation (typed bodies and parameters): name every failing place.
         details = "; ".join(_detail(item) for item in exc.extra if isinstance(item, dict))
         message = f"invalid request: {details}" if details else message
-    return error_response(exc.status_code, message, error_type, code, exc.headers)
+    return error_response(exc.status_code, message, error_type, code, exc.headers, path=request.url.path)
 
 
 def handle_redis_error(request: Request[Any, Any, Any], exc: redis.exceptions.RedisError) -> Response[Any]:
@@ -186,7 +211,7 @@ def handle_redis_error(request: Request[Any, Any, Any], exc: redis.exceptions.Re
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("request.failed", path=request.url.path)
-    return error_response(500, "internal error; it has been logged", "api_error", "internal")
+    return error_response(500, "internal error; it has been logged", "api_error", "internal", path=request.url.path)
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {

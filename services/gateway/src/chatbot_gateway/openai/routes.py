@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -13,12 +11,11 @@ from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.response import Stream
 
-from chatbot_contracts import ChatRequest, Delta, Done, Error, Restart, Started, TokenUsage, ToolCallDelta, Usage, json_encoder
-from chatbot_contracts.capabilities import refusal
-from chatbot_contracts.tracing import traceparent_or_new
+from chatbot_contracts import Delta, Done, Error, Restart, Started, TokenUsage, ToolCallDelta, Usage, json_encoder
 
 from ..auth import Principal
-from ..errors import STATUS_BY_CODE, BadRequest, ModelNotFound, UpstreamFailure
+from ..errors import STATUS_BY_CODE, BadRequest, UpstreamFailure
+from ..generation import Generation, start
 from ..relay import KEEPALIVE, Batch
 from .schemas import (
     ChatCompletion,
@@ -64,57 +61,19 @@ def _usage(usage: TokenUsage) -> CompletionUsage:
     )
 
 
-def _is_decisive(batch: Batch) -> bool:
-    return any(isinstance(event, Delta | ToolCallDelta | Error | Done) for _, event in batch)
-
-
 @post("/v1/chat/completions", tags=["openai"], status_code=200)
 async def chat_completions(request: Request[Principal, Any, Any], state: State) -> Response[Any]:
     """Create a chat completion, streamed (`stream: true`, server-sent events) or whole."""
     body = _decode(await request.body())
-    spec = state.registry.get(body.model)
-    if spec is None:
-        raise ModelNotFound(f"the model `{body.model}` does not exist; GET /v1/models lists the available ones", param="model")
     messages, params = to_platform(body)
-    if problem := refusal(body.model, spec, params, messages):
-        raise BadRequest(problem[1], code="unsupported_parameter", param=problem[0])
-    principal = request.user
-    now = time.time()
-    chat = ChatRequest(
-        request_id=uuid.uuid4().hex,
-        model=body.model,
-        messages=messages,
-        params=params,
-        owner=principal.owner,
-        key_id=principal.key_id,
-        enqueued_at=now,
-        deadline=now + state.settings.chat.request_timeout_s,
-        traceparent=traceparent_or_new(request.headers.get("traceparent")),
-    )
-    await state.relay.submit(chat)
-    batches = state.relay.batches(chat.request_id, chat.deadline, keepalive_s=state.settings.chat.keepalive_s)
-    headers = {"x-request-id": chat.request_id}
-
-    # Hold the response until the first text, error or end arrives, so that a failure before
-    # any token gets its own HTTP status instead of a 200 with an error inside the stream.
-    prelude: list[Batch] = []
-    async for batch in batches:
-        prelude.append(batch)
-        if batch is KEEPALIVE or _is_decisive(batch):
-            break
-    for batch in prelude:
-        for _, event in batch:
-            if isinstance(event, Error) and not any(isinstance(e, Delta | ToolCallDelta) for b in prelude for _, e in b):
-                await batches.aclose()
-                raise UpstreamFailure(event.code, event.message, event.retry_after)
-    completion = _Completion(chat.request_id, int(now), body.model)
+    generation = await start(request, state, body.model, messages, params)
+    headers = {"x-request-id": generation.chat.request_id}
+    completion = _Completion(generation.chat.request_id, int(generation.chat.enqueued_at), body.model)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        # No resume in OpenAI's protocol: a client that leaves cancels the generation.
-        events = completion.sse(prelude, batches, include_usage, on_abandon=lambda: state.relay.cancel_soon(chat.request_id))
+        events = completion.sse(generation, include_usage)
         return Stream(events, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers})
-    result = await completion.collect(prelude, batches)
-    return Response(result, headers=headers)
+    return Response(await completion.collect(generation), headers=headers)
 
 
 class _Completion:
@@ -138,29 +97,21 @@ class _Completion:
         )
         return b"data: " + json_encoder.encode(chunk) + b"\n\n"
 
-    async def sse(
-        self, prelude: list[Batch], rest: AsyncIterator[Batch], include_usage: bool, on_abandon: Callable[[], None]
-    ) -> AsyncIterator[bytes]:
-        """The chunks, then `[DONE]`; `on_abandon` runs when the client leaves before the end."""
+    async def sse(self, generation: Generation, include_usage: bool) -> AsyncIterator[bytes]:
+        """The chunks, then `[DONE]`; a client that leaves before the end cancels the generation (no resume here)."""
         ended = False
         try:
-            async for chunk in self._sse(prelude, rest, include_usage):
+            async for chunk in self._sse(generation.batches(), include_usage):
                 yield chunk
             ended = True
         finally:
             if not ended:
-                log.info("stream.abandoned", request_id=self.id.removeprefix("chatcmpl-"))
-                on_abandon()
+                log.info("stream.abandoned", request_id=generation.chat.request_id)
+                generation.cancel()
 
-    async def _sse(self, prelude: list[Batch], rest: AsyncIterator[Batch], include_usage: bool) -> AsyncIterator[bytes]:
-        async def all_batches() -> AsyncIterator[Batch]:
-            for batch in prelude:
-                yield batch
-            async for batch in rest:
-                yield batch
-
+    async def _sse(self, all_batches: AsyncIterator[Batch], include_usage: bool) -> AsyncIterator[bytes]:
         role_sent = False
-        async for batch in all_batches():
+        async for batch in all_batches:
             if batch is KEEPALIVE:
                 yield b": keepalive\n\n"
                 continue
@@ -214,16 +165,8 @@ class _Completion:
         self.text.append(text)
         return [self._chunk(ChunkDelta(content=text))]
 
-    async def collect(self, prelude: list[Batch], rest: AsyncIterator[Batch]) -> ChatCompletion:
-        async def all_events() -> AsyncIterator[Any]:
-            for batch in prelude:
-                for _, event in batch:
-                    yield event
-            async for batch in rest:
-                for _, event in batch:
-                    yield event
-
-        async for event in all_events():
+    async def collect(self, generation: Generation) -> ChatCompletion:
+        async for event in generation.events():
             match event:
                 case Started(model=model):
                     self.model = model

@@ -1,0 +1,5 @@
+"""The Anthropic-compatible API."""
+
+from .routes import messages
+
+__all__ = ["messages"]

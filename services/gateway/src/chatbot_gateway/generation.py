@@ -1,0 +1,87 @@
+"""A stateless generation as the compatible APIs (OpenAI, Anthropic) start and follow it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import State
+
+from chatbot_contracts import ChatMessage, ChatRequest, Delta, Done, Error, GenerationParams, ToolCallDelta
+from chatbot_contracts.capabilities import refusal
+from chatbot_contracts.tracing import traceparent_or_new
+
+from .auth import Principal
+from .errors import BadRequest, ModelNotFound, UpstreamFailure
+from .relay import KEEPALIVE, Batch
+
+
+class Generation:
+    """A request enqueued, with the events that decide its HTTP status already read."""
+
+    def __init__(self, chat: ChatRequest, prelude: list[Batch], rest: AsyncIterator[Batch], cancel: Callable[[], None]) -> None:
+        self.chat = chat
+        self.prelude = prelude
+        self.rest = rest
+        self.cancel = cancel
+        """Stop the generation (for a client that left: these protocols have no resume)."""
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        for batch in self.prelude:
+            yield batch
+        async for batch in self.rest:
+            yield batch
+
+    async def events(self) -> AsyncIterator[Any]:
+        async for batch in self.batches():
+            for _, event in batch:
+                yield event
+
+
+def _decides(batch: Batch) -> bool:
+    return any(isinstance(event, Delta | ToolCallDelta | Error | Done) for _, event in batch)
+
+
+async def start(
+    request: Request[Principal, Any, Any], state: State, alias: str, messages: list[ChatMessage], params: GenerationParams
+) -> Generation:
+    """Check, enqueue and wait for the first text, error or end.
+
+    Holding the response until then lets a failure before any token have its own HTTP status
+    (429, 502, …) instead of a 200 with an error inside the stream.
+    """
+    spec = state.registry.get(alias)
+    if spec is None:
+        raise ModelNotFound(f"the model `{alias}` does not exist; GET /v1/models lists the available ones", param="model")
+    if problem := refusal(alias, spec, params, messages):
+        raise BadRequest(problem[1], code="unsupported_parameter", param=problem[0])
+    principal = request.user
+    now = time.time()
+    chat = ChatRequest(
+        request_id=uuid.uuid4().hex,
+        model=alias,
+        messages=messages,
+        params=params,
+        owner=principal.owner,
+        key_id=principal.key_id,
+        enqueued_at=now,
+        deadline=now + state.settings.chat.request_timeout_s,
+        traceparent=traceparent_or_new(request.headers.get("traceparent")),
+    )
+    await state.relay.submit(chat)
+    rest = state.relay.batches(chat.request_id, chat.deadline, keepalive_s=state.settings.chat.keepalive_s)
+    prelude: list[Batch] = []
+    async for batch in rest:
+        prelude.append(batch)
+        if batch is KEEPALIVE or _decides(batch):
+            break
+    answered = any(isinstance(e, Delta | ToolCallDelta) for batch in prelude for _, e in batch)
+    for batch in prelude:
+        for _, event in batch:
+            if isinstance(event, Error) and not answered:
+                await rest.aclose()
+                raise UpstreamFailure(event.code, event.message, event.retry_after)
+    return Generation(chat, prelude, rest, cancel=lambda: state.relay.cancel_soon(chat.request_id))
