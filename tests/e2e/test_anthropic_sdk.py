@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import anthropic
 import pytest
+
 from chatbot_devtools.fakes import FakeOpenAI, Fault, tokenize
 from chatbot_devtools.platform import LocalPlatform
 

@@ -135,6 +135,7 @@ def test_sigterm_on_a_gateway_lets_streams_run_out_their_grace_then_clients_resu
 
 def test_a_request_that_kills_every_worker_goes_to_the_dead_letters(platform: LocalPlatform, redis_url: str, namespace: str) -> None:
     import redis as sync_redis
+
     from chatbot_contracts import Keys
 
     platform.env["CHATBOT_MAX_ATTEMPTS"] = "1"
@@ -158,6 +159,7 @@ def test_a_request_that_kills_every_worker_goes_to_the_dead_letters(platform: Lo
 
 def test_an_expired_stream_answers_410(platform: LocalPlatform, redis_url: str, namespace: str) -> None:
     import redis as sync_redis
+
     from chatbot_contracts import Keys
 
     url = platform.start_gateway()
