@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -23,11 +24,11 @@ def settings_for(redis_url: str, namespace: str, **extra: str) -> Settings:
 
 
 @pytest.fixture
-def make_app(namespace: str) -> Callable[..., Litestar]:
+def make_app(namespace: str, tmp_path: Path) -> Callable[..., Litestar]:
     """A gateway on `redis_url` with extra settings, over a one-alias registry (`fast`)."""
 
     def make(redis_url: str, **extra: str) -> Litestar:
-        return create_app(settings_for(redis_url, namespace, **extra), REGISTRY)
+        return create_app(settings_for(redis_url, namespace, CHATBOT_DATABASE_URL=f"sqlite:///{tmp_path}/keys.db", **extra), REGISTRY)
 
     return make
 

@@ -42,6 +42,7 @@ class LocalPlatform:
             "CHATBOT_LOG_LEVEL": "INFO",
             "CHATBOT_HEARTBEAT_S": "0.5",
             "CHATBOT_CONVERSATION_URL": f"http://127.0.0.1:{free_port()}",
+            "CHATBOT_DATABASE_URL": f"sqlite:///{workdir}/conversations.db",
         }
         self.processes: list[ServiceProcess] = []
 
@@ -61,7 +62,7 @@ class LocalPlatform:
     def start_conversation(self, name: str = "conversation", **extra: str) -> str:
         """Start the conversation service (SQLite in the work dir unless told otherwise); gateways started later use it."""
         port = free_port()
-        env = {"CHATBOT_CONVERSATION_PORT": str(port), "CHATBOT_DATABASE_URL": f"sqlite:///{self.workdir}/conversations.db", **extra}
+        env = {"CHATBOT_CONVERSATION_PORT": str(port), **extra}
         process = self._start(name, "conversation", env)
         url = f"http://127.0.0.1:{port}"
         process.wait_http(f"{url}/readyz")

@@ -18,7 +18,9 @@ from chatbot_contracts import Keys, Registry
 from chatbot_contracts.redis import connect
 
 from .anthropic import messages
-from .auth import PUBLIC, KeyAuthMiddleware, KeyStore
+from .apikeys import ROUTES as KEY_ROUTES
+from .apikeys import KeyStore
+from .auth import PUBLIC, KeyAuthMiddleware
 from .errors import EXCEPTION_HANDLERS
 from .health import healthz, readyz
 from .native import ROUTES as NATIVE_ROUTES
@@ -39,13 +41,16 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
         app.state.redis = redis
         app.state.relay = Relay(redis, app.state.redis_keys, settings.chat)
         app.state.conversations = ConversationClient(settings.chat.conversation_url)
+        await key_store.migrate()
         try:
             yield
         finally:
+            await key_store.close()
             await app.state.conversations.close()
             await redis.aclose()
 
-    route_handlers: list[object] = [healthz, readyz, chat_completions, list_models, messages, *NATIVE_ROUTES]
+    key_store = KeyStore(settings.auth.admin_key, settings.auth.database_url)
+    route_handlers: list[object] = [healthz, readyz, chat_completions, list_models, messages, *NATIVE_ROUTES, *KEY_ROUTES]
     if web_dist is not None and (web_dist / "index.html").is_file():
         route_handlers.append(
             create_static_files_router(path="/", directories=[web_dist], html_mode=True, include_in_schema=False, opt=PUBLIC)
@@ -58,7 +63,7 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
                 "settings": settings,
                 "registry": registry,
                 "redis_keys": Keys(settings.redis.redis_namespace),
-                "key_store": KeyStore(settings.auth.admin_key),
+                "key_store": key_store,
             }
         ),
         lifespan=[redis_lifespan],

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
 import msgspec
 from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
@@ -21,23 +18,15 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     key_id: str
     owner: str
     is_admin: bool = False
+    models: tuple[str, ...] | None = None
+    """The aliases the key may use (None: every one)."""
+    rpm: int | None = None
+    tpm: int | None = None
+    budget_usd: float | None = None
+    budget_period: str | None = None
 
-
-def _digest(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
-
-
-class KeyStore:
-    """Resolves API keys to principals. Until the key store of its own lands, only the admin key exists."""
-
-    def __init__(self, admin_key: str) -> None:
-        self._admin_digest = _digest(admin_key)
-        self._admin = Principal(key_id="admin", owner="admin", is_admin=True)
-
-    def lookup(self, secret: str) -> Principal | None:
-        if hmac.compare_digest(_digest(secret), self._admin_digest):
-            return self._admin
-        return None
+    def may_use(self, alias: str) -> bool:
+        return self.models is None or alias in self.models
 
 
 def presented_key(connection: ASGIConnection) -> str | None:  # type: ignore[type-arg]
@@ -53,7 +42,7 @@ class KeyAuthMiddleware(AbstractAuthenticationMiddleware):
         secret = presented_key(connection)
         if secret is None:
             raise Unauthorized("missing API key: send the header 'Authorization: Bearer <key>'")
-        principal = connection.app.state.key_store.lookup(secret)
+        principal = await connection.app.state.key_store.lookup(secret)
         if principal is None:
             raise Unauthorized("invalid API key")
         return AuthenticationResult(user=principal, auth=principal.key_id)

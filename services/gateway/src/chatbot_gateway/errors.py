@@ -45,6 +45,12 @@ class Unauthorized(GatewayError):
     code = "invalid_api_key"
 
 
+class Forbidden(GatewayError):
+    status_code = 403
+    error_type = "permission_error"
+    code = "forbidden"
+
+
 class NotFound(GatewayError):
     status_code = 404
     error_type = "invalid_request_error"

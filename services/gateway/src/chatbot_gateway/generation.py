@@ -15,7 +15,7 @@ from chatbot_contracts.capabilities import refusal
 from chatbot_contracts.tracing import traceparent_or_new
 
 from .auth import Principal
-from .errors import BadRequest, ModelNotFound, UpstreamFailure
+from .errors import BadRequest, Forbidden, ModelNotFound, UpstreamFailure
 from .relay import KEEPALIVE, Batch
 
 
@@ -56,6 +56,8 @@ async def start(
     spec = state.registry.get(alias)
     if spec is None:
         raise ModelNotFound(f"the model `{alias}` does not exist; GET /v1/models lists the available ones", param="model")
+    if not request.user.may_use(alias):
+        raise Forbidden(f"this key may not use the model `{alias}`", code="model_not_allowed")
     if problem := refusal(alias, spec, params, messages):
         raise BadRequest(problem[1], code="unsupported_parameter", param=problem[0])
     principal = request.user

@@ -30,6 +30,8 @@ class AuthSettings(msgspec.Struct, kw_only=True, frozen=True):
 
     admin_key: str = ""
     """`CHATBOT_ADMIN_KEY`: the bootstrap admin's API key (required)."""
+    database_url: str = "sqlite:///.data/conversations.db"
+    """`CHATBOT_DATABASE_URL`: where API keys are kept (hashed); the same database as the conversations by default."""
 
 
 class ChatSettings(msgspec.Struct, kw_only=True, frozen=True):

@@ -34,7 +34,7 @@ from chatbot_contracts.conversations import (
 from chatbot_contracts.tracing import traceparent_or_new
 
 from ..auth import PUBLIC, Principal
-from ..errors import BadRequest, GatewayError, ModelNotFound, NotFound
+from ..errors import BadRequest, Forbidden, GatewayError, ModelNotFound, NotFound
 from .stream import SSE_HEADERS, native_sse
 
 API = "/api/v1"
@@ -238,6 +238,12 @@ async def _start_turn(
     spec = state.registry.get(stored.model)
     if spec is None:
         raise ModelNotFound(f"the conversation's model `{stored.model}` is not in the registry", param="model")
+    if not principal.may_use(stored.model):
+        await state.conversations.call(
+            principal, "POST", f"/conversations/{conversation_id}/messages/{stored.assistant_message_id}/abandon",
+            body=msgspec.json.encode({"reason": f"this key may not use the model `{stored.model}`"}),
+        )  # fmt: skip
+        raise Forbidden(f"this key may not use the model `{stored.model}`", code="model_not_allowed")
     if problem := refusal(stored.model, spec, generation, stored.messages):
         raise BadRequest(problem[1], code="unsupported_parameter", param=problem[0])
     now = time.time()

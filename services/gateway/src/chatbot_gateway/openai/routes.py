@@ -240,6 +240,9 @@ def _error_event(code: str, message: str) -> bytes:
 
 
 @get("/v1/models", tags=["openai"])
-async def list_models(state: State) -> ModelList:
-    """The model aliases of the registry."""
-    return ModelList(data=[Model(id=alias, owned_by=spec.provider) for alias, spec in state.registry.models.items()])
+async def list_models(request: Request[Principal, Any, Any], state: State) -> ModelList:
+    """The model aliases of the registry that this key may use."""
+    allowed = request.user
+    return ModelList(
+        data=[Model(id=alias, owned_by=spec.provider) for alias, spec in state.registry.models.items() if allowed.may_use(alias)]
+    )

@@ -1,0 +1,6 @@
+"""API keys and their owners."""
+
+from .routes import ROUTES
+from .store import KeyStore
+
+__all__ = ["ROUTES", "KeyStore"]

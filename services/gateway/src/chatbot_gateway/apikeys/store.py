@@ -1,0 +1,166 @@
+"""API keys: created by an admin, stored as hashes, resolved per request through a one-second cache.
+
+The cache is what makes revocation reach every gateway replica within a second without a
+database query per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ..auth import Principal
+from .table import api_keys
+
+CACHE_S = 1.0
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class NewKey(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`POST /api/v1/admin/keys`."""
+
+    owner: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    models: list[str] | None = None
+    """Aliases the key may use (None: all)."""
+    rpm: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    tpm: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    budget_usd: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    budget_period: Literal["day", "week", "month"] | None = None
+
+
+class KeyInfo(msgspec.Struct, kw_only=True):
+    id: str
+    owner: str
+    prefix: str
+    """The secret's first characters, to recognise a key without revealing it."""
+    models: list[str] | None
+    rpm: int | None
+    tpm: int | None
+    budget_usd: float | None
+    budget_period: str | None
+    created_at: str
+
+
+class CreatedKey(KeyInfo, kw_only=True):
+    key: str
+    """The secret: shown once, here, and never again."""
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _async_url(url: str) -> str:
+    parsed = make_url(url)
+    if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    elif parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    return parsed.render_as_string(hide_password=False)
+
+
+class KeyStore:
+    """Resolves secrets to principals: the bootstrap admin key from the environment, the rest from the database."""
+
+    def __init__(self, admin_key: str, database_url: str) -> None:
+        self._admin_digest = _digest(admin_key)
+        self._admin = Principal(key_id="admin", owner="admin", is_admin=True)
+        self._engine: AsyncEngine = create_async_engine(_async_url(database_url))
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    async def migrate(self) -> None:
+        async with self._engine.begin() as connection:
+            await connection.run_sync(_upgrade)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def lookup(self, secret: str) -> Principal | None:
+        digest = _digest(secret)
+        if hmac.compare_digest(digest, self._admin_digest):
+            return self._admin
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        async with self._engine.connect() as connection:
+            row = (
+                await connection.execute(sa.select(api_keys).where(api_keys.c.secret_sha256 == digest, api_keys.c.revoked_at.is_(None)))
+            ).first()
+        principal = None
+        if row is not None:
+            principal = Principal(
+                key_id=row.id, owner=row.owner, models=tuple(row.models) if row.models is not None else None, rpm=row.rpm, tpm=row.tpm,
+                budget_usd=row.budget_usd, budget_period=row.budget_period,
+            )  # fmt: skip
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[digest] = (now + CACHE_S, principal)
+        return principal
+
+    async def create(self, new: NewKey) -> CreatedKey:
+        secret = "sk-chatbot-" + secrets.token_urlsafe(32)
+        row: dict[str, Any] = {
+            "id": uuid.uuid4().hex,
+            "secret_sha256": _digest(secret),
+            "prefix": secret[:16],
+            "owner": new.owner,
+            "models": new.models,
+            "rpm": new.rpm,
+            "tpm": new.tpm,
+            "budget_usd": new.budget_usd,
+            "budget_period": new.budget_period or ("month" if new.budget_usd is not None else None),
+            "created_at": datetime.now(UTC),
+        }
+        async with self._engine.begin() as connection:
+            await connection.execute(api_keys.insert().values(**row))
+        return CreatedKey(key=secret, **_info(row))
+
+    async def list(self) -> list[KeyInfo]:
+        async with self._engine.connect() as connection:
+            rows = (
+                (await connection.execute(sa.select(api_keys).where(api_keys.c.revoked_at.is_(None)).order_by(api_keys.c.created_at)))
+                .mappings()
+                .all()
+            )
+        return [KeyInfo(**_info(dict(row))) for row in rows]
+
+    async def revoke(self, key_id: str) -> bool:
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                api_keys.update().where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC))
+            )
+        return bool(result.rowcount)
+
+
+def _info(row: dict[str, Any]) -> dict[str, Any]:
+    created: datetime = row["created_at"]
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return {
+        "id": row["id"], "owner": row["owner"], "prefix": row["prefix"], "models": row["models"], "rpm": row["rpm"], "tpm": row["tpm"],
+        "budget_usd": row["budget_usd"], "budget_period": row["budget_period"], "created_at": created.isoformat().replace("+00:00", "Z"),
+    }  # fmt: skip
+
+
+def _upgrade(connection: sa.Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")

@@ -1,0 +1,111 @@
+"""API keys and tenants: keys belong to owners, owners never see each other's data, revocation is fast everywhere."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from chatbot_devtools.fakes import FakeOpenAI
+from chatbot_devtools.platform import LocalPlatform, registry_toml
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def gateways(platform_factory: Callable[..., LocalPlatform], fake_openai: FakeOpenAI) -> tuple[LocalPlatform, str, str]:
+    registry = registry_toml(
+        {
+            "fake": {"provider": "openai", "upstream_model": "fake-model", "base_url": fake_openai.base_url},
+            "other": {"provider": "openai", "upstream_model": "other-model", "base_url": fake_openai.base_url},
+        }
+    )
+    platform = platform_factory(registry)
+    platform.start_conversation()
+    first, second = platform.start_gateway("gateway-1"), platform.start_gateway("gateway-2")
+    platform.start_worker()
+    platform.wait_ready(first)
+    return platform, first, second
+
+
+def client(url: str, key: str) -> httpx.Client:
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def make_key(url: str, admin: str, **fields: Any) -> dict[str, Any]:
+    response = client(url, admin).post("/api/v1/admin/keys", json=fields)
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_keys_are_created_listed_without_secrets_and_revoked_on_every_replica(gateways: tuple[LocalPlatform, str, str]) -> None:
+    platform, first, second = gateways
+    alice = make_key(first, platform.admin_key, owner="alice", rpm=60)
+    assert alice["key"].startswith("sk-chatbot-") and alice["owner"] == "alice" and alice["prefix"] == alice["key"][:16]
+    listed = client(first, platform.admin_key).get("/api/v1/admin/keys").json()
+    assert [k["id"] for k in listed] == [alice["id"]] and all("key" not in k for k in listed)
+    assert alice["key"] not in (platform.workdir / "conversations.db").read_bytes().decode(errors="ignore"), "only a hash is stored"
+    for url in (first, second):
+        assert client(url, alice["key"]).get("/v1/models").status_code == 200
+        assert client(url, alice["key"]).get("/api/v1/admin/keys").status_code == 403
+    assert client(second, platform.admin_key).delete(f"/api/v1/admin/keys/{alice['id']}").status_code == 204
+    time.sleep(1.1)
+    for url in (first, second):
+        refused = client(url, alice["key"]).get("/v1/models")
+        assert refused.status_code == 401, "revoked on every replica within a second"
+    assert client(first, platform.admin_key).delete(f"/api/v1/admin/keys/{alice['id']}").status_code == 404
+    bad = client(first, platform.admin_key).post("/api/v1/admin/keys", json={"owner": "x", "rpm": 0})
+    assert bad.status_code == 400 and "`$.rpm`" in bad.json()["error"]["message"]
+
+
+def test_a_key_uses_only_its_models(gateways: tuple[LocalPlatform, str, str]) -> None:
+    platform, first, _ = gateways
+    narrow = client(first, make_key(first, platform.admin_key, owner="carol", models=["fake"])["key"])
+    assert [m["id"] for m in narrow.get("/v1/models").json()["data"]] == ["fake"]
+    assert narrow.post("/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+    refused = narrow.post("/v1/chat/completions", json={"model": "other", "messages": [{"role": "user", "content": "hi"}]})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed"
+
+
+def test_owners_never_see_each_others_data(gateways: tuple[LocalPlatform, str, str]) -> None:
+    platform, first, second = gateways
+    alice = client(first, make_key(first, platform.admin_key, owner="alice")["key"])
+    bob = client(second, make_key(first, platform.admin_key, owner="bob")["key"])
+    admin = client(first, platform.admin_key)
+    conversation = alice.post("/api/v1/conversations", json={"title": "Alice's secret plan"}).json()["id"]
+    with alice.stream("POST", f"/api/v1/conversations/{conversation}/messages", json={"content": "classified question"}) as response:
+        body = response.read().decode()
+    request_id = body.split('"request_id":"')[1].split('"')[0]
+    deadline = time.monotonic() + 10
+    while alice.get(f"/api/v1/conversations/{conversation}").json()["messages"][-1]["status"] == "streaming" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    message_id = alice.get(f"/api/v1/conversations/{conversation}").json()["messages"][-1]["id"]
+    alice.post(f"/api/v1/conversations/{conversation}/share")
+    c = f"/api/v1/conversations/{conversation}"
+    attempts = [
+        ("GET", c, None),
+        ("PATCH", c, {"title": "mine now"}),
+        ("DELETE", c, None),
+        ("POST", f"{c}/messages", {"content": "hi"}),
+        ("POST", f"{c}/messages/{message_id}/regenerate", {}),
+        ("PUT", f"{c}/active-leaf", {"message_id": message_id}),
+        ("POST", f"{c}/fork", {"message_id": message_id}),
+        ("POST", f"{c}/share", None),
+        ("DELETE", f"{c}/share", None),
+        ("GET", f"{c}/export", None),
+        ("GET", f"/api/v1/requests/{request_id}/events", None),
+        ("POST", f"/api/v1/requests/{request_id}/cancel", None),
+    ]
+    for method, path, payload in attempts:
+        response = bob.request(method, path, json=payload)
+        assert response.status_code == 404, f"{method} {path} answered {response.status_code} to another owner"
+        missing = bob.request(method, path.replace(conversation, "0" * 32).replace(request_id, "f" * 32), json=payload)
+        assert missing.status_code == 404 and set(missing.json()) == set(response.json()), "the same answer as for nothing at all"
+    assert bob.get("/api/v1/conversations").json()["items"] == []
+    assert bob.get("/api/v1/search", params={"q": "classified"}).json()["hits"] == []
+    # Alice's data is untouched; an admin sees it.
+    assert alice.get(c).json()["title"] == "Alice's secret plan"
+    assert admin.get(c).status_code == 200
+    assert {h["conversation_id"] for h in admin.get("/api/v1/search", params={"q": "classified"}).json()["hits"]} == {conversation}
