@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from chatbot_devtools.fakes import FakeOpenAI
 from chatbot_devtools.platform import LocalPlatform, registry_toml
 
@@ -79,7 +80,9 @@ def test_owners_never_see_each_others_data(gateways: tuple[LocalPlatform, str, s
         body = response.read().decode()
     request_id = body.split('"request_id":"')[1].split('"')[0]
     deadline = time.monotonic() + 10
-    while alice.get(f"/api/v1/conversations/{conversation}").json()["messages"][-1]["status"] == "streaming" and time.monotonic() < deadline:
+    while (
+        alice.get(f"/api/v1/conversations/{conversation}").json()["messages"][-1]["status"] == "streaming" and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     message_id = alice.get(f"/api/v1/conversations/{conversation}").json()["messages"][-1]["id"]
     alice.post(f"/api/v1/conversations/{conversation}/share")
@@ -109,3 +112,47 @@ def test_owners_never_see_each_others_data(gateways: tuple[LocalPlatform, str, s
     assert alice.get(c).json()["title"] == "Alice's secret plan"
     assert admin.get(c).status_code == 200
     assert {h["conversation_id"] for h in admin.get("/api/v1/search", params={"q": "classified"}).json()["hits"]} == {conversation}
+
+
+def test_two_gateways_together_admit_at_most_the_keys_limit(gateways: tuple[LocalPlatform, str, str]) -> None:
+    import threading
+
+    platform, first, second = gateways
+    key = make_key(first, platform.admin_key, owner="dave", rpm=10)["key"]
+    statuses: list[int] = []
+    started = time.monotonic()
+
+    def hammer(url: str) -> None:
+        with client(url, key) as http:
+            for _ in range(15):
+                statuses.append(
+                    http.post("/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "go"}]}).status_code
+                )
+
+    threads = [threading.Thread(target=hammer, args=(url,)) for url in (first, second, first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    refilled = int((time.monotonic() - started) * 10 / 60)
+    assert statuses.count(200) <= 10 + refilled, f"{statuses.count(200)} admitted with a limit of 10 a minute"
+    assert statuses.count(200) >= 10 and set(statuses) == {200, 429}
+    refused = client(second, key).post("/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "go"}]})
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["x-ratelimit-limit-requests"] == "10" and refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert "rate limit is reached" in refused.json()["error"]["message"]
+
+
+def test_tokens_are_reserved_from_max_tokens_and_settled_from_usage(gateways: tuple[LocalPlatform, str, str]) -> None:
+    platform, first, _ = gateways
+    http = client(first, make_key(first, platform.admin_key, owner="erin", tpm=1000)["key"])
+    ok = http.post("/v1/chat/completions", json={"model": "fake", "max_tokens": 600, "messages": [{"role": "user", "content": "hello"}]})
+    assert ok.status_code == 200 and ok.headers["x-ratelimit-limit-tokens"] == "1000"
+    assert int(ok.headers["x-ratelimit-remaining-tokens"]) < 400, "the answer's budget was taken up front"
+    time.sleep(0.3)  # the worker gives back what the answer did not use
+    again = http.post("/v1/chat/completions", json={"model": "fake", "max_tokens": 600, "messages": [{"role": "user", "content": "hello"}]})
+    assert again.status_code == 200, "settled from real usage, the bucket had room again"
+    too_big = http.post(
+        "/v1/chat/completions", json={"model": "fake", "max_tokens": 1500, "messages": [{"role": "user", "content": "hello"}]}
+    )
+    assert too_big.status_code == 429 and "more than this key's 1000 tokens per minute" in too_big.json()["error"]["message"]

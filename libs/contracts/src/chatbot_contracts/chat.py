@@ -71,5 +71,9 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     """Set for turns of a stored conversation (the native API)."""
     message_id: str | None = None
     """The assistant message this generation fills, in that conversation."""
+    reserved_tokens: int = 0
+    """Tokens taken from the key's per-minute bucket up front; the worker gives back what goes unused."""
+    key_tpm: int | None = None
+    """The key's tokens-per-minute limit, when it has one."""
     purpose: Literal["chat", "title"] = "chat"
     """`title`: the conversation service asked for a title, not the user for an answer."""

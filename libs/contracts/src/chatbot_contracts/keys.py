@@ -43,6 +43,10 @@ class Keys:
         """Who made the request (its owner), so only they may resume or cancel it; expires with its stream."""
         return f"{self.namespace}chat.owner.{{{request_id}}}"
 
+    def rate(self, key_id: str, kind: str) -> str:
+        """An API key's per-minute bucket (`rpm` or `tpm`)."""
+        return f"{self.namespace}ratelimit.{{{key_id}}}.{kind}"
+
     def inflight(self, key_id: str) -> str:
         """Sorted set: the requests an API key has running (request id -> deadline)."""
         return f"{self.namespace}chat.inflight.{{{key_id}}}"

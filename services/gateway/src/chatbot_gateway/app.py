@@ -26,6 +26,7 @@ from .health import healthz, readyz
 from .native import ROUTES as NATIVE_ROUTES
 from .native import ConversationClient
 from .openai import chat_completions, list_models
+from .ratelimit import KeyLimits
 from .relay import Relay
 from .settings import Settings
 
@@ -40,6 +41,7 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
         redis = connect(settings.redis)
         app.state.redis = redis
         app.state.relay = Relay(redis, app.state.redis_keys, settings.chat)
+        app.state.limits = KeyLimits(redis, app.state.redis_keys)
         app.state.conversations = ConversationClient(settings.chat.conversation_url)
         await key_store.migrate()
         try:

@@ -16,14 +16,19 @@ from chatbot_contracts.tracing import traceparent_or_new
 
 from .auth import Principal
 from .errors import BadRequest, Forbidden, ModelNotFound, UpstreamFailure
+from .ratelimit import reserve
 from .relay import KEEPALIVE, Batch
 
 
 class Generation:
     """A request enqueued, with the events that decide its HTTP status already read."""
 
-    def __init__(self, chat: ChatRequest, prelude: list[Batch], rest: AsyncIterator[Batch], cancel: Callable[[], None]) -> None:
+    def __init__(
+        self, chat: ChatRequest, prelude: list[Batch], rest: AsyncIterator[Batch], cancel: Callable[[], None], headers: dict[str, str]
+    ) -> None:
         self.chat = chat
+        self.headers = {"x-request-id": chat.request_id, **headers}
+        """The response headers: the request id and the key's rate limits."""
         self.prelude = prelude
         self.rest = rest
         self.cancel = cancel
@@ -61,6 +66,8 @@ async def start(
     if problem := refusal(alias, spec, params, messages):
         raise BadRequest(problem[1], code="unsupported_parameter", param=problem[0])
     principal = request.user
+    reserved = reserve(messages, min(params.max_tokens or spec.max_output_tokens, spec.max_output_tokens))
+    rate_headers = await state.limits.take(principal, reserved)
     now = time.time()
     chat = ChatRequest(
         request_id=uuid.uuid4().hex,
@@ -72,6 +79,8 @@ async def start(
         enqueued_at=now,
         deadline=now + state.settings.chat.request_timeout_s,
         traceparent=traceparent_or_new(request.headers.get("traceparent")),
+        reserved_tokens=reserved if principal.tpm else 0,
+        key_tpm=principal.tpm,
     )
     await state.relay.submit(chat)
     rest = state.relay.batches(chat.request_id, chat.deadline, keepalive_s=state.settings.chat.keepalive_s)
@@ -86,4 +95,4 @@ async def start(
             if isinstance(event, Error) and not answered:
                 await rest.aclose()
                 raise UpstreamFailure(event.code, event.message, event.retry_after)
-    return Generation(chat, prelude, rest, cancel=lambda: state.relay.cancel_soon(chat.request_id))
+    return Generation(chat, prelude, rest, cancel=lambda: state.relay.cancel_soon(chat.request_id), headers=rate_headers)

@@ -15,49 +15,9 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 
 from chatbot_contracts import Keys, ModelSpec
+from chatbot_contracts.buckets import MinuteBuckets
 
 from .providers import ProviderError
-
-# KEYS: rpm bucket, tpm bucket. ARGV: now (ms), rpm, tpm, tokens wanted.
-# A bucket holds up to its per-minute limit and refills continuously. Both are taken, or neither.
-# Returns 0 when taken, -1 when the tokens can never fit, else the milliseconds to wait.
-_TAKE = """
-local now = tonumber(ARGV[1])
-local wait = 0
-local state = {}
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[i + 1])
-  local cost = i == 1 and 1 or tonumber(ARGV[4])
-  if limit > 0 then
-    if cost > limit then return -1 end
-    local held = redis.call('HMGET', key, 'tokens', 'ts')
-    local tokens = tonumber(held[1]) or limit
-    local ts = tonumber(held[2]) or now
-    local rate = limit / 60000
-    tokens = math.min(limit, tokens + (now - ts) * rate)
-    state[i] = tokens
-    if tokens < cost then wait = math.max(wait, math.ceil((cost - tokens) / rate)) end
-  end
-end
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[i + 1])
-  if limit > 0 then
-    local cost = i == 1 and 1 or tonumber(ARGV[4])
-    local tokens = state[i]
-    if wait == 0 then tokens = tokens - cost end
-    redis.call('HSET', key, 'tokens', tokens, 'ts', now)
-    redis.call('PEXPIRE', key, 120000)
-  end
-end
-return wait
-"""
-
-# KEYS: tpm bucket. ARGV: tokens to give back (reserved but not used), tpm.
-_GIVE_BACK = """
-local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens'))
-if tokens then redis.call('HSET', KEYS[1], 'tokens', math.min(tonumber(ARGV[2]), tokens + tonumber(ARGV[1]))) end
-return 0
-"""
 
 # KEYS: slot set. ARGV: now (ms), lease (ms), max, holder. Expired leases (dead holders) are dropped first.
 _ACQUIRE = """
@@ -79,8 +39,7 @@ class ModelLimits:
         self._keys = keys
         self._max_wait_s = max_wait_s
         self._lease_ms = int(lease_s * 1000)
-        self._take = redis.register_script(_TAKE)
-        self._give_back = redis.register_script(_GIVE_BACK)
+        self._buckets = MinuteBuckets(redis)
         self._acquire = redis.register_script(_ACQUIRE)
 
     def _key(self, alias: str, kind: str) -> str:
@@ -91,9 +50,8 @@ class ModelLimits:
         if not (spec.rpm or spec.tpm):
             return
         give_up = min(time.time() + self._max_wait_s, deadline)
-        keys = [self._key(alias, "rpm"), self._key(alias, "tpm")]
         while True:
-            wait_ms = int(await self._take(keys=keys, args=[int(time.time() * 1000), spec.rpm or 0, spec.tpm or 0, tokens]))
+            wait_ms = (await self._buckets.take(self._key(alias, "rpm"), self._key(alias, "tpm"), spec.rpm, spec.tpm, tokens)).wait_ms
             if wait_ms == 0:
                 return
             if wait_ms < 0:
@@ -106,8 +64,8 @@ class ModelLimits:
 
     async def give_back(self, alias: str, spec: ModelSpec, unused_tokens: int) -> None:
         """Return tokens reserved for the answer but not used (settling the reservation from real usage)."""
-        if spec.tpm and unused_tokens > 0:
-            await self._give_back(keys=[self._key(alias, "tpm")], args=[unused_tokens, spec.tpm])
+        if spec.tpm:
+            await self._buckets.give_back(self._key(alias, "tpm"), unused_tokens, spec.tpm)
 
     @contextlib.asynccontextmanager
     async def slot(self, alias: str, spec: ModelSpec, holder: str, deadline: float) -> AsyncIterator[None]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
+import redis.exceptions
 import structlog
 
 from chatbot_contracts import (
@@ -36,6 +37,7 @@ from chatbot_contracts import (
     Usage,
     encode,
 )
+from chatbot_contracts.buckets import MinuteBuckets
 from chatbot_contracts.capabilities import refusal
 
 from .limits import ModelLimits, estimate_request_tokens
@@ -113,6 +115,7 @@ class Worker:
         provider_settings: ProviderSettings,
     ) -> None:
         self.limits = ModelLimits(redis, keys, max_wait_s=provider_settings.limit_wait_s)
+        self.key_buckets = MinuteBuckets(redis)
         self.redis = redis
         self.keys = keys
         self.registry = registry
@@ -202,7 +205,18 @@ class Worker:
                 duration_s=time.time() - started_at,
             ),
         )
+        await self._settle_key(request, usage)
         log.debug("generation.completed", request_id=request_id, model=outcome.alias, output_tokens=usage.output_tokens)
+
+    async def _settle_key(self, request: ChatRequest, usage: TokenUsage | None) -> None:
+        """Give the key's tokens-per-minute bucket back what was reserved for this request but not used."""
+        if not request.key_tpm or not request.reserved_tokens:
+            return
+        used = usage.input_tokens + usage.output_tokens if usage else 0
+        try:
+            await self.key_buckets.give_back(self.keys.rate(request.key_id, "tpm"), request.reserved_tokens - used, request.key_tpm)
+        except redis.exceptions.RedisError as exc:
+            log.warning("ratelimit.settle_failed", request_id=request.request_id, error=str(exc))
 
     def cancel(self, request_id: str) -> bool:
         """Stop the generation of `request_id` if it runs here (its provider call is closed at once)."""
@@ -246,18 +260,21 @@ class Worker:
                 duration_s=time.time() - started_at,
             ),
         )
+        await self._settle_key(request, outcome.usage)
 
     async def _end_cancelled(self, sink: StreamSink, request: ChatRequest, outcome: _Outcome, attempt: int, started_at: float) -> None:
         log.info("generation.cancelled", request_id=request.request_id, model=request.model, chars=sum(map(len, outcome.text)))
+        usage = self._usage(request, outcome) if outcome.delivered else None
         await sink.close(
             Done(reason="cancelled"),
             Cancelled(
                 **self._event_fields(request, outcome, attempt),
                 text="".join(outcome.text),
-                usage=self._usage(request, outcome) if outcome.delivered else None,
+                usage=usage,
                 duration_s=time.time() - started_at,
             ),
         )
+        await self._settle_key(request, usage)
 
     async def refuse(self, payload: bytes, reason: str) -> None:
         """Dead-letter an entry that cannot be handled, and end its client's stream when its id can be read."""

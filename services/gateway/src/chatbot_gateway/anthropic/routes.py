@@ -179,7 +179,7 @@ async def messages(request: Request[Principal, Any, Any], state: State) -> Respo
     chat_messages, params = to_platform(body)
     generation = await start(request, state, body.model, chat_messages, params)
     message_id = f"msg_{generation.chat.request_id}"
-    headers = {"x-request-id": generation.chat.request_id, "request-id": generation.chat.request_id}
+    headers = {**generation.headers, "request-id": generation.chat.request_id}
     if body.stream:
         return Stream(
             _stream(generation, body.model, message_id),

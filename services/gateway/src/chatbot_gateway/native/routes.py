@@ -35,6 +35,7 @@ from chatbot_contracts.tracing import traceparent_or_new
 
 from ..auth import PUBLIC, Principal
 from ..errors import BadRequest, Forbidden, GatewayError, ModelNotFound, NotFound
+from ..ratelimit import reserve
 from .stream import SSE_HEADERS, native_sse
 
 API = "/api/v1"
@@ -235,17 +236,35 @@ async def _start_turn(
             await state.conversations.call(principal, "POST", f"/conversations/{conversation_id}/turns", body=msgspec.json.encode(turn))
         ).content
     )
+    try:
+        chat, rate_headers = await _enqueue(request, state, stored, turn, generation)
+    except GatewayError as refused:
+        # Refused after the turn was stored: the answer stored as streaming will never come.
+        await state.conversations.call(
+            principal, "POST", f"/conversations/{conversation_id}/messages/{stored.assistant_message_id}/abandon",
+            body=msgspec.json.encode({"reason": refused.message}),
+        )  # fmt: skip
+        raise
+    batches = state.relay.batches(chat.request_id, chat.deadline, keepalive_s=state.settings.chat.keepalive_s)
+    return Stream(
+        native_sse(batches), media_type="text/event-stream", headers={**SSE_HEADERS, **rate_headers, "x-request-id": chat.request_id}
+    )
+
+
+async def _enqueue(
+    request: Request[Principal, Any, Any], state: State, stored: Turn, turn: TurnRequest, generation: GenerationParams
+) -> tuple[ChatRequest, dict[str, str]]:
+    """Check the stored turn against the key, the model and the limits, and enqueue it with its first events."""
+    principal = request.user
     spec = state.registry.get(stored.model)
     if spec is None:
         raise ModelNotFound(f"the conversation's model `{stored.model}` is not in the registry", param="model")
     if not principal.may_use(stored.model):
-        await state.conversations.call(
-            principal, "POST", f"/conversations/{conversation_id}/messages/{stored.assistant_message_id}/abandon",
-            body=msgspec.json.encode({"reason": f"this key may not use the model `{stored.model}`"}),
-        )  # fmt: skip
         raise Forbidden(f"this key may not use the model `{stored.model}`", code="model_not_allowed")
     if problem := refusal(stored.model, spec, generation, stored.messages):
         raise BadRequest(problem[1], code="unsupported_parameter", param=problem[0])
+    reserved = reserve(stored.messages, min(generation.max_tokens or spec.max_output_tokens, spec.max_output_tokens))
+    rate_headers = await state.limits.take(principal, reserved)
     now = time.time()
     chat = ChatRequest(
         request_id=turn.request_id,
@@ -259,6 +278,8 @@ async def _start_turn(
         traceparent=traceparent_or_new(request.headers.get("traceparent")),
         conversation_id=stored.conversation_id,
         message_id=stored.assistant_message_id,
+        reserved_tokens=reserved if principal.tpm else 0,
+        key_tpm=principal.tpm,
     )
     start = Start(
         request_id=chat.request_id,
@@ -266,18 +287,8 @@ async def _start_turn(
         user_message_id=stored.user_message_id,
         assistant_message_id=stored.assistant_message_id,
     )
-    position = await state.relay.queue_position()
-    try:
-        await state.relay.submit(chat, prelude=(start, InQueue(position=position)))
-    except GatewayError as refused:
-        # Refused at admission: the answer stored as streaming will never come; it is marked failed.
-        await state.conversations.call(
-            principal, "POST", f"/conversations/{conversation_id}/messages/{stored.assistant_message_id}/abandon",
-            body=msgspec.json.encode({"reason": refused.message}),
-        )  # fmt: skip
-        raise
-    batches = state.relay.batches(chat.request_id, chat.deadline, keepalive_s=state.settings.chat.keepalive_s)
-    return Stream(native_sse(batches), media_type="text/event-stream", headers={**SSE_HEADERS, "x-request-id": chat.request_id})
+    await state.relay.submit(chat, prelude=(start, InQueue(position=await state.relay.queue_position())))
+    return chat, rate_headers
 
 
 @get(f"{API}/requests/{{request_id:str}}/events", tags=["requests"])

@@ -67,7 +67,7 @@ async def chat_completions(request: Request[Principal, Any, Any], state: State) 
     body = _decode(await request.body())
     messages, params = to_platform(body)
     generation = await start(request, state, body.model, messages, params)
-    headers = {"x-request-id": generation.chat.request_id}
+    headers = generation.headers
     completion = _Completion(generation.chat.request_id, int(generation.chat.enqueued_at), body.model)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
