@@ -148,3 +148,13 @@ def test_tool_calls_pass_through_both_ways(gateway: tuple[str, LocalPlatform], f
         "tool_calls": [{"id": call.id, "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}],
     }
     assert relayed[2] == {"role": "tool", "content": '{"temperature": 21}', "tool_call_id": call.id}
+
+
+def test_responses_say_what_the_platform_added(gateway: tuple[str, LocalPlatform]) -> None:
+    url, platform = gateway
+    raw = client(url, platform.admin_key).chat.completions.with_raw_response.create(
+        model="fake", messages=[{"role": "user", "content": "Hi"}]
+    )
+    assert len(raw.headers["x-request-id"]) == 32
+    overhead = float(raw.headers["x-chatbot-overhead-ms"])
+    assert 0 <= overhead < 5_000

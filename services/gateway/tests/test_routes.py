@@ -53,3 +53,18 @@ async def test_redis_down_means_503_within_a_second(make_app: Callable[..., Lite
 async def test_the_openapi_schema_documents_the_routes(client: AsyncTestClient[Litestar]) -> None:
     schema = (await client.get("/schema/openapi.json")).json()
     assert {"/v1/chat/completions", "/v1/models", "/healthz", "/readyz"} <= set(schema["paths"])
+
+
+async def test_every_response_carries_the_security_headers(client: AsyncTestClient[Litestar]) -> None:
+    for response in (await client.get("/healthz"), await client.get("/v1/models"), await client.get("/v1/nothing")):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY" and response.headers["referrer-policy"] == "no-referrer"
+
+
+async def test_cors_is_closed_by_default_and_opens_to_configured_origins(make_app: Callable[..., Litestar], redis_url: str) -> None:
+    preflight = {"origin": "https://app.example", "access-control-request-method": "POST"}
+    async with AsyncTestClient(app=make_app(redis_url)) as closed:
+        assert "access-control-allow-origin" not in (await closed.options("/v1/chat/completions", headers=preflight)).headers
+    async with AsyncTestClient(app=make_app(redis_url, CHATBOT_CORS_ORIGINS="https://app.example")) as open_:
+        response = await open_.options("/v1/chat/completions", headers=preflight)
+        assert response.headers["access-control-allow-origin"] == "https://app.example"

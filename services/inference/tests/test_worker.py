@@ -95,7 +95,9 @@ async def test_a_completed_generation(worker: Worker, fake_openai: FakeOpenAI, n
     request = new_request()
     await worker.handle(request)
     events = await stream_of(worker, request.request_id)
-    assert events[0] == Started(model="fast", provider="openai", upstream_model="fake-model")
+    started = events[0]
+    assert isinstance(started, Started) and (started.model, started.provider, started.upstream_model) == ("fast", "openai", "fake-model")
+    assert 0 <= started.waited_s < 5, "the time from enqueueing to the provider call"
     assert text_of(events) == REPLY
     usage = events[-2]
     assert isinstance(usage, Usage)

@@ -67,6 +67,8 @@ class Started(StreamEvent, tag="started", frozen=True):
     provider: str
     upstream_model: str = ""
     attempt: int = 1
+    waited_s: float = 0.0
+    """Time from the gateway enqueueing the request to this call to the provider (queue and worker)."""
 
 
 class Delta(StreamEvent, tag="delta", frozen=True):

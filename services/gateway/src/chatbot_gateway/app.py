@@ -8,11 +8,13 @@ from pathlib import Path
 
 import structlog
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
+from litestar.types import Message, Scope
 
 from chatbot_contracts import Keys, Registry
 from chatbot_contracts.redis import connect
@@ -31,6 +33,24 @@ from .relay import Relay
 from .settings import Settings
 
 log = structlog.get_logger()
+
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+EXPOSED_HEADERS = ["x-request-id", "x-chatbot-overhead-ms", "retry-after", "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens"]
+
+
+_SECURITY_HEADER_LIST = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
+
+
+async def add_security_headers(message: Message, scope: Scope) -> None:
+    """The same hardening headers on every response: errors, unmatched routes and streams included."""
+    if message["type"] == "http.response.start":
+        message["headers"] = [*message.get("headers", []), *_SECURITY_HEADER_LIST]
 
 
 def create_app(settings: Settings, registry: Registry, web_dist: Path | None = None) -> Litestar:
@@ -52,6 +72,7 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
             await redis.aclose()
 
     key_store = KeyStore(settings.auth.admin_key, settings.auth.database_url)
+    origins = [origin.strip() for origin in settings.server.cors_origins.split(",") if origin.strip()]
     route_handlers: list[object] = [healthz, readyz, chat_completions, list_models, messages, *NATIVE_ROUTES, *KEY_ROUTES]
     if web_dist is not None and (web_dist / "index.html").is_file():
         route_handlers.append(
@@ -70,6 +91,8 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
         ),
         lifespan=[redis_lifespan],
         middleware=[DefineMiddleware(KeyAuthMiddleware, exclude="^/schema")],
+        before_send=[add_security_headers],
+        cors_config=CORSConfig(allow_origins=origins, allow_headers=["*"], expose_headers=EXPOSED_HEADERS) if origins else None,
         logging_config=None,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.server.max_body_bytes,

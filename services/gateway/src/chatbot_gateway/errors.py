@@ -39,6 +39,14 @@ class BadRequest(GatewayError):
     error_type = "invalid_request_error"
 
 
+class Unprocessable(GatewayError):
+    """Well-formed, but past a limit of the platform."""
+
+    status_code = 422
+    error_type = "invalid_request_error"
+    code = "limit_exceeded"
+
+
 class Unauthorized(GatewayError):
     status_code = 401
     error_type = "authentication_error"

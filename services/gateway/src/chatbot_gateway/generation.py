@@ -10,12 +10,12 @@ from typing import Any
 from litestar import Request
 from litestar.datastructures import State
 
-from chatbot_contracts import ChatMessage, ChatRequest, Delta, Done, Error, GenerationParams, ToolCallDelta
+from chatbot_contracts import ChatMessage, ChatRequest, Delta, Done, Error, GenerationParams, Started, ToolCallDelta
 from chatbot_contracts.capabilities import refusal
 from chatbot_contracts.tracing import traceparent_or_new
 
 from .auth import Principal
-from .errors import BadRequest, Forbidden, ModelNotFound, UpstreamFailure
+from .errors import BadRequest, Forbidden, ModelNotFound, Unprocessable, UpstreamFailure
 from .ratelimit import reserve
 from .relay import KEEPALIVE, Batch
 
@@ -61,10 +61,15 @@ async def start(
     spec = state.registry.get(alias)
     if spec is None:
         raise ModelNotFound(f"the model `{alias}` does not exist; GET /v1/models lists the available ones", param="model")
+    if len(messages) > state.settings.chat.max_messages:
+        raise Unprocessable(
+            f"the request has {len(messages)} messages; at most {state.settings.chat.max_messages} are allowed", param="messages"
+        )
     if not request.user.may_use(alias):
         raise Forbidden(f"this key may not use the model `{alias}`", code="model_not_allowed")
     if problem := refusal(alias, spec, params, messages):
         raise BadRequest(problem[1], code="unsupported_parameter", param=problem[0])
+    arrived = time.monotonic()
     principal = request.user
     reserved = reserve(messages, min(params.max_tokens or spec.max_output_tokens, spec.max_output_tokens))
     rate_headers = await state.limits.take(principal, reserved)
@@ -83,6 +88,7 @@ async def start(
         key_tpm=principal.tpm,
     )
     await state.relay.submit(chat)
+    admitted_s = time.monotonic() - arrived
     rest = state.relay.batches(chat.request_id, chat.deadline, keepalive_s=state.settings.chat.keepalive_s)
     prelude: list[Batch] = []
     async for batch in rest:
@@ -95,4 +101,7 @@ async def start(
             if isinstance(event, Error) and not answered:
                 await rest.aclose()
                 raise UpstreamFailure(event.code, event.message, event.retry_after)
-    return Generation(chat, prelude, rest, cancel=lambda: state.relay.cancel_soon(chat.request_id), headers=rate_headers)
+    # What the platform added before the provider was called: the gateway's own work, then queue and worker.
+    waited = next((e.waited_s for batch in prelude for _, e in batch if isinstance(e, Started)), 0.0)
+    headers = {**rate_headers, "x-chatbot-overhead-ms": f"{(admitted_s + waited) * 1000:.1f}"}
+    return Generation(chat, prelude, rest, cancel=lambda: state.relay.cancel_soon(chat.request_id), headers=headers)

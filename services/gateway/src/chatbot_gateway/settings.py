@@ -19,6 +19,8 @@ class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_MAX_BODY_BYTES`: larger request bodies are refused with 413."""
     log_level: str = "INFO"
     """`CHATBOT_LOG_LEVEL`: DEBUG, INFO, WARNING or ERROR."""
+    cors_origins: str = ""
+    """`CHATBOT_CORS_ORIGINS`: comma-separated origins allowed to call the API from a browser (none by default)."""
     shutdown_grace_s: float = 10.0
     """`CHATBOT_SHUTDOWN_GRACE_S`: on SIGTERM, how long open streams may go on (clients then resume on another gateway)."""
     web_dist: str = "web/dist"
@@ -49,6 +51,8 @@ class ChatSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_WORKER_STALE_S`: a worker whose heartbeat is older is not counted as alive."""
     stream_ttl_s: int = 3600
     """`CHATBOT_STREAM_TTL_S`: how long a finished answer's stream stays readable (for resuming)."""
+    max_messages: int = 1000
+    """`CHATBOT_MAX_MESSAGES`: longer conversations in one request are refused with 422."""
     max_queue_lag: int = 1000
     """`CHATBOT_MAX_QUEUE_LAG`: requests waiting for a worker beyond which new ones get 503 (nothing is enqueued)."""
     max_queue_pending: int = 10_000

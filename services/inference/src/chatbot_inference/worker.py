@@ -314,7 +314,10 @@ class Worker:
                 log.info("generation.fallback", request_id=request.request_id, model=alias, after=last_error.code)
             outcome.alias, outcome.spec = alias, spec
             for retry in range(retries + 1):
-                sink.push(Started(model=alias, provider=spec.provider, upstream_model=spec.upstream_model, attempt=attempt))
+                waited = max(0.0, time.time() - request.enqueued_at)
+                sink.push(
+                    Started(model=alias, provider=spec.provider, upstream_model=spec.upstream_model, attempt=attempt, waited_s=waited)
+                )
                 sink.push(
                     GenerationStarted(
                         **self._event_fields(request, outcome, attempt), queue_wait_s=max(0.0, started_at - request.enqueued_at)
