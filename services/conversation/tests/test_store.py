@@ -318,3 +318,11 @@ async def test_a_malformed_import_names_the_first_bad_path_and_stores_nothing(
 def test_the_fixture_is_a_realistic_chatgpt_export() -> None:
     data = json.loads((FIXTURES / "chatgpt_conversations.json").read_text())
     assert {"title", "create_time", "update_time", "mapping", "current_node"} <= set(data[0])
+
+
+async def test_a_turn_without_a_model_uses_the_configured_default(service: ConversationService) -> None:
+    service.default_model = "tiny"
+    made = await service.create(ALICE, NewConversation())
+    assert (await service.start_turn(ALICE, made.id, TurnRequest(request_id=uuid.uuid4().hex, content="hi"))).model == "tiny"
+    chosen = await service.create(ALICE, NewConversation(model="fast"))
+    assert (await service.start_turn(ALICE, chosen.id, TurnRequest(request_id=uuid.uuid4().hex, content="hi"))).model == "fast"

@@ -127,6 +127,7 @@ def main() -> None:
                 "CHATBOT_CONVERSATION_URL": f"http://127.0.0.1:{conversation_port}",
                 "CHATBOT_PUBLIC_URL": base,
                 "CHATBOT_DATABASE_URL": f"sqlite:///{(DATA_DIR / 'conversations.db').resolve()}",
+                "CHATBOT_DEFAULT_MODEL": example_model,
                 **environ,
                 "REDIS_URL": redis_url,
                 "CHATBOT_ADMIN_KEY": key,

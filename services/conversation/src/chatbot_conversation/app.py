@@ -45,6 +45,7 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
         TreeCache(redis, settings.redis.redis_namespace),
         max_message_chars=settings.store.max_message_chars,
         share_base_url=settings.store.public_url,
+        default_model=settings.store.default_model or None,
     )
     applier = EventApplier(service, settings.store.title_model or None, TitleQueue(redis, keys))
 

@@ -76,7 +76,12 @@ class Principal(msgspec.Struct, frozen=True):
 
 
 class ConversationService:
-    def __init__(self, db: Database, registry: Registry, cache: TreeCache, *, max_message_chars: int, share_base_url: str) -> None:
+    def __init__(
+        self, db: Database, registry: Registry, cache: TreeCache, *, max_message_chars: int, share_base_url: str, default_model: str | None = None
+    ) -> None:
+        if default_model is not None and default_model not in registry:
+            raise ValueError(f"CHATBOT_DEFAULT_MODEL `{default_model}` is not in the model registry")
+        self.default_model = default_model or next(iter(registry.models))
         self.db = db
         self.registry = registry
         self.cache = cache
@@ -217,7 +222,7 @@ class ConversationService:
                 by_id[user.id] = user
                 if row.title_is_auto and not messages:
                     row.title = first_words(user.content)
-            model = turn.model or row.model or next(iter(self.registry.models))
+            model = turn.model or row.model or self.default_model
             spec = self._check_model(model)
             answer = MessageRow(
                 id=new_id(),

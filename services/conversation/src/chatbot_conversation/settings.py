@@ -39,6 +39,8 @@ class StoreSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_MODELS_FILE`: the model registry (context windows for trimming, the default model)."""
     max_message_chars: int = 200_000
     """`CHATBOT_MAX_MESSAGE_CHARS`: longer messages are refused with 413."""
+    default_model: str = ""
+    """`CHATBOT_DEFAULT_MODEL`: the alias a conversation uses when neither it nor the turn names one (default: the registry's first)."""
     title_model: str = ""
     """`CHATBOT_TITLE_MODEL`: the alias that writes titles after the first exchange (default: the question's first words)."""
     public_url: str = "http://127.0.0.1:8000"
