@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 def gateways(platform_factory: Callable[..., LocalPlatform], fake_openai: FakeOpenAI) -> tuple[LocalPlatform, str, str]:
     registry = registry_toml(
         {
-            "fake": {"provider": "openai", "upstream_model": "fake-model", "base_url": fake_openai.base_url},
+            "fake": {"provider": "openai", "upstream_model": "fake-model", "base_url": fake_openai.base_url, "input_usd_per_mtok": 1000.0},
             "other": {"provider": "openai", "upstream_model": "other-model", "base_url": fake_openai.base_url},
         }
     )
@@ -156,3 +156,20 @@ def test_tokens_are_reserved_from_max_tokens_and_settled_from_usage(gateways: tu
         "/v1/chat/completions", json={"model": "fake", "max_tokens": 1500, "messages": [{"role": "user", "content": "hello"}]}
     )
     assert too_big.status_code == 429 and "more than this key's 1000 tokens per minute" in too_big.json()["error"]["message"]
+
+
+def test_a_key_past_its_budget_gets_a_429_that_says_so(gateways: tuple[LocalPlatform, str, str]) -> None:
+    platform, first, second = gateways
+    created = make_key(first, platform.admin_key, owner="frank", budget_usd=0.005, budget_period="day")
+    assert (created["budget_usd"], created["budget_period"]) == (0.005, "day")
+    http = client(first, created["key"])
+    assert (
+        http.post("/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "spend a little"}]}).status_code
+        == 200
+    )
+    time.sleep(0.3)  # the worker adds the cost when the answer ends
+    refused = client(second, created["key"]).post(
+        "/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "more"}]}
+    )
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+    assert "budget of $0.005 per day is spent" in refused.json()["error"]["message"]

@@ -115,3 +115,12 @@ def test_a_valid_traceparent_is_kept_and_a_bad_one_replaced() -> None:
     for bad in (None, "", "garbage", "00-00000000000000000000000000000000-b7ad6b7169203331-01"):
         fresh = traceparent_or_new(bad)
         assert fresh != bad and traceparent_or_new(fresh) == fresh
+
+
+def test_budget_periods_are_named_by_their_utc_calendar() -> None:
+    from datetime import UTC, datetime
+
+    from chatbot_contracts.keys import period_label
+
+    moment = datetime(2026, 11, 24, 23, 59, tzinfo=UTC)
+    assert [period_label(p, moment) for p in ("day", "week", "month")] == ["2026-11-24", "2026-W48", "2026-11"]

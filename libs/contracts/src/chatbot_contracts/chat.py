@@ -75,5 +75,7 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     """Tokens taken from the key's per-minute bucket up front; the worker gives back what goes unused."""
     key_tpm: int | None = None
     """The key's tokens-per-minute limit, when it has one."""
+    budget_period: str | None = None
+    """Set when the key has a spend budget: the worker adds the cost to the key's spend for this period."""
     purpose: Literal["chat", "title"] = "chat"
     """`title`: the conversation service asked for a title, not the user for an answer."""

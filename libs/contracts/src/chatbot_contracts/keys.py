@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 INFERENCE_GROUP = "inference"
 """Consumer group of the inference workers on `chat.requests`."""
 CONVERSATION_GROUP = "conversation"
@@ -12,6 +14,17 @@ LOG_COLLECTOR_GROUP = "log-collector"
 DATA_FIELD = "__data__"
 """The one field of every stream entry: the msgspec-encoded message (FastStream reads it raw)."""
 DATA_FIELD_BYTES = DATA_FIELD.encode()
+
+
+def period_label(period: str, now: datetime | None = None) -> str:
+    """The current budget period's name (UTC): `2026-11-24`, `2026-W48` or `2026-11`."""
+    moment = now or datetime.now(UTC)
+    if period == "day":
+        return moment.strftime("%Y-%m-%d")
+    if period == "week":
+        year, week, _ = moment.isocalendar()
+        return f"{year}-W{week:02d}"
+    return moment.strftime("%Y-%m")
 
 
 class Keys:
@@ -46,6 +59,10 @@ class Keys:
     def rate(self, key_id: str, kind: str) -> str:
         """An API key's per-minute bucket (`rpm` or `tpm`)."""
         return f"{self.namespace}ratelimit.{{{key_id}}}.{kind}"
+
+    def spend(self, key_id: str, period: str) -> str:
+        """What a key has spent (US dollars) in its current budget period (`day`, `week` or `month`)."""
+        return f"{self.namespace}spend.{{{key_id}}}.{period_label(period)}"
 
     def inflight(self, key_id: str) -> str:
         """Sorted set: the requests an API key has running (request id -> deadline)."""

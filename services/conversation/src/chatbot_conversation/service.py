@@ -77,7 +77,14 @@ class Principal(msgspec.Struct, frozen=True):
 
 class ConversationService:
     def __init__(
-        self, db: Database, registry: Registry, cache: TreeCache, *, max_message_chars: int, share_base_url: str, default_model: str | None = None
+        self,
+        db: Database,
+        registry: Registry,
+        cache: TreeCache,
+        *,
+        max_message_chars: int,
+        share_base_url: str,
+        default_model: str | None = None,
     ) -> None:
         if default_model is not None and default_model not in registry:
             raise ValueError(f"CHATBOT_DEFAULT_MODEL `{default_model}` is not in the model registry")

@@ -86,6 +86,7 @@ async def start(
         traceparent=traceparent_or_new(request.headers.get("traceparent")),
         reserved_tokens=reserved if principal.tpm else 0,
         key_tpm=principal.tpm,
+        budget_period=principal.budget_period if principal.budget_usd is not None else None,
     )
     await state.relay.submit(chat)
     admitted_s = time.monotonic() - arrived

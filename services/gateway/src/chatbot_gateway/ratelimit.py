@@ -32,10 +32,18 @@ def _reset(limit: int, left: int) -> str:
 class KeyLimits:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self._buckets = MinuteBuckets(redis)
+        self._redis = redis
         self._keys = keys
 
     async def take(self, who: Principal, tokens: int) -> dict[str, str]:
-        """Take one request and `tokens` from the key's buckets; the rate-limit headers, or `RateLimited`."""
+        """Check the key's budget, then take one request and `tokens` from its buckets; the rate-limit headers, or `RateLimited`."""
+        if who.budget_usd is not None and who.budget_period:
+            spent = float(await self._redis.get(self._keys.spend(who.key_id, who.budget_period)) or 0)
+            if spent >= who.budget_usd:
+                raise RateLimited(
+                    f"this key's budget of ${who.budget_usd:g} per {who.budget_period} is spent (${spent:.4f} so far); it renews with the next {who.budget_period} (UTC)",
+                    code="budget_exceeded",
+                )
         if not (who.rpm or who.tpm):
             return {}
         taken = await self._buckets.take(self._keys.rate(who.key_id, "rpm"), self._keys.rate(who.key_id, "tpm"), who.rpm, who.tpm, tokens)

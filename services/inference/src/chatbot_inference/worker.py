@@ -48,6 +48,8 @@ from .sink import StreamSink
 log = structlog.get_logger()
 
 MAX_RETRY_AFTER_S = 60.0
+SPEND_TTL_S = {"day": 2 * 86_400, "week": 8 * 86_400, "month": 32 * 86_400}
+"""A period's spend is kept a little longer than the period itself."""
 
 
 class _RequestId(msgspec.Struct):
@@ -209,14 +211,19 @@ class Worker:
         log.debug("generation.completed", request_id=request_id, model=outcome.alias, output_tokens=usage.output_tokens)
 
     async def _settle_key(self, request: ChatRequest, usage: TokenUsage | None) -> None:
-        """Give the key's tokens-per-minute bucket back what was reserved for this request but not used."""
-        if not request.key_tpm or not request.reserved_tokens:
-            return
-        used = usage.input_tokens + usage.output_tokens if usage else 0
+        """Settle with the key: give back tokens reserved but not used, and add the cost to its spend."""
         try:
-            await self.key_buckets.give_back(self.keys.rate(request.key_id, "tpm"), request.reserved_tokens - used, request.key_tpm)
+            if request.key_tpm and request.reserved_tokens:
+                used = usage.input_tokens + usage.output_tokens if usage else 0
+                await self.key_buckets.give_back(self.keys.rate(request.key_id, "tpm"), request.reserved_tokens - used, request.key_tpm)
+            if request.budget_period and usage is not None and usage.cost_usd > 0:
+                spend = self.keys.spend(request.key_id, request.budget_period)
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.incrbyfloat(spend, usage.cost_usd)
+                pipe.expire(spend, SPEND_TTL_S[request.budget_period])
+                await pipe.execute()
         except redis.exceptions.RedisError as exc:
-            log.warning("ratelimit.settle_failed", request_id=request.request_id, error=str(exc))
+            log.warning("key.settle_failed", request_id=request.request_id, error=str(exc))
 
     def cancel(self, request_id: str) -> bool:
         """Stop the generation of `request_id` if it runs here (its provider call is closed at once)."""

@@ -280,6 +280,7 @@ async def _enqueue(
         message_id=stored.assistant_message_id,
         reserved_tokens=reserved if principal.tpm else 0,
         key_tpm=principal.tpm,
+        budget_period=principal.budget_period if principal.budget_usd is not None else None,
     )
     start = Start(
         request_id=chat.request_id,
