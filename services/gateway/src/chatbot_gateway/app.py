@@ -23,7 +23,7 @@ from .anthropic import messages
 from .apikeys import ROUTES as KEY_ROUTES
 from .apikeys import KeyStore
 from .auth import PUBLIC, KeyAuthMiddleware
-from .errors import EXCEPTION_HANDLERS
+from .errors import EXCEPTION_HANDLERS, document_errors
 from .health import healthz, readyz
 from .native import ROUTES as NATIVE_ROUTES
 from .native import ConversationClient
@@ -74,6 +74,7 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
     key_store = KeyStore(settings.auth.admin_key, settings.auth.database_url)
     origins = [origin.strip() for origin in settings.server.cors_origins.split(",") if origin.strip()]
     route_handlers: list[object] = [healthz, readyz, chat_completions, list_models, messages, *NATIVE_ROUTES, *KEY_ROUTES]
+    route_handlers = [document_errors(handler) for handler in route_handlers]
     if web_dist is not None and (web_dist / "index.html").is_file():
         route_handlers.append(
             create_static_files_router(path="/", directories=[web_dist], html_mode=True, include_in_schema=False, opt=PUBLIC)

@@ -11,6 +11,7 @@ import redis.exceptions
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
 from chatbot_contracts import ErrorCode
@@ -235,3 +236,39 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     redis.exceptions.TimeoutError: handle_redis_error,
     Exception: handle_unexpected,
 }
+
+
+class AnthropicErrorBody(msgspec.Struct, kw_only=True):
+    type: str
+    message: str
+
+
+class AnthropicErrorResponse(msgspec.Struct, kw_only=True):
+    """Anthropic's error envelope: `{"type": "error", "error": {"type", "message"}}`."""
+
+    type: str = "error"
+    error: AnthropicErrorBody
+
+
+_DOCUMENTED = {
+    400: "the request is malformed or asks for something unsupported",
+    401: "no key, or an unknown or revoked one",
+    403: "the key may not do this",
+    404: "no such route, model or resource (or another owner's)",
+    413: "the body is too large",
+    422: "well-formed, but past a limit",
+    429: "a rate limit, budget or in-flight bound; see Retry-After",
+    502: "the provider failed",
+    503: "overloaded, or a part of the platform is unreachable; see Retry-After",
+    504: "no answer before the deadline",
+}
+
+
+def document_errors(handler: Any) -> Any:
+    """Declare the error responses a route can give, in the envelope it really uses, for its OpenAPI entry."""
+    envelope = AnthropicErrorResponse if handler.paths & ANTHROPIC_PATHS else ErrorResponse
+    documented = {
+        status: ResponseSpec(data_container=envelope, description=text, generate_examples=False) for status, text in _DOCUMENTED.items()
+    }
+    handler.responses = {**documented, **(handler.responses or {})}
+    return handler

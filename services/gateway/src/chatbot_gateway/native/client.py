@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
 import msgspec
 
 from ..auth import Principal
-from ..errors import GatewayError, Unavailable
+from ..errors import GatewayError, NotFound, Unavailable
+
+_SAFE_PATH = re.compile(r"[A-Za-z0-9/_.~-]{1,512}")
 
 
 class ServiceError(GatewayError):
@@ -38,6 +41,9 @@ class ConversationClient:
             headers["x-chatbot-owner"] = who.owner
             if who.is_admin:
                 headers["x-chatbot-admin"] = "1"
+        if not _SAFE_PATH.fullmatch(path):
+            # Ids are ours (hex, url-safe tokens): anything else names nothing that exists.
+            raise NotFound(f"no such resource {path!r}")
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             response = await self._http.request(method, path, content=body, params=query, headers=headers)
