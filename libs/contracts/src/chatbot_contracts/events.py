@@ -113,7 +113,6 @@ class Done(StreamEvent, tag="done", frozen=True):
 
 
 AnyStreamEvent = Start | InQueue | Started | Delta | ToolCallDelta | Usage | Restart | Error | Done
-TERMINAL_STREAM_EVENTS = (Done,)
 
 
 # --- The event log: inference.events -------------------------------------------------------------
