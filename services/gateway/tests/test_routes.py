@@ -68,3 +68,14 @@ async def test_cors_is_closed_by_default_and_opens_to_configured_origins(make_ap
     async with AsyncTestClient(app=make_app(redis_url, CHATBOT_CORS_ORIGINS="https://app.example")) as open_:
         response = await open_.options("/v1/chat/completions", headers=preflight)
         assert response.headers["access-control-allow-origin"] == "https://app.example"
+
+
+async def test_the_asyncapi_document_describes_the_streams_from_the_contracts(app: Litestar) -> None:
+    async with AsyncTestClient(app=app) as anonymous:
+        document = (await anonymous.get("/schema/asyncapi.json")).json()
+    assert document["asyncapi"] == "3.0.0"
+    addresses = {channel["address"] for channel in document["channels"].values()}
+    assert addresses == {"chat.requests", "chat.stream.{request_id}", "inference.events", "chat.requests.dead"}
+    schemas = document["components"]["schemas"]
+    assert {"ChatRequest", "Delta", "Done", "Completed", "Queued"} <= set(schemas)
+    assert "request_id" in schemas["ChatRequest"]["required"]

@@ -20,6 +20,7 @@ from chatbot_contracts import Keys, Registry
 from chatbot_contracts.redis import connect
 
 from .anthropic import messages
+from .apidocs import asyncapi_document
 from .apikeys import ROUTES as KEY_ROUTES
 from .apikeys import KeyStore
 from .auth import PUBLIC, KeyAuthMiddleware
@@ -73,7 +74,16 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
 
     key_store = KeyStore(settings.auth.admin_key, settings.auth.database_url)
     origins = [origin.strip() for origin in settings.server.cors_origins.split(",") if origin.strip()]
-    route_handlers: list[object] = [healthz, readyz, chat_completions, list_models, messages, *NATIVE_ROUTES, *KEY_ROUTES]
+    route_handlers: list[object] = [
+        healthz,
+        readyz,
+        asyncapi_document,
+        chat_completions,
+        list_models,
+        messages,
+        *NATIVE_ROUTES,
+        *KEY_ROUTES,
+    ]
     route_handlers = [document_errors(handler) for handler in route_handlers]
     if web_dist is not None and (web_dist / "index.html").is_file():
         route_handlers.append(
