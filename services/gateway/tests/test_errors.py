@@ -117,3 +117,10 @@ async def test_too_many_messages_is_422(make_app: Any, redis_url: str) -> None:
         many = {"model": "fast", "messages": [{"role": "user", "content": "a"}] * 4}
         response = await client.post("/v1/chat/completions", json=many)
         assert response.status_code == 422 and "the request has 4 messages; at most 3 are allowed" in error_of(response)["message"]
+
+
+async def test_an_oversized_url_or_header_block_is_refused_by_name(client: AsyncTestClient[Litestar]) -> None:
+    long_url = await client.get("/v1/models?q=" + "x" * 9000)
+    assert long_url.status_code == 414 and "at most 8192 are allowed" in error_of(long_url)["message"]
+    big_headers = await client.get("/v1/models", headers={"x-padding": "y" * 40_000})
+    assert big_headers.status_code == 431 and "the headers have" in error_of(big_headers)["message"]

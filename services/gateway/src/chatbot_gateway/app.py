@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import msgspec
 import structlog
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
@@ -14,7 +15,8 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
-from litestar.types import Message, Scope
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatbot_contracts import Keys, Registry
 from chatbot_contracts.redis import connect
@@ -52,6 +54,33 @@ async def add_security_headers(message: Message, scope: Scope) -> None:
     """The same hardening headers on every response: errors, unmatched routes and streams included."""
     if message["type"] == "http.response.start":
         message["headers"] = [*message.get("headers", []), *_SECURITY_HEADER_LIST]
+
+
+def request_limits(max_url_bytes: int, max_header_bytes: int) -> Callable[[ASGIApp], ASGIApp]:
+    """ASGI middleware: a URL or headers past their limit get 414 or 431 before anything reads them."""
+
+    def middleware(app: ASGIApp) -> ASGIApp:
+        async def limited(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == ScopeType.HTTP:
+                url_bytes = len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string", b""))
+                header_bytes = sum(len(name) + len(value) for name, value in scope["headers"])
+                problem = None
+                if url_bytes > max_url_bytes:
+                    problem = (414, f"the URL has {url_bytes} bytes; at most {max_url_bytes} are allowed")
+                elif header_bytes > max_header_bytes:
+                    problem = (431, f"the headers have {header_bytes} bytes; at most {max_header_bytes} are allowed")
+                if problem is not None:
+                    body = msgspec.json.encode(
+                        {"error": {"message": problem[1], "type": "invalid_request_error", "code": "request_too_large", "param": None}}
+                    )
+                    await send({"type": "http.response.start", "status": problem[0], "headers": [(b"content-type", b"application/json")]})
+                    await send({"type": "http.response.body", "body": body, "more_body": False})
+                    return
+            await app(scope, receive, send)
+
+        return limited
+
+    return middleware
 
 
 def create_app(settings: Settings, registry: Registry, web_dist: Path | None = None) -> Litestar:
@@ -101,7 +130,10 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
             }
         ),
         lifespan=[redis_lifespan],
-        middleware=[DefineMiddleware(KeyAuthMiddleware, exclude="^/schema")],
+        middleware=[
+            request_limits(settings.server.max_url_bytes, settings.server.max_header_bytes),
+            DefineMiddleware(KeyAuthMiddleware, exclude="^/schema"),
+        ],
         before_send=[add_security_headers],
         cors_config=CORSConfig(allow_origins=origins, allow_headers=["*"], expose_headers=EXPOSED_HEADERS) if origins else None,
         logging_config=None,

@@ -17,6 +17,10 @@ class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_GATEWAY_PORT`: the port to listen on."""
     max_body_bytes: int = 4_000_000
     """`CHATBOT_MAX_BODY_BYTES`: larger request bodies are refused with 413."""
+    max_url_bytes: int = 8192
+    """`CHATBOT_MAX_URL_BYTES`: longer URLs (path and query) are refused with 414."""
+    max_header_bytes: int = 32_768
+    """`CHATBOT_MAX_HEADER_BYTES`: larger request headers are refused with 431."""
     log_level: str = "INFO"
     """`CHATBOT_LOG_LEVEL`: DEBUG, INFO, WARNING or ERROR."""
     cors_origins: str = ""
