@@ -155,7 +155,10 @@ def test_tokens_are_reserved_from_max_tokens_and_settled_from_usage(gateways: tu
     too_big = http.post(
         "/v1/chat/completions", json={"model": "fake", "max_tokens": 1500, "messages": [{"role": "user", "content": "hello"}]}
     )
-    assert too_big.status_code == 429 and "more than this key's 1000 tokens per minute" in too_big.json()["error"]["message"]
+    assert (
+        too_big.status_code == 429
+        and "more than allowed per minute (this key: - requests, 1000 tokens per minute)" in too_big.json()["error"]["message"]
+    )
 
 
 def test_a_key_past_its_budget_gets_a_429_that_says_so(gateways: tuple[LocalPlatform, str, str]) -> None:
@@ -173,3 +176,22 @@ def test_a_key_past_its_budget_gets_a_429_that_says_so(gateways: tuple[LocalPlat
     )
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
     assert "budget of $0.005 per day is spent" in refused.json()["error"]["message"]
+
+
+def test_an_owners_limit_holds_over_all_its_keys(gateways: tuple[LocalPlatform, str, str]) -> None:
+    platform, first, second = gateways
+    admin = client(first, platform.admin_key)
+    set_limits = admin.put("/api/v1/admin/owners/team-x", json={"rpm": 3})
+    assert set_limits.status_code == 200 and set_limits.json() == {"owner": "team-x", "rpm": 3, "tpm": None}
+    assert admin.get("/api/v1/admin/owners").json() == [{"owner": "team-x", "rpm": 3, "tpm": None}]
+    keys = [make_key(first, platform.admin_key, owner="team-x")["key"] for _ in range(2)]
+    body = {"model": "fake", "messages": [{"role": "user", "content": "go"}]}
+    statuses = [
+        client(url, key).post("/v1/chat/completions", json=body).status_code
+        for url, key in ((first, keys[0]), (second, keys[1]), (first, keys[1]), (second, keys[0]))
+    ]
+    assert statuses == [200, 200, 200, 429], "three a minute for the whole team, whichever key and gateway"
+    refused = client(first, keys[0]).post("/v1/chat/completions", json=body)
+    assert "owner team-x: 3 requests" in refused.json()["error"]["message"]
+    other = make_key(first, platform.admin_key, owner="someone-else")["key"]
+    assert client(first, other).post("/v1/chat/completions", json=body).status_code == 200

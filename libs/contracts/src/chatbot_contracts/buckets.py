@@ -6,20 +6,24 @@ Used for an API key's requests and tokens per minute (the gateway) and for a mod
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import msgspec
 import redis.asyncio as aioredis
 
-# KEYS: requests bucket, tokens bucket. ARGV: now (ms), requests/min, tokens/min (0: no limit), tokens wanted.
-# Each bucket holds up to its limit and refills continuously; both are taken, or neither.
-# Returns {wait ms (0 taken, -1 never fits), requests left, tokens left}.
+# KEYS: pairs of (requests bucket, tokens bucket). ARGV: now (ms), tokens wanted, then per pair its
+# requests/min and tokens/min (0: no limit). Each bucket holds up to its limit and refills
+# continuously; every bucket is taken, or none. Returns {wait ms (0 taken, -1 never fits),
+# requests left, tokens left} of the first pair.
 _TAKE = """
 local now = tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
 local wait = 0
-local left = {-1, -1}
+local left = {}
 for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[i + 1])
-  local cost = i == 1 and 1 or tonumber(ARGV[4])
+  local limit = tonumber(ARGV[i + 2])
+  local cost = (i % 2 == 1) and 1 or want
+  left[i] = -1
   if limit > 0 then
     if cost > limit then return {-1, 0, 0} end
     local held = redis.call('HMGET', key, 'tokens', 'ts')
@@ -31,9 +35,9 @@ for i, key in ipairs(KEYS) do
   end
 end
 for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[i + 1])
+  local limit = tonumber(ARGV[i + 2])
   if limit > 0 then
-    if wait == 0 then left[i] = left[i] - (i == 1 and 1 or tonumber(ARGV[4])) end
+    if wait == 0 then left[i] = left[i] - ((i % 2 == 1) and 1 or want) end
     redis.call('HSET', key, 'tokens', left[i], 'ts', now)
     redis.call('PEXPIRE', key, 120000)
   end
@@ -58,15 +62,32 @@ class Taken(msgspec.Struct, frozen=True):
     """-1 when there is no token limit."""
 
 
+class Bucket(msgspec.Struct, frozen=True):
+    """Another pair of buckets to take from at the same time."""
+
+    requests_key: str
+    tokens_key: str
+    rpm: int | None
+    tpm: int | None
+
+
 class MinuteBuckets:
     def __init__(self, redis: aioredis.Redis) -> None:
         self._take = redis.register_script(_TAKE)
         self._give_back = redis.register_script(_GIVE_BACK)
 
-    async def take(self, requests_key: str, tokens_key: str, rpm: int | None, tpm: int | None, tokens: int) -> Taken:
-        wait, requests_left, tokens_left = await self._take(
-            keys=[requests_key, tokens_key], args=[int(time.time() * 1000), rpm or 0, tpm or 0, tokens]
-        )
+    async def take(
+        self, requests_key: str, tokens_key: str, rpm: int | None, tpm: int | None, tokens: int, *, also: Sequence[Bucket] = ()
+    ) -> Taken:
+        """Take one request and `tokens` from the pair of buckets, and from every pair in `also`, or from none.
+
+        All the keys must share one Redis Cluster slot (one hash tag). The counts left are the first pair's.
+        """
+        keys, limits = [requests_key, tokens_key], [rpm or 0, tpm or 0]
+        for extra in also:
+            keys += [extra.requests_key, extra.tokens_key]
+            limits += [extra.rpm or 0, extra.tpm or 0]
+        wait, requests_left, tokens_left = await self._take(keys=keys, args=[int(time.time() * 1000), tokens, *limits])
         return Taken(int(wait), int(requests_left), int(tokens_left))
 
     async def give_back(self, tokens_key: str, tokens: int, tpm: int) -> None:

@@ -75,6 +75,8 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     """Tokens taken from the key's per-minute bucket up front; the worker gives back what goes unused."""
     key_tpm: int | None = None
     """The key's tokens-per-minute limit, when it has one."""
+    owner_tpm: int | None = None
+    """The owner's tokens-per-minute limit (over all its keys), when it has one."""
     budget_period: str | None = None
     """Set when the key has a spend budget: the worker adds the cost to the key's spend for this period."""
     purpose: Literal["chat", "title"] = "chat"

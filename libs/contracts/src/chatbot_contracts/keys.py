@@ -56,9 +56,13 @@ class Keys:
         """Who made the request (its owner), so only they may resume or cancel it; expires with its stream."""
         return f"{self.namespace}chat.owner.{{{request_id}}}"
 
-    def rate(self, key_id: str, kind: str) -> str:
-        """An API key's per-minute bucket (`rpm` or `tpm`)."""
-        return f"{self.namespace}ratelimit.{{{key_id}}}.{kind}"
+    def rate(self, owner: str, key_id: str | None, kind: str) -> str:
+        """A per-minute bucket (`rpm` or `tpm`) of an API key, or (`key_id` None) of its owner as a whole.
+
+        One owner's buckets share a hash tag, so one script can take from a key's and its owner's together.
+        """
+        scope = f".key.{key_id}" if key_id is not None else ""
+        return f"{self.namespace}ratelimit.{{{owner}}}{scope}.{kind}"
 
     def spend(self, key_id: str, period: str) -> str:
         """What a key has spent (US dollars) in its current budget period (`day`, `week` or `month`)."""

@@ -24,6 +24,9 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     tpm: int | None = None
     budget_usd: float | None = None
     budget_period: str | None = None
+    owner_rpm: int | None = None
+    """The owner's requests per minute over all its keys."""
+    owner_tpm: int | None = None
 
     def may_use(self, alias: str) -> bool:
         return self.models is None or alias in self.models

@@ -84,8 +84,9 @@ async def start(
         enqueued_at=now,
         deadline=now + state.settings.chat.request_timeout_s,
         traceparent=traceparent_or_new(request.headers.get("traceparent")),
-        reserved_tokens=reserved if principal.tpm else 0,
+        reserved_tokens=reserved if (principal.tpm or principal.owner_tpm) else 0,
         key_tpm=principal.tpm,
+        owner_tpm=principal.owner_tpm,
         budget_period=principal.budget_period if principal.budget_usd is not None else None,
     )
     await state.relay.submit(chat)

@@ -7,7 +7,7 @@ import math
 import redis.asyncio as aioredis
 
 from chatbot_contracts import ChatMessage, Keys
-from chatbot_contracts.buckets import MinuteBuckets
+from chatbot_contracts.buckets import Bucket, MinuteBuckets
 
 from .auth import Principal
 from .errors import GatewayError
@@ -36,40 +36,60 @@ class KeyLimits:
         self._keys = keys
 
     async def take(self, who: Principal, tokens: int) -> dict[str, str]:
-        """Check the key's budget, then take one request and `tokens` from its buckets; the rate-limit headers, or `RateLimited`."""
+        """Check the key's budget, then take one request and `tokens` from the key's buckets and its owner's.
+
+        Returns the rate-limit headers (of the key's limits, else the owner's), or raises `RateLimited`.
+        """
         if who.budget_usd is not None and who.budget_period:
             spent = float(await self._redis.get(self._keys.spend(who.key_id, who.budget_period)) or 0)
             if spent >= who.budget_usd:
                 raise RateLimited(
-                    f"this key's budget of ${who.budget_usd:g} per {who.budget_period} is spent (${spent:.4f} so far); it renews with the next {who.budget_period} (UTC)",
+                    f"this key's budget of ${who.budget_usd:g} per {who.budget_period} is spent (${spent:.4f} so far); "
+                    f"it renews with the next {who.budget_period} (UTC)",
                     code="budget_exceeded",
                 )
-        if not (who.rpm or who.tpm):
+        pairs = []
+        if who.rpm or who.tpm:
+            pairs.append(
+                Bucket(self._keys.rate(who.owner, who.key_id, "rpm"), self._keys.rate(who.owner, who.key_id, "tpm"), who.rpm, who.tpm)
+            )
+        if who.owner_rpm or who.owner_tpm:
+            pairs.append(
+                Bucket(self._keys.rate(who.owner, None, "rpm"), self._keys.rate(who.owner, None, "tpm"), who.owner_rpm, who.owner_tpm)
+            )
+        if not pairs:
             return {}
-        taken = await self._buckets.take(self._keys.rate(who.key_id, "rpm"), self._keys.rate(who.key_id, "tpm"), who.rpm, who.tpm, tokens)
+        first = pairs[0]
+        taken = await self._buckets.take(first.requests_key, first.tokens_key, first.rpm, first.tpm, tokens, also=pairs[1:])
         headers: dict[str, str] = {}
-        if who.rpm:
+        if first.rpm:
             left = max(0, taken.requests_left)
             headers |= {
-                "x-ratelimit-limit-requests": str(who.rpm),
+                "x-ratelimit-limit-requests": str(first.rpm),
                 "x-ratelimit-remaining-requests": str(left),
-                "x-ratelimit-reset-requests": _reset(who.rpm, left),
+                "x-ratelimit-reset-requests": _reset(first.rpm, left),
             }
-        if who.tpm:
+        if first.tpm:
             left = max(0, taken.tokens_left)
             headers |= {
-                "x-ratelimit-limit-tokens": str(who.tpm),
+                "x-ratelimit-limit-tokens": str(first.tpm),
                 "x-ratelimit-remaining-tokens": str(left),
-                "x-ratelimit-reset-tokens": _reset(who.tpm, left),
+                "x-ratelimit-reset-tokens": _reset(first.tpm, left),
             }
         if taken.wait_ms < 0:
-            raise RateLimited(
-                f"this request needs about {tokens} tokens, more than this key's {who.tpm} tokens per minute", headers=headers
-            )
+            raise RateLimited(f"this request needs about {tokens} tokens, more than allowed per minute ({_describe(who)})", headers=headers)
         if taken.wait_ms > 0:
             retry = max(1, math.ceil(taken.wait_ms / 1000))
             raise RateLimited(
-                f"this key's rate limit is reached ({who.rpm or '-'} requests, {who.tpm or '-'} tokens per minute); retry in {retry}s",
-                headers={**headers, "Retry-After": str(retry)},
+                f"the rate limit is reached ({_describe(who)}); retry in {retry}s", headers={**headers, "Retry-After": str(retry)}
             )
         return headers
+
+
+def _describe(who: Principal) -> str:
+    parts = []
+    if who.rpm or who.tpm:
+        parts.append(f"this key: {who.rpm or '-'} requests, {who.tpm or '-'} tokens per minute")
+    if who.owner_rpm or who.owner_tpm:
+        parts.append(f"owner {who.owner}: {who.owner_rpm or '-'} requests, {who.owner_tpm or '-'} tokens per minute")
+    return "; ".join(parts)

@@ -213,9 +213,11 @@ class Worker:
     async def _settle_key(self, request: ChatRequest, usage: TokenUsage | None) -> None:
         """Settle with the key: give back tokens reserved but not used, and add the cost to its spend."""
         try:
+            unused = request.reserved_tokens - (usage.input_tokens + usage.output_tokens if usage else 0)
             if request.key_tpm and request.reserved_tokens:
-                used = usage.input_tokens + usage.output_tokens if usage else 0
-                await self.key_buckets.give_back(self.keys.rate(request.key_id, "tpm"), request.reserved_tokens - used, request.key_tpm)
+                await self.key_buckets.give_back(self.keys.rate(request.owner, request.key_id, "tpm"), unused, request.key_tpm)
+            if request.owner_tpm and request.reserved_tokens:
+                await self.key_buckets.give_back(self.keys.rate(request.owner, None, "tpm"), unused, request.owner_tpm)
             if request.budget_period and usage is not None and usage.cost_usd > 0:
                 spend = self.keys.spend(request.key_id, request.budget_period)
                 pipe = self.redis.pipeline(transaction=False)

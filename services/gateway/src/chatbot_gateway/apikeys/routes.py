@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, delete, get, post
+from litestar import Request, delete, get, post, put
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 
 from ..auth import Principal
 from ..errors import Forbidden, NotFound
-from .store import CreatedKey, KeyInfo, NewKey
+from .store import CreatedKey, KeyInfo, NewKey, OwnerInfo, OwnerLimits
 
 
 def _admin(request: Request[Principal, Any, Any]) -> None:
@@ -32,7 +32,7 @@ async def create_key(request: Request[Principal, Any, Any], state: State, data: 
 async def list_keys(request: Request[Principal, Any, Any], state: State) -> list[KeyInfo]:
     """The keys in use (never their secrets)."""
     _admin(request)
-    return await state.key_store.list()  # type: ignore[no-any-return]
+    return await state.key_store.list_keys()  # type: ignore[no-any-return]
 
 
 @delete("/api/v1/admin/keys/{key_id:str}", tags=["admin"], status_code=204)
@@ -43,4 +43,20 @@ async def revoke_key(request: Request[Principal, Any, Any], state: State, key_id
         raise NotFound(f"no key {key_id}")
 
 
-ROUTES = [create_key, list_keys, revoke_key]
+@put("/api/v1/admin/owners/{owner:str}", tags=["admin"])
+async def set_owner_limits(
+    request: Request[Principal, Any, Any], state: State, owner: FromPath[str], data: JSONBody[OwnerLimits]
+) -> OwnerInfo:
+    """Requests and tokens per minute over all of an owner's keys, on top of each key's own (in force within a second)."""
+    _admin(request)
+    return await state.key_store.set_owner_limits(owner, data)  # type: ignore[no-any-return]
+
+
+@get("/api/v1/admin/owners", tags=["admin"])
+async def list_owners(request: Request[Principal, Any, Any], state: State) -> list[OwnerInfo]:
+    """The owners that have limits of their own."""
+    _admin(request)
+    return await state.key_store.owners()  # type: ignore[no-any-return]
+
+
+ROUTES = [create_key, list_keys, revoke_key, set_owner_limits, list_owners]

@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..auth import Principal
-from .table import api_keys
+from .table import api_keys, owner_limits
 
 CACHE_S = 1.0
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -39,6 +39,17 @@ class NewKey(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tpm: Annotated[int, msgspec.Meta(ge=1)] | None = None
     budget_usd: Annotated[float, msgspec.Meta(ge=0)] | None = None
     budget_period: Literal["day", "week", "month"] | None = None
+
+
+class OwnerLimits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`PUT /api/v1/admin/owners/{owner}`: limits over all of an owner's keys (null: none)."""
+
+    rpm: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    tpm: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class OwnerInfo(OwnerLimits, kw_only=True):
+    owner: str
 
 
 class KeyInfo(msgspec.Struct, kw_only=True):
@@ -99,15 +110,18 @@ class KeyStore:
         cached = self._cache.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]
+        query = (
+            sa.select(api_keys, owner_limits.c.rpm.label("owner_rpm"), owner_limits.c.tpm.label("owner_tpm"))
+            .select_from(api_keys.outerjoin(owner_limits, owner_limits.c.owner == api_keys.c.owner))
+            .where(api_keys.c.secret_sha256 == digest, api_keys.c.revoked_at.is_(None))
+        )
         async with self._engine.connect() as connection:
-            row = (
-                await connection.execute(sa.select(api_keys).where(api_keys.c.secret_sha256 == digest, api_keys.c.revoked_at.is_(None)))
-            ).first()
+            row = (await connection.execute(query)).first()
         principal = None
         if row is not None:
             principal = Principal(
                 key_id=row.id, owner=row.owner, models=tuple(row.models) if row.models is not None else None, rpm=row.rpm, tpm=row.tpm,
-                budget_usd=row.budget_usd, budget_period=row.budget_period,
+                budget_usd=row.budget_usd, budget_period=row.budget_period, owner_rpm=row.owner_rpm, owner_tpm=row.owner_tpm,
             )  # fmt: skip
         if len(self._cache) > 100_000:
             self._cache.clear()
@@ -132,7 +146,7 @@ class KeyStore:
             await connection.execute(api_keys.insert().values(**row))
         return CreatedKey(key=secret, **_info(row))
 
-    async def list(self) -> list[KeyInfo]:
+    async def list_keys(self) -> list[KeyInfo]:
         async with self._engine.connect() as connection:
             rows = (
                 (await connection.execute(sa.select(api_keys).where(api_keys.c.revoked_at.is_(None)).order_by(api_keys.c.created_at)))
@@ -140,6 +154,19 @@ class KeyStore:
                 .all()
             )
         return [KeyInfo(**_info(dict(row))) for row in rows]
+
+    async def set_owner_limits(self, owner: str, limits: OwnerLimits) -> OwnerInfo:
+        values = {"rpm": limits.rpm, "tpm": limits.tpm, "updated_at": datetime.now(UTC)}
+        async with self._engine.begin() as connection:
+            updated = await connection.execute(owner_limits.update().where(owner_limits.c.owner == owner).values(**values))
+            if not updated.rowcount:
+                await connection.execute(owner_limits.insert().values(owner=owner, **values))
+        return OwnerInfo(owner=owner, rpm=limits.rpm, tpm=limits.tpm)
+
+    async def owners(self) -> list[OwnerInfo]:
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(sa.select(owner_limits).order_by(owner_limits.c.owner))).all()
+        return [OwnerInfo(owner=row.owner, rpm=row.rpm, tpm=row.tpm) for row in rows]
 
     async def revoke(self, key_id: str) -> bool:
         async with self._engine.begin() as connection:

@@ -278,8 +278,9 @@ async def _enqueue(
         traceparent=traceparent_or_new(request.headers.get("traceparent")),
         conversation_id=stored.conversation_id,
         message_id=stored.assistant_message_id,
-        reserved_tokens=reserved if principal.tpm else 0,
+        reserved_tokens=reserved if (principal.tpm or principal.owner_tpm) else 0,
         key_tpm=principal.tpm,
+        owner_tpm=principal.owner_tpm,
         budget_period=principal.budget_period if principal.budget_usd is not None else None,
     )
     start = Start(
