@@ -9,7 +9,8 @@ skipped, and starts again any subscriber that stopped.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -88,3 +89,26 @@ def broker_connection_options(connect_timeout_s: float) -> dict[str, Any]:
         "retry": Retry(NoBackoff(), 1),
         "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
     }
+
+
+class Broker(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@asynccontextmanager
+async def consuming(
+    client: aioredis.Redis, broker: Broker, groups: Sequence[tuple[str, str]], subscribers: Sequence[Restartable]
+) -> AsyncIterator[None]:
+    """Run a broker's consumers for the duration: groups made first, kept alive across Redis restarts, stopped at the end."""
+    await ensure_groups(client, groups)
+    await broker.start()
+    stopping = asyncio.Event()
+    watchdog = asyncio.create_task(keep_consuming(client, groups, subscribers, stopping))
+    try:
+        yield
+    finally:
+        stopping.set()
+        watchdog.cancel()
+        await broker.stop()

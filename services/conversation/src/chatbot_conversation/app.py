@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +14,7 @@ from faststream.redis.annotations import RedisStreamMessage
 from litestar import Litestar, Response, get
 
 from chatbot_contracts import CONVERSATION_GROUP, DATA_FIELD_BYTES, Keys, Registry, inference_event_decoder
-from chatbot_contracts.consumers import broker_connection_options, ensure_groups, keep_consuming, tune_faststream
+from chatbot_contracts.consumers import broker_connection_options, consuming, tune_faststream
 from chatbot_contracts.redis import connect
 
 from .api import ROUTES, handle_error
@@ -76,17 +75,10 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         await db.migrate()
-        groups = [(keys.inference_events, CONVERSATION_GROUP)]
-        await ensure_groups(redis, groups)
-        await broker.start()
-        stopping = asyncio.Event()
-        watchdog = asyncio.create_task(keep_consuming(redis, groups, [subscriber], stopping))
         try:
-            yield
+            async with consuming(redis, broker, [(keys.inference_events, CONVERSATION_GROUP)], [subscriber]):
+                yield
         finally:
-            stopping.set()
-            watchdog.cancel()
-            await broker.stop()
             await db.close()
             await redis.aclose()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +15,7 @@ from litestar import Litestar, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from chatbot_contracts import DATA_FIELD_BYTES, LOG_COLLECTOR_GROUP, Keys, inference_event_decoder
-from chatbot_contracts.consumers import broker_connection_options, ensure_groups, keep_consuming, tune_faststream
+from chatbot_contracts.consumers import broker_connection_options, consuming, tune_faststream
 from chatbot_contracts.redis import connect
 
 from .events import EventCounter
@@ -67,17 +66,10 @@ def create_app(settings: Settings) -> Litestar:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         redis = connect(settings.redis)
-        groups = [(keys.inference_events, LOG_COLLECTOR_GROUP)]
-        await ensure_groups(redis, groups)
-        await broker.start()
-        stopping = asyncio.Event()
-        watchdog = asyncio.create_task(keep_consuming(redis, groups, [subscriber], stopping))
         try:
-            yield
+            async with consuming(redis, broker, [(keys.inference_events, LOG_COLLECTOR_GROUP)], [subscriber]):
+                yield
         finally:
-            stopping.set()
-            watchdog.cancel()
-            await broker.stop()
             await redis.aclose()
 
     return Litestar(route_handlers=[healthz, readyz, prometheus], lifespan=[lifespan], logging_config=None)
