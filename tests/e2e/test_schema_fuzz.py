@@ -33,7 +33,15 @@ def test_generated_requests_never_break_the_gateway(
         if api.path in ("/api/v1/requests/{request_id}/events",):
             continue  # an open stream: it lasts until its request's deadline by design
 
-        @settings(max_examples=25, deadline=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck), database=None)
+        # Derandomized so that CI is repeatable; run with --hypothesis-seed=N to explore further.
+        @settings(
+            max_examples=40,
+            deadline=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+            database=None,
+            derandomize=True,
+        )
         @given(case=api.as_strategy())
         def run(case: schemathesis.Case) -> None:
             response = case.call(base_url=url, headers={"Authorization": f"Bearer {platform.admin_key}"}, timeout=30)

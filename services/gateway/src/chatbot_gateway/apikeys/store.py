@@ -26,6 +26,8 @@ from ..auth import Principal
 from .table import api_keys, owner_limits
 
 CACHE_S = 1.0
+PerMinute = Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)]
+"""A per-minute limit; bounded so that it fits every database's integer."""
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -35,17 +37,17 @@ class NewKey(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     owner: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     models: list[str] | None = None
     """Aliases the key may use (None: all)."""
-    rpm: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    tpm: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    budget_usd: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    rpm: PerMinute | None = None
+    tpm: PerMinute | None = None
+    budget_usd: Annotated[float, msgspec.Meta(ge=0, le=1e9)] | None = None
     budget_period: Literal["day", "week", "month"] | None = None
 
 
 class OwnerLimits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """`PUT /api/v1/admin/owners/{owner}`: limits over all of an owner's keys (null: none)."""
 
-    rpm: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    tpm: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    rpm: PerMinute | None = None
+    tpm: PerMinute | None = None
 
 
 class OwnerInfo(OwnerLimits, kw_only=True):
