@@ -33,7 +33,7 @@ def test_generated_requests_never_break_the_gateway(
         if api.path in ("/api/v1/requests/{request_id}/events",):
             continue  # an open stream: it lasts until its request's deadline by design
 
-        # Derandomized so that CI is repeatable; run with --hypothesis-seed=N to explore further.
+        # Derandomized so that CI is repeatable; drop `derandomize` locally to explore other inputs.
         @settings(
             max_examples=40,
             deadline=None,
