@@ -161,15 +161,22 @@ class Worker:
         if await self.redis.exists(self.keys.cancel_flag(request_id)):
             await self._end_cancelled(sink, request, outcome, attempt, started_at)
             return
+        remaining = request.deadline - started_at
+        if remaining <= 0:
+            await self._fail(
+                sink,
+                request,
+                outcome,
+                attempt,
+                started_at,
+                ProviderError("deadline_exceeded", "the request waited in the queue past its deadline"),
+            )
+            return
         generation = asyncio.create_task(self._generate(request, sink, outcome, started_at, attempt))
         self.inflight[request_id] = generation
         if entry_id:
             self.entries[request_id] = entry_id
         try:
-            remaining = request.deadline - started_at
-            if remaining <= 0:
-                generation.cancel()
-                raise ProviderError("deadline_exceeded", "the request waited in the queue past its deadline")
             async with asyncio.timeout(remaining):
                 await generation
         except asyncio.CancelledError:
