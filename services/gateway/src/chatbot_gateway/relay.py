@@ -230,13 +230,14 @@ class Relay:
                 return
             block_ms = max(1, int(min(remaining, keepalive_s) * 1000))
             try:
-                response = await self._redis.xread({key: after}, count=512, block=block_ms)
                 if outage_since is not None:
-                    outage_since = None
+                    # Back after an outage: a Redis that restarted empty no longer knows the request.
                     if not await self._redis.exists(self._keys.request_owner(request_id)):
                         log.error("stream.lost", request_id=request_id)
                         yield _ending("internal", "Redis restarted and lost this request's events; send the request again")
                         return
+                    outage_since = None
+                response = await self._redis.xread({key: after}, count=512, block=block_ms)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 # Redis is restarting: keep trying for a while; the client hears of it only if it lasts.
                 outage_since = outage_since or time.monotonic()
