@@ -138,7 +138,7 @@ class Worker:
         """
         request_id = request.request_id
         started_at = time.time()
-        attempt = await self._next_attempt(request_id)
+        attempt, cancelled = await self._start_attempt(request_id)
         sink = self._sink(request, started_at)
         outcome = _Outcome()
         if attempt == 1:
@@ -158,7 +158,7 @@ class Worker:
                 ProviderError("internal", f"the request failed on {attempt - 1} attempts; it was set aside"),
             )
             return
-        if await self.redis.exists(self.keys.cancel_flag(request_id)):
+        if cancelled:
             await self._end_cancelled(sink, request, outcome, attempt, started_at)
             return
         remaining = request.deadline - started_at
@@ -243,12 +243,14 @@ class Worker:
         generation.cancel()
         return True
 
-    async def _next_attempt(self, request_id: str) -> int:
+    async def _start_attempt(self, request_id: str) -> tuple[int, bool]:
+        """Count this start of the request, and learn whether its client already cancelled it (one round trip)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.incr(self.keys.attempts(request_id))
         pipe.expire(self.keys.attempts(request_id), self.settings.stream_ttl_s * 2)
-        attempt, _ = await pipe.execute()
-        return int(attempt)
+        pipe.exists(self.keys.cancel_flag(request_id))
+        attempt, _, cancelled = await pipe.execute()
+        return int(attempt), bool(cancelled)
 
     def _sink(self, request: ChatRequest, started_at: float) -> StreamSink:
         return StreamSink(
