@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 
@@ -314,10 +313,6 @@ async def test_a_malformed_import_names_the_first_bad_path_and_stores_nothing(
     assert message in caught.value.message
     assert (await service.list_conversations(ALICE, q=None, tag=None, archived=False, limit=10, cursor=None)).items == []
 
-
-def test_the_fixture_is_a_realistic_chatgpt_export() -> None:
-    data = json.loads((FIXTURES / "chatgpt_conversations.json").read_text())
-    assert {"title", "create_time", "update_time", "mapping", "current_node"} <= set(data[0])
 
 
 async def test_a_turn_without_a_model_uses_the_configured_default(service: ConversationService) -> None:
