@@ -158,3 +158,16 @@ def test_responses_say_what_the_platform_added(gateway: tuple[str, LocalPlatform
     assert len(raw.headers["x-request-id"]) == 32
     overhead = float(raw.headers["x-chatbot-overhead-ms"])
     assert 0 <= overhead < 5_000
+
+
+def test_a_worker_serves_its_metrics_on_its_own_port(gateway: tuple[str, LocalPlatform]) -> None:
+    import httpx
+
+    url, platform = gateway
+    client(url, platform.admin_key).chat.completions.create(model="fake", messages=[{"role": "user", "content": "count me"}])
+    worker = next(p for p in platform.processes if p.service == "inference")
+    metrics = httpx.get(f"http://127.0.0.1:{worker.env['CHATBOT_METRICS_PORT']}/metrics").text
+    assert (
+        'gen_ai_client_operation_duration_seconds_count{gen_ai_provider_name="openai",gen_ai_request_model="fake",outcome="completed"} 1.0'
+        in metrics
+    )

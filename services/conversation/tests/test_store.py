@@ -314,7 +314,6 @@ async def test_a_malformed_import_names_the_first_bad_path_and_stores_nothing(
     assert (await service.list_conversations(ALICE, q=None, tag=None, archived=False, limit=10, cursor=None)).items == []
 
 
-
 async def test_a_turn_without_a_model_uses_the_configured_default(service: ConversationService) -> None:
     service.default_model = "tiny"
     made = await service.create(ALICE, NewConversation())

@@ -79,3 +79,15 @@ async def test_the_asyncapi_document_describes_the_streams_from_the_contracts(ap
     schemas = document["components"]["schemas"]
     assert {"ChatRequest", "Delta", "Done", "Completed", "Queued"} <= set(schemas)
     assert "request_id" in schemas["ChatRequest"]["required"]
+
+
+async def test_metrics_count_responses_by_route_and_refusals_by_reason(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    await client.get("/v1/models")
+    await client.get("/v1/nothing-here")
+    await client.post("/v1/chat/completions", json={"model": "nope", "messages": [{"role": "user", "content": "a"}]})
+    async with AsyncTestClient(app=app) as anonymous:
+        text = (await anonymous.get("/metrics")).text
+    assert 'chatbot_http_requests_total{method="GET",route="/v1/models",status="200"} 1.0' in text
+    assert 'chatbot_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
+    assert 'chatbot_http_requests_total{method="POST",route="/v1/chat/completions",status="404"} 1.0' in text
+    assert "request_id" not in text and "sk-" not in text, "no high-cardinality or secret labels"

@@ -351,3 +351,30 @@ async def test_every_adapter_retries_a_rate_limit_then_falls_back_after_server_e
     events = await stream_of(worker, second.request_id)
     assert text_of(events) == "The backup answered."
     assert [e.model for e in events if isinstance(e, Started)] == ["primary", "primary", "backup"]
+
+
+async def test_generations_are_counted_in_the_workers_metrics(
+    worker: Worker, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
+) -> None:
+    from prometheus_client import generate_latest
+
+    fake_openai.faults.append(Fault(status=429, retry_after=0.01))
+    await worker.handle(new_request())
+    fake_openai.faults.append(Fault(status=400, message="nope"))
+    await worker.handle(new_request())
+    text = generate_latest(worker.metrics.registry).decode()
+    assert (
+        'gen_ai_client_operation_duration_seconds_count{gen_ai_provider_name="openai",gen_ai_request_model="fast",outcome="completed"} 1.0'
+        in text
+    )
+    assert (
+        'gen_ai_client_operation_duration_seconds_count{gen_ai_provider_name="openai",gen_ai_request_model="fast",outcome="failed"} 1.0'
+        in text
+    )
+    assert 'gen_ai_server_time_to_first_token_seconds_count{gen_ai_provider_name="openai",gen_ai_request_model="fast"} 1.0' in text
+    assert (
+        'gen_ai_client_token_usage_count{gen_ai_provider_name="openai",gen_ai_request_model="fast",gen_ai_token_type="output"} 1.0' in text
+    )
+    assert 'chatbot_provider_retries_total{error_type="rate_limited"} 1.0' in text
+    assert 'chatbot_generation_errors_total{error_type="bad_request"} 1.0' in text
+    assert "chatbot_generations_in_flight 0.0" in text

@@ -70,7 +70,7 @@ class LocalPlatform:
         return url
 
     def start_worker(self, name: str = "worker", **extra: str) -> ServiceProcess:
-        return self._start(name, "inference", {"CHATBOT_WORKER_NAME": name, **extra})
+        return self._start(name, "inference", {"CHATBOT_WORKER_NAME": name, "CHATBOT_METRICS_PORT": str(free_port()), **extra})
 
     def wait_ready(self, gateway_url: str, timeout_s: float = 30.0) -> None:
         """Wait until the gateway sees Redis and a live worker; fail at once if a process died."""

@@ -138,7 +138,11 @@ def main() -> None:
                 ServiceProcess("conversation", "conversation", env),
                 ServiceProcess("log-collector", "log-collector", env),
                 *(
-                    ServiceProcess(f"inference-{i}", "inference", {**env, "CHATBOT_WORKER_NAME": f"{socket.gethostname()}-worker-{i}"})
+                    ServiceProcess(
+                        f"inference-{i}",
+                        "inference",
+                        {**env, "CHATBOT_WORKER_NAME": f"{socket.gethostname()}-worker-{i}", "CHATBOT_METRICS_PORT": str(9100 + i)},
+                    )
                     for i in range(1, workers + 1)
                 ),
             ]

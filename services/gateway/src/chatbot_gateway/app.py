@@ -28,6 +28,7 @@ from .apikeys import KeyStore
 from .auth import PUBLIC, KeyAuthMiddleware
 from .errors import EXCEPTION_HANDLERS, document_errors
 from .health import healthz, readyz
+from .metrics import GatewayMetrics, prometheus
 from .native import ROUTES as NATIVE_ROUTES
 from .native import ConversationClient
 from .openai import chat_completions, list_models
@@ -102,11 +103,13 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
             await redis.aclose()
 
     key_store = KeyStore(settings.auth.admin_key, settings.auth.database_url)
+    metrics = GatewayMetrics()
     origins = [origin.strip() for origin in settings.server.cors_origins.split(",") if origin.strip()]
     route_handlers: list[object] = [
         healthz,
         readyz,
         asyncapi_document,
+        prometheus,
         chat_completions,
         list_models,
         messages,
@@ -127,6 +130,7 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
                 "registry": registry,
                 "redis_keys": Keys(settings.redis.redis_namespace),
                 "key_store": key_store,
+                "metrics": metrics,
             }
         ),
         lifespan=[redis_lifespan],
@@ -134,7 +138,7 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
             request_limits(settings.server.max_url_bytes, settings.server.max_header_bytes),
             DefineMiddleware(KeyAuthMiddleware, exclude="^/schema"),
         ],
-        before_send=[add_security_headers],
+        before_send=[add_security_headers, metrics.count_response],
         cors_config=CORSConfig(allow_origins=origins, allow_headers=["*"], expose_headers=EXPOSED_HEADERS) if origins else None,
         logging_config=None,
         exception_handlers=EXCEPTION_HANDLERS,

@@ -194,6 +194,8 @@ def _detail(item: dict[str, Any]) -> str:
 
 
 def handle_gateway_error(request: Request[Any, Any, Any], exc: GatewayError) -> Response[Any]:
+    if exc.status_code in (429, 503) and (metrics := getattr(request.app.state, "metrics", None)) is not None:
+        metrics.refusals.labels(exc.code or "unknown").inc()
     return error_response(exc.status_code, exc.message, exc.error_type, exc.code, exc.headers, exc.param, request.url.path)
 
 

@@ -106,4 +106,5 @@ async def start(
     # What the platform added before the provider was called: the gateway's own work, then queue and worker.
     waited = next((e.waited_s for batch in prelude for _, e in batch if isinstance(e, Started)), 0.0)
     headers = {**rate_headers, "x-chatbot-overhead-ms": f"{(admitted_s + waited) * 1000:.1f}"}
+    state.metrics.overhead.observe(admitted_s + waited)
     return Generation(chat, prelude, rest, cancel=lambda: state.relay.cancel_soon(chat.request_id), headers=headers)

@@ -23,6 +23,7 @@ import structlog
 from faststream import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
+from prometheus_client import start_http_server
 
 from chatbot_contracts import DATA_FIELD_BYTES, INFERENCE_GROUP, Keys, Registry, chat_request_decoder
 from chatbot_contracts.consumers import broker_connection_options, ensure_groups, keep_consuming, tune_faststream
@@ -99,7 +100,14 @@ class WorkerApp:
         groups = [(self.keys.chat_requests, INFERENCE_GROUP)]
         tasks = [asyncio.create_task(job()) for job in (self._heartbeat, self._refresh_claims, self._listen_for_cancels)]
         tasks.append(asyncio.create_task(keep_consuming(self.redis, groups, [self.reader, self.claimer], self.stopping)))
-        log.info("worker.started", consumer=self.name, concurrency=self.settings.worker.worker_concurrency)
+        if self.settings.worker.metrics_port:
+            start_http_server(self.settings.worker.metrics_port, addr="0.0.0.0", registry=self.worker.metrics.registry)
+        log.info(
+            "worker.started",
+            consumer=self.name,
+            concurrency=self.settings.worker.worker_concurrency,
+            metrics_port=self.settings.worker.metrics_port,
+        )
         await self.stopping.wait()
         log.info("worker.stopping", running=len(self.worker.inflight), grace_s=self.settings.worker.shutdown_grace_s)
         await self.broker.stop()  # stops reading, waits up to the grace period, then cancels what still runs

@@ -26,6 +26,8 @@ class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_EVENTS_MAXLEN`: approximate length the `inference.events` stream is trimmed to."""
     heartbeat_s: float = 2.0
     """`CHATBOT_HEARTBEAT_S`: how often the worker announces that it is alive."""
+    metrics_port: int = 9101
+    """`CHATBOT_METRICS_PORT`: where the worker serves Prometheus `/metrics` (0: nowhere)."""
     max_attempts: int = 3
     """`CHATBOT_MAX_ATTEMPTS`: workers that may start a request (after crashes) before it goes to the dead letters."""
     claim_idle_s: float = 10.0

@@ -41,6 +41,7 @@ from chatbot_contracts.buckets import MinuteBuckets
 from chatbot_contracts.capabilities import refusal
 
 from .limits import ModelLimits, estimate_request_tokens
+from .metrics import WorkerMetrics
 from .providers import Provider, ProviderError
 from .settings import ProviderSettings, WorkerSettings
 from .sink import StreamSink
@@ -115,7 +116,9 @@ class Worker:
         providers: dict[str, Provider],
         settings: WorkerSettings,
         provider_settings: ProviderSettings,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
+        self.metrics = metrics or WorkerMetrics()
         self.limits = ModelLimits(redis, keys, max_wait_s=provider_settings.limit_wait_s)
         self.key_buckets = MinuteBuckets(redis)
         self.redis = redis
@@ -143,7 +146,9 @@ class Worker:
         outcome = _Outcome()
         if attempt == 1:
             sink.push(Queued(**self._event_fields(request, outcome, attempt) | {"at": request.enqueued_at}))
+            self.metrics.queue_wait.observe(max(0.0, started_at - request.enqueued_at))
         else:
+            self.metrics.claims.inc()
             # Claimed after its worker died: the client drops the text of the dead attempt.
             log.warning("generation.reclaimed", request_id=request_id, attempt=attempt)
             sink.push(Restart(attempt=attempt))
@@ -174,6 +179,7 @@ class Worker:
             return
         generation = asyncio.create_task(self._generate(request, sink, outcome, started_at, attempt))
         self.inflight[request_id] = generation
+        self.metrics.in_flight.inc()
         if entry_id:
             self.entries[request_id] = entry_id
         try:
@@ -197,6 +203,7 @@ class Worker:
             await sink.abort()
             raise
         finally:
+            self.metrics.in_flight.dec()
             self.inflight.pop(request_id, None)
             self.entries.pop(request_id, None)
             self.cancelled.discard(request_id)
@@ -215,6 +222,7 @@ class Worker:
             ),
         )
         await self._settle_key(request, usage)
+        self._observe(outcome, "completed", started_at, usage)
         log.debug("generation.completed", request_id=request_id, model=outcome.alias, output_tokens=usage.output_tokens)
 
     async def _settle_key(self, request: ChatRequest, usage: TokenUsage | None) -> None:
@@ -263,6 +271,13 @@ class Worker:
             release=(self.keys.inflight(request.key_id), request.request_id),
         )
 
+    def _observe(self, outcome: _Outcome, how: str, started_at: float, usage: TokenUsage | None) -> None:
+        model, provider = outcome.alias or "none", outcome.spec.provider if outcome.spec else "none"
+        self.metrics.duration.labels(model, provider, how).observe(time.time() - started_at)
+        if usage is not None:
+            self.metrics.tokens.labels(model, provider, "input").observe(usage.input_tokens)
+            self.metrics.tokens.labels(model, provider, "output").observe(usage.output_tokens)
+
     async def _fail(
         self, sink: StreamSink, request: ChatRequest, outcome: _Outcome, attempt: int, started_at: float, error: ProviderError
     ) -> None:
@@ -279,6 +294,8 @@ class Worker:
             ),
         )
         await self._settle_key(request, outcome.usage)
+        self.metrics.errors.labels(error.code).inc()
+        self._observe(outcome, "failed", started_at, outcome.usage)
 
     async def _end_cancelled(self, sink: StreamSink, request: ChatRequest, outcome: _Outcome, attempt: int, started_at: float) -> None:
         log.info("generation.cancelled", request_id=request.request_id, model=request.model, chars=sum(map(len, outcome.text)))
@@ -293,6 +310,8 @@ class Worker:
             ),
         )
         await self._settle_key(request, usage)
+        self.metrics.cancellations.inc()
+        self._observe(outcome, "cancelled", started_at, usage)
 
     async def refuse(self, payload: bytes, reason: str) -> None:
         """Dead-letter an entry that cannot be handled, and end its client's stream when its id can be read."""
@@ -330,6 +349,7 @@ class Worker:
                 continue
             if last_error is not None:
                 log.info("generation.fallback", request_id=request.request_id, model=alias, after=last_error.code)
+                self.metrics.fallbacks.inc()
             outcome.alias, outcome.spec = alias, spec
             for retry in range(retries + 1):
                 waited = max(0.0, time.time() - request.enqueued_at)
@@ -352,6 +372,7 @@ class Worker:
                         break  # on to the next fallback
                     delay = backoff_s(retry, self.provider_settings, error.retry_after)
                     log.info("generation.retry", request_id=request.request_id, model=alias, code=error.code, delay_s=round(delay, 3))
+                    self.metrics.retries.labels(error.code).inc()
                     await asyncio.sleep(delay)
         assert last_error is not None
         raise last_error
@@ -374,6 +395,7 @@ class Worker:
         first_token_s = spec.first_token_timeout_s or self.provider_settings.first_token_timeout_s
         idle_s = spec.idle_timeout_s or self.provider_settings.idle_timeout_s
         loop = asyncio.get_running_loop()
+        call_started = time.monotonic()
         async with self.limits.slot(alias, spec, request.request_id, request.deadline):
             try:
                 async with asyncio.timeout(first_token_s) as timer:
@@ -382,6 +404,7 @@ class Worker:
                             case Delta() | ToolCallDelta():
                                 if outcome.first_token_at is None:
                                     outcome.first_token_at = time.time()
+                                    self.metrics.time_to_first_token.labels(alias, spec.provider).observe(time.monotonic() - call_started)
                                     sink.push(
                                         FirstToken(
                                             **self._event_fields(request, outcome, attempt), ttft_s=outcome.first_token_at - started_at

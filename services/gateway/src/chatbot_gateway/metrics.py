@@ -1,0 +1,39 @@
+"""The gateway's Prometheus metrics, at `/metrics`. Labels are low-cardinality: route templates, never ids or keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Response, get
+from litestar.datastructures import State
+from litestar.types import Message, Scope
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from .auth import PUBLIC
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("chatbot_http_requests", "HTTP responses, by route and status", ["route", "method", "status"], registry=r)
+        self.refusals = Counter("chatbot_admissions_refused", "Requests refused before generating, by reason", ["reason"], registry=r)
+        self.overhead = Histogram(
+            "chatbot_platform_overhead_seconds",
+            "Time the platform took before the provider was called (gateway, queue, worker)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+            registry=r,
+        )
+
+    async def count_response(self, message: Message, scope: Scope) -> None:
+        """`before_send` hook: one count per response, by its route template."""
+        if message["type"] != "http.response.start":
+            return
+        handler: Any = scope.get("route_handler")
+        route = next(iter(handler.paths)) if handler is not None and getattr(handler, "paths", None) else "unmatched"
+        self.requests.labels(route, scope.get("method", ""), str(message["status"])).inc()
+
+
+@get("/metrics", opt=PUBLIC, include_in_schema=False, sync_to_thread=False)
+def prometheus(state: State) -> Response[bytes]:
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
