@@ -9,15 +9,20 @@ skipped, and starts again any subscriber that stopped.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
+import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 import structlog
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+from .codec import inference_event_decoder
+from .events import AnyInferenceEvent
+from .keys import DATA_FIELD_BYTES
 
 log = structlog.get_logger()
 
@@ -112,3 +117,13 @@ async def consuming(
         stopping.set()
         watchdog.cancel()
         await broker.stop()
+
+
+def inference_event_of(fields: Mapping[bytes, bytes], entry: str) -> AnyInferenceEvent | None:
+    """The event in an `inference.events` entry; None (logged, to be acknowledged and skipped) when it cannot be read."""
+    try:
+        event: AnyInferenceEvent = inference_event_decoder.decode(fields.get(DATA_FIELD_BYTES, b""))
+    except msgspec.MsgspecError as exc:
+        log.error("event.undecodable", entry=entry, error=str(exc))
+        return None
+    return event

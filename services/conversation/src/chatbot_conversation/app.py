@@ -6,15 +6,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import msgspec
 import structlog
 from faststream import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 from litestar import Litestar, Response, get
 
-from chatbot_contracts import CONVERSATION_GROUP, DATA_FIELD_BYTES, Keys, Registry, inference_event_decoder
-from chatbot_contracts.consumers import broker_connection_options, consuming, tune_faststream
+from chatbot_contracts import CONVERSATION_GROUP, Keys, Registry
+from chatbot_contracts.consumers import broker_connection_options, consuming, inference_event_of, tune_faststream
 from chatbot_contracts.redis import connect
 
 from .api import ROUTES, handle_error
@@ -55,12 +54,9 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
 
     @subscriber
     async def on_event(message: RedisStreamMessage) -> None:
-        try:
-            event = inference_event_decoder.decode(message.raw_message["data"].get(DATA_FIELD_BYTES, b""))
-        except msgspec.MsgspecError as exc:
-            log.error("event.undecodable", entry=message.message_id, error=str(exc))
-            return
-        await applier.apply(event)
+        event = inference_event_of(message.raw_message["data"], message.message_id)
+        if event is not None:
+            await applier.apply(event)
 
     @get("/healthz", sync_to_thread=False)
     def healthz() -> dict[str, str]:

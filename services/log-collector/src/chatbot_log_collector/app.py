@@ -6,7 +6,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import msgspec
 import structlog
 from faststream import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
@@ -14,8 +13,8 @@ from faststream.redis.annotations import RedisStreamMessage
 from litestar import Litestar, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from chatbot_contracts import DATA_FIELD_BYTES, LOG_COLLECTOR_GROUP, Keys, inference_event_decoder
-from chatbot_contracts.consumers import broker_connection_options, consuming, tune_faststream
+from chatbot_contracts import LOG_COLLECTOR_GROUP, Keys
+from chatbot_contracts.consumers import broker_connection_options, consuming, inference_event_of, tune_faststream
 from chatbot_contracts.redis import connect
 
 from .events import EventCounter
@@ -42,12 +41,9 @@ def create_app(settings: Settings) -> Litestar:
 
     @subscriber
     async def on_event(message: RedisStreamMessage) -> None:
-        try:
-            event = inference_event_decoder.decode(message.raw_message["data"].get(DATA_FIELD_BYTES, b""))
-        except msgspec.MsgspecError as exc:
-            log.error("event.undecodable", entry=message.message_id, error=str(exc))
-            return
-        counter.apply(event)
+        event = inference_event_of(message.raw_message["data"], message.message_id)
+        if event is not None:
+            counter.apply(event)
 
     @get("/healthz", sync_to_thread=False)
     def healthz() -> dict[str, str]:
