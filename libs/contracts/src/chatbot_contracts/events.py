@@ -154,7 +154,16 @@ class FirstToken(InferenceEvent, tag="first_token", frozen=True):
     """Seconds from the start of the generation to its first token."""
 
 
-class Completed(InferenceEvent, tag="completed", frozen=True):
+class Ended(InferenceEvent, frozen=True, kw_only=True):
+    """Base of the terminal events: what the generation cost and how hard it was to get."""
+
+    retries: int = 0
+    """Provider calls retried (same model) before the end."""
+    fallbacks: int = 0
+    """Models fallen back to before the end."""
+
+
+class Completed(Ended, tag="completed", frozen=True):
     """The generation finished normally."""
 
     text: str
@@ -165,7 +174,7 @@ class Completed(InferenceEvent, tag="completed", frozen=True):
     duration_s: float = 0.0
 
 
-class Failed(InferenceEvent, tag="failed", frozen=True):
+class Failed(Ended, tag="failed", frozen=True):
     """The generation failed for good (after retries and fallbacks)."""
 
     code: ErrorCode
@@ -175,7 +184,7 @@ class Failed(InferenceEvent, tag="failed", frozen=True):
     duration_s: float = 0.0
 
 
-class Cancelled(InferenceEvent, tag="cancelled", frozen=True):
+class Cancelled(Ended, tag="cancelled", frozen=True):
     """The client cancelled; `text` is the partial answer."""
 
     text: str = ""

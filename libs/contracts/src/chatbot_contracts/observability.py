@@ -6,6 +6,16 @@ import logging
 import sys
 
 import structlog
+from opentelemetry import trace
+from structlog.typing import EventDict, WrappedLogger
+
+
+def add_trace_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """Put the current trace's id on every line logged inside a span (the turn's, across services)."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid and "trace_id" not in event:
+        event["trace_id"] = f"{context.trace_id:032x}"
+    return event
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
@@ -13,6 +23,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     renderer: structlog.typing.Processor = structlog.dev.ConsoleRenderer() if sys.stderr.isatty() else structlog.processors.JSONRenderer()
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_id,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

@@ -43,6 +43,8 @@ class LocalPlatform:
             "CHATBOT_HEARTBEAT_S": "0.5",
             "CHATBOT_CONVERSATION_URL": f"http://127.0.0.1:{free_port()}",
             "CHATBOT_DATABASE_URL": f"sqlite:///{workdir}/conversations.db",
+            "CHATBOT_LOG_COLLECTOR_URL": f"http://127.0.0.1:{free_port()}",
+            "CHATBOT_LOG_DATABASE_URL": f"sqlite:///{workdir}/usage.db",
         }
         self.processes: list[ServiceProcess] = []
 
@@ -67,6 +69,15 @@ class LocalPlatform:
         url = f"http://127.0.0.1:{port}"
         process.wait_http(f"{url}/readyz")
         self.env["CHATBOT_CONVERSATION_URL"] = url
+        return url
+
+    def start_log_collector(self, name: str = "log-collector", **extra: str) -> str:
+        """Start the log collector; gateways started later use it for the usage API."""
+        port = free_port()
+        process = self._start(name, "log-collector", {"CHATBOT_LOG_COLLECTOR_PORT": str(port), **extra})
+        url = f"http://127.0.0.1:{port}"
+        process.wait_http(f"{url}/readyz")
+        self.env["CHATBOT_LOG_COLLECTOR_URL"] = url
         return url
 
     def start_worker(self, name: str = "worker", **extra: str) -> ServiceProcess:

@@ -116,3 +116,47 @@ def fake_registry(fake_openai: FakeOpenAI) -> str:
             }
         }
     )
+
+
+POSTGRES = os.environ.get("CHATBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+async def create_postgres_database() -> str | None:
+    """A fresh, empty PostgreSQL database of the test's own (None when no server answers)."""
+    import asyncpg
+
+    name = f"chatbot_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = await asyncpg.connect(POSTGRES, timeout=2)
+    except (OSError, asyncpg.PostgresError):
+        return None
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def drop_postgres_database(url: str) -> None:
+    import asyncpg
+
+    admin = await asyncpg.connect(POSTGRES, timeout=2)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database on SQLite, then on PostgreSQL: a test that takes it runs on both (PostgreSQL skipped if absent)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/test.db"
+        return
+    url = await create_postgres_database()
+    if url is None:
+        pytest.skip(f"no PostgreSQL answers at {POSTGRES} (set CHATBOT_TEST_POSTGRES_URL)")
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(url)

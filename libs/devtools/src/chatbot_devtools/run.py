@@ -127,6 +127,8 @@ def main() -> None:
                 "CHATBOT_CONVERSATION_URL": f"http://127.0.0.1:{conversation_port}",
                 "CHATBOT_PUBLIC_URL": base,
                 "CHATBOT_DATABASE_URL": f"sqlite:///{(DATA_DIR / 'conversations.db').resolve()}",
+                "CHATBOT_LOG_COLLECTOR_URL": f"http://127.0.0.1:{environ.get('CHATBOT_LOG_COLLECTOR_PORT', '8002')}",
+                "CHATBOT_LOG_DATABASE_URL": f"sqlite:///{(DATA_DIR / 'usage.db').resolve()}",
                 "CHATBOT_DEFAULT_MODEL": example_model,
                 **environ,
                 "REDIS_URL": redis_url,

@@ -11,9 +11,11 @@ from faststream import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 from litestar import Litestar, Response, get
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from chatbot_contracts import CONVERSATION_GROUP, Keys, Registry
 from chatbot_contracts.consumers import broker_connection_options, consuming, inference_event_of, tune_faststream
+from chatbot_contracts.database import query_histogram, time_queries
 from chatbot_contracts.redis import connect
 
 from .api import ROUTES, handle_error
@@ -37,6 +39,11 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
     )
     redis = connect(settings.redis)
     db = Database(settings.store.database_url, settings.store.database_read_url or None)
+    metrics = CollectorRegistry()
+    queries = query_histogram(metrics)
+    for engine in {db.engine, db.read_engine}:
+        time_queries(engine, queries)
+    consumed = Counter("chatbot_conversation_events", "Inference events consumed, by type", ["type"], registry=metrics)
     service = ConversationService(
         db,
         registry,
@@ -57,6 +64,7 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
         event = inference_event_of(message.raw_message["data"], message.message_id)
         if event is not None:
             await applier.apply(event)
+            consumed.labels(type(event).__struct_config__.tag).inc()
 
     @get("/healthz", sync_to_thread=False)
     def healthz() -> dict[str, str]:
@@ -67,6 +75,10 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
         if await broker.ping(timeout=1.0):
             return Response({"status": "ready"})
         return Response({"status": "not_ready", "error": "Redis is unreachable"}, status_code=503)
+
+    @get("/metrics", sync_to_thread=False)
+    def prometheus() -> Response[bytes]:
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -79,7 +91,7 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
             await redis.aclose()
 
     app = Litestar(
-        route_handlers=[healthz, readyz, *ROUTES],
+        route_handlers=[healthz, readyz, prometheus, *ROUTES],
         lifespan=[lifespan],
         exception_handlers={ConversationError: handle_error},
         logging_config=None,

@@ -7,6 +7,7 @@ import uvicorn
 from chatbot_contracts import Registry
 from chatbot_contracts.observability import configure_logging
 from chatbot_contracts.settings import or_exit
+from chatbot_contracts.tracing import configure_tracing
 
 from .app import create_app
 from .settings import Settings
@@ -15,6 +16,7 @@ from .settings import Settings
 def main() -> None:
     settings = or_exit(Settings.from_env, "chatbot-conversation")
     configure_logging("conversation", settings.server.log_level)
+    configure_tracing("conversation")
     registry = or_exit(lambda: Registry.load(settings.store.models_file), "chatbot-conversation")
     uvicorn.run(
         create_app(settings, registry),

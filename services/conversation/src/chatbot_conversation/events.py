@@ -20,10 +20,12 @@ from chatbot_contracts import (
     Keys,
     encode,
 )
+from chatbot_contracts.tracing import SpanKind, span_in, tracer
 
 from .service import ConversationService
 
 log = structlog.get_logger()
+TRACER = tracer("chatbot.conversation")
 
 TITLE_PROMPT = "Write a title of at most six words for this conversation. Reply with the title only, no quotes."
 
@@ -37,6 +39,12 @@ class EventApplier:
         self.enqueue = enqueue
 
     async def apply(self, event: AnyInferenceEvent) -> None:
+        if isinstance(event, Completed | Cancelled | Failed) and event.conversation_id is not None:
+            attributes = {"messaging.system": "redis", "messaging.operation.type": "process", "gen_ai.request.model": event.model}
+            with span_in(event.traceparent, TRACER, f"persist {event.purpose}", SpanKind.CONSUMER, attributes):
+                await self._apply(event)
+
+    async def _apply(self, event: AnyInferenceEvent) -> None:
         match event:
             case Completed(purpose="title", conversation_id=str(conversation_id)):
                 await self.service.set_generated_title(conversation_id, event.text)

@@ -30,11 +30,12 @@ from .errors import EXCEPTION_HANDLERS, document_errors
 from .health import healthz, readyz
 from .metrics import GatewayMetrics, prometheus
 from .native import ROUTES as NATIVE_ROUTES
-from .native import ConversationClient
+from .native import ServiceClient
 from .openai import chat_completions, list_models
 from .ratelimit import KeyLimits
 from .relay import Relay
 from .settings import Settings
+from .usage import ROUTES as USAGE_ROUTES
 
 log = structlog.get_logger()
 
@@ -93,13 +94,25 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
         app.state.redis = redis
         app.state.relay = Relay(redis, app.state.redis_keys, settings.chat)
         app.state.limits = KeyLimits(redis, app.state.redis_keys)
-        app.state.conversations = ConversationClient(settings.chat.conversation_url)
+        app.state.conversations = ServiceClient(
+            settings.chat.conversation_url,
+            "conversation service",
+            "stored conversations are unavailable, OpenAI- and Anthropic-compatible chat still works",
+            "conversation_service_unavailable",
+        )
+        app.state.usage = ServiceClient(
+            settings.chat.log_collector_url,
+            "log collector",
+            "usage and request logs are unavailable, chat still works",
+            "log_collector_unavailable",
+        )
         await key_store.migrate()
         try:
             yield
         finally:
             await key_store.close()
             await app.state.conversations.close()
+            await app.state.usage.close()
             await redis.aclose()
 
     key_store = KeyStore(settings.auth.admin_key, settings.auth.database_url)
@@ -115,6 +128,7 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
         messages,
         *NATIVE_ROUTES,
         *KEY_ROUTES,
+        *USAGE_ROUTES,
     ]
     route_handlers = [document_errors(handler) for handler in route_handlers]
     if web_dist is not None and (web_dist / "index.html").is_file():

@@ -10,6 +10,7 @@ import uvicorn
 from chatbot_contracts import Registry
 from chatbot_contracts.observability import configure_logging
 from chatbot_contracts.settings import or_exit
+from chatbot_contracts.tracing import configure_tracing
 
 from .app import create_app
 from .settings import Settings
@@ -20,6 +21,7 @@ log = structlog.get_logger()
 def main() -> None:
     settings = or_exit(Settings.from_env, "chatbot-gateway")
     configure_logging("gateway", settings.server.log_level)
+    configure_tracing("gateway")
     registry = or_exit(lambda: Registry.load(settings.chat.models_file), "chatbot-gateway")
     app = create_app(settings, registry, web_dist=Path(settings.server.web_dist))
     log.info("gateway.starting", host=settings.server.gateway_host, port=settings.server.gateway_port, models=len(registry.models))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from litestar import Request
@@ -12,12 +13,27 @@ from litestar.datastructures import State
 
 from chatbot_contracts import ChatMessage, ChatRequest, Delta, Done, Error, GenerationParams, Started, ToolCallDelta
 from chatbot_contracts.capabilities import refusal
-from chatbot_contracts.tracing import traceparent_or_new
+from chatbot_contracts.tracing import SpanKind, span_in, traceparent_of, tracer
 
 from .auth import Principal
 from .errors import BadRequest, Forbidden, ModelNotFound, Unprocessable, UpstreamFailure
 from .ratelimit import reserve
 from .relay import KEEPALIVE, Batch
+
+TRACER = tracer("chatbot.gateway")
+
+
+@contextmanager
+def enqueue_span(request: Request[Any, Any, Any], model: str) -> Iterator[str]:
+    """The gateway's hop of the trace, from the caller's `traceparent`: a span for the request's admission and
+    one for publishing it; yields the `traceparent` the request carries to the worker."""
+    incoming = request.headers.get("traceparent")
+    route = next(iter(request.route_handler.paths), request.url.path)
+    attributes = {"http.request.method": request.method, "http.route": route, "gen_ai.request.model": model}
+    with span_in(incoming, TRACER, f"{request.method} {route}", SpanKind.SERVER, attributes):
+        attributes = {"messaging.system": "redis", "messaging.operation.type": "send", "messaging.destination.name": "chat.requests"}
+        with TRACER.start_as_current_span("chat.requests send", kind=SpanKind.PRODUCER, attributes=attributes) as publish:
+            yield traceparent_of(publish, incoming)
 
 
 class Generation:
@@ -74,22 +90,23 @@ async def start(
     reserved = reserve(messages, min(params.max_tokens or spec.max_output_tokens, spec.max_output_tokens))
     rate_headers = await state.limits.take(principal, reserved)
     now = time.time()
-    chat = ChatRequest(
-        request_id=uuid.uuid4().hex,
-        model=alias,
-        messages=messages,
-        params=params,
-        owner=principal.owner,
-        key_id=principal.key_id,
-        enqueued_at=now,
-        deadline=now + state.settings.chat.request_timeout_s,
-        traceparent=traceparent_or_new(request.headers.get("traceparent")),
-        reserved_tokens=reserved if (principal.tpm or principal.owner_tpm) else 0,
-        key_tpm=principal.tpm,
-        owner_tpm=principal.owner_tpm,
-        budget_period=principal.budget_period if principal.budget_usd is not None else None,
-    )
-    await state.relay.submit(chat)
+    with enqueue_span(request, alias) as traceparent:
+        chat = ChatRequest(
+            request_id=uuid.uuid4().hex,
+            model=alias,
+            messages=messages,
+            params=params,
+            owner=principal.owner,
+            key_id=principal.key_id,
+            enqueued_at=now,
+            deadline=now + state.settings.chat.request_timeout_s,
+            traceparent=traceparent,
+            reserved_tokens=reserved if (principal.tpm or principal.owner_tpm) else 0,
+            key_tpm=principal.tpm,
+            owner_tpm=principal.owner_tpm,
+            budget_period=principal.budget_period if principal.budget_usd is not None else None,
+        )
+        await state.relay.submit(chat)
     admitted_s = time.monotonic() - arrived
     rest = state.relay.batches(chat.request_id, chat.deadline, keepalive_s=state.settings.chat.keepalive_s)
     prelude: list[Batch] = []

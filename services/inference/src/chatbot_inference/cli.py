@@ -8,6 +8,7 @@ import uvloop
 from chatbot_contracts import Registry
 from chatbot_contracts.observability import configure_logging
 from chatbot_contracts.settings import or_exit
+from chatbot_contracts.tracing import configure_tracing
 
 from .app import WorkerApp
 from .settings import Settings
@@ -18,6 +19,7 @@ log = structlog.get_logger()
 def main() -> None:
     settings = or_exit(Settings.from_env, "chatbot-inference")
     configure_logging("inference", settings.worker.log_level)
+    configure_tracing("inference")
     registry = or_exit(lambda: Registry.load(settings.worker.models_file), "chatbot-inference")
 
     async def run() -> None:

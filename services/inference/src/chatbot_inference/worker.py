@@ -39,6 +39,7 @@ from chatbot_contracts import (
 )
 from chatbot_contracts.buckets import MinuteBuckets
 from chatbot_contracts.capabilities import refusal
+from chatbot_contracts.tracing import SpanKind, span_in, traceparent_of, tracer
 
 from .limits import ModelLimits, estimate_request_tokens
 from .metrics import WorkerMetrics
@@ -47,6 +48,7 @@ from .settings import ProviderSettings, WorkerSettings
 from .sink import StreamSink
 
 log = structlog.get_logger()
+TRACER = tracer("chatbot.inference")
 
 MAX_RETRY_AFTER_S = 60.0
 SPEND_TTL_S = {"day": 2 * 86_400, "week": 8 * 86_400, "month": 32 * 86_400}
@@ -82,7 +84,9 @@ def estimate_tokens(text: str) -> int:
 class _Outcome:
     """What a generation produced, whichever way it ended."""
 
-    def __init__(self) -> None:
+    def __init__(self, traceparent: str | None = None) -> None:
+        self.traceparent = traceparent
+        """The worker's span, parent of what the events' consumers do with them."""
         self.text: list[str] = []
         self.tool_calls: list[ToolCallDelta] = []
         self.alias = ""
@@ -90,6 +94,8 @@ class _Outcome:
         self.first_token_at: float | None = None
         self.usage: TokenUsage | None = None
         self.finish_reason: FinishReason = "stop"
+        self.retries = 0
+        self.fallbacks = 0
 
     @property
     def delivered(self) -> bool:
@@ -139,11 +145,16 @@ class Worker:
         Returns once the request is finished for good (the caller acknowledges it). Raises when
         it must stay pending for another worker: this worker is shutting down mid-generation.
         """
+        attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": request.model, "messaging.system": "redis"}
+        with span_in(request.traceparent, TRACER, f"generate {request.model}", SpanKind.CONSUMER, attributes) as span:
+            await self._handle(request, entry_id, traceparent_of(span, request.traceparent))
+
+    async def _handle(self, request: ChatRequest, entry_id: str, traceparent: str) -> None:
         request_id = request.request_id
         started_at = time.time()
         attempt, cancelled = await self._start_attempt(request_id)
         sink = self._sink(request, started_at)
-        outcome = _Outcome()
+        outcome = _Outcome(traceparent)
         if attempt == 1:
             sink.push(Queued(**self._event_fields(request, outcome, attempt) | {"at": request.enqueued_at}))
             self.metrics.queue_wait.observe(max(0.0, started_at - request.enqueued_at))
@@ -212,13 +223,12 @@ class Worker:
             Usage(usage=usage),
             Done(reason=outcome.finish_reason),
             Completed(
-                **self._event_fields(request, outcome, attempt),
+                **self._ended_fields(request, outcome, attempt, started_at),
                 text="".join(outcome.text),
                 finish_reason=outcome.finish_reason,
                 tool_calls=outcome.joined_tool_calls(),
                 usage=usage,
                 ttft_s=(outcome.first_token_at - started_at) if outcome.first_token_at else None,
-                duration_s=time.time() - started_at,
             ),
         )
         await self._settle_key(request, usage)
@@ -282,32 +292,28 @@ class Worker:
         self, sink: StreamSink, request: ChatRequest, outcome: _Outcome, attempt: int, started_at: float, error: ProviderError
     ) -> None:
         log.warning("generation.failed", request_id=request.request_id, model=request.model, code=error.code, error=error.message)
+        usage = self._usage(request, outcome) if outcome.delivered else None
         await sink.close(
             Error(code=error.code, message=error.message, retry_after=error.retry_after),
             Done(reason="error"),
             Failed(
-                **self._event_fields(request, outcome, attempt),
+                **self._ended_fields(request, outcome, attempt, started_at),
                 code=error.code,
                 message=error.message,
                 text="".join(outcome.text),
-                duration_s=time.time() - started_at,
+                usage=usage,
             ),
         )
-        await self._settle_key(request, outcome.usage)
+        await self._settle_key(request, usage)
         self.metrics.errors.labels(error.code).inc()
-        self._observe(outcome, "failed", started_at, outcome.usage)
+        self._observe(outcome, "failed", started_at, usage)
 
     async def _end_cancelled(self, sink: StreamSink, request: ChatRequest, outcome: _Outcome, attempt: int, started_at: float) -> None:
         log.info("generation.cancelled", request_id=request.request_id, model=request.model, chars=sum(map(len, outcome.text)))
         usage = self._usage(request, outcome) if outcome.delivered else None
         await sink.close(
             Done(reason="cancelled"),
-            Cancelled(
-                **self._event_fields(request, outcome, attempt),
-                text="".join(outcome.text),
-                usage=usage,
-                duration_s=time.time() - started_at,
-            ),
+            Cancelled(**self._ended_fields(request, outcome, attempt, started_at), text="".join(outcome.text), usage=usage),
         )
         await self._settle_key(request, usage)
         self.metrics.cancellations.inc()
@@ -350,6 +356,7 @@ class Worker:
             if last_error is not None:
                 log.info("generation.fallback", request_id=request.request_id, model=alias, after=last_error.code)
                 self.metrics.fallbacks.inc()
+                outcome.fallbacks += 1
             outcome.alias, outcome.spec = alias, spec
             for retry in range(retries + 1):
                 waited = max(0.0, time.time() - request.enqueued_at)
@@ -373,11 +380,32 @@ class Worker:
                     delay = backoff_s(retry, self.provider_settings, error.retry_after)
                     log.info("generation.retry", request_id=request.request_id, model=alias, code=error.code, delay_s=round(delay, 3))
                     self.metrics.retries.labels(error.code).inc()
+                    outcome.retries += 1
                     await asyncio.sleep(delay)
         assert last_error is not None
         raise last_error
 
     async def _call(
+        self,
+        provider: Provider,
+        alias: str,
+        spec: ModelSpec,
+        request: ChatRequest,
+        sink: StreamSink,
+        outcome: _Outcome,
+        started_at: float,
+        attempt: int,
+    ) -> None:
+        """One provider call, as a GenAI client span."""
+        attributes = {"gen_ai.operation.name": "chat", "gen_ai.system": spec.provider, "gen_ai.request.model": spec.upstream_model}
+        with TRACER.start_as_current_span(f"chat {spec.upstream_model}", kind=SpanKind.CLIENT, attributes=attributes) as span:
+            await self._stream_call(provider, alias, spec, request, sink, outcome, started_at, attempt)
+            if outcome.usage is not None and span.is_recording():
+                span.set_attribute("gen_ai.usage.input_tokens", outcome.usage.input_tokens)
+                span.set_attribute("gen_ai.usage.output_tokens", outcome.usage.output_tokens)
+                span.set_attribute("gen_ai.response.finish_reasons", [outcome.finish_reason])
+
+    async def _stream_call(
         self,
         provider: Provider,
         alias: str,
@@ -441,6 +469,12 @@ class Worker:
             estimated=usage.estimated,
         )
 
+    @classmethod
+    def _ended_fields(cls, request: ChatRequest, outcome: _Outcome, attempt: int, started_at: float) -> dict[str, Any]:
+        """The fields of a terminal event: the shared ones, what the end took, and how long the whole generation did."""
+        fields = cls._event_fields(request, outcome, attempt)
+        return fields | {"retries": outcome.retries, "fallbacks": outcome.fallbacks, "duration_s": fields["at"] - started_at}
+
     @staticmethod
     def _event_fields(request: ChatRequest, outcome: _Outcome, attempt: int) -> dict[str, Any]:
         """The fields every `InferenceEvent` of this generation shares, as of now."""
@@ -452,7 +486,7 @@ class Worker:
             "owner": request.owner,
             "key_id": request.key_id,
             "attempt": attempt,
-            "traceparent": request.traceparent,
+            "traceparent": outcome.traceparent or request.traceparent,
             "conversation_id": request.conversation_id,
             "message_id": request.message_id,
             "purpose": request.purpose,

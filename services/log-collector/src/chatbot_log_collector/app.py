@@ -1,26 +1,123 @@
-"""The log collector: a FastStream consumer of `inference.events` and a small HTTP app."""
+"""The log collector: stores every `inference.events` entry once, aggregates usage, answers the usage API.
+
+- A reader takes new entries in batches (one transaction each); a claimer takes over entries a
+  collector read and then died with (XAUTOCLAIM), so nothing read is ever lost.
+- A batch the database refuses is tried again until it is stored: meanwhile the entries wait in
+  the stream (backpressure), and nothing is acknowledged that is not stored.
+- Every few seconds the lag and pending count of every consumer group become gauges.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from typing import cast
 
+import redis.asyncio as aioredis
+import redis.exceptions
 import structlog
 from faststream import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 from litestar import Litestar, Response, get
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 
-from chatbot_contracts import LOG_COLLECTOR_GROUP, Keys
+from chatbot_contracts import LOG_COLLECTOR_GROUP, AnyInferenceEvent, Keys
 from chatbot_contracts.consumers import broker_connection_options, consuming, inference_event_of, tune_faststream
+from chatbot_contracts.database import query_histogram, time_queries
 from chatbot_contracts.redis import connect
 
+from .api import ROUTES, UsageError, handle_error
 from .events import EventCounter
 from .settings import Settings
+from .store import EventStore
 
 log = structlog.get_logger()
+RETRY_MAX_S = 5.0
+GROUPS_EVERY_S = 5.0
+RETENTION_EVERY_S = 3600.0
+
+
+class Collector:
+    """What the consumers do with a batch, and the collector's own gauges."""
+
+    def __init__(self, store: EventStore, metrics: CollectorRegistry) -> None:
+        self.store = store
+        self.counter = EventCounter(metrics)
+        self.stored = Counter("chatbot_log_collector_events_stored", "Events stored (redeliveries excluded)", registry=metrics)
+        self.store_failures = Counter(
+            "chatbot_log_collector_store_failures", "Batches the database refused (they are tried again)", registry=metrics
+        )
+        self.group_lag = Gauge(
+            "chatbot_stream_group_lag", "Entries of a stream its consumer group has not read yet", ["stream", "group"], registry=metrics
+        )
+        self.group_pending = Gauge(
+            "chatbot_stream_group_pending", "Entries read by a consumer group and not acknowledged yet", ["stream", "group"],
+            registry=metrics,
+        )  # fmt: skip
+
+    async def store_batch(self, entries: list[tuple[str, AnyInferenceEvent]]) -> None:
+        """Store until stored: the database may be slow or away; the batch is acknowledged only after."""
+        delay = 0.1
+        while True:
+            try:
+                new = await self.store.record(entries)
+                break
+            except (SQLAlchemyError, OSError) as exc:
+                self.store_failures.inc()
+                log.warning("events.store_failed", events=len(entries), error=str(exc).splitlines()[0], retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+        self.stored.inc(new)
+        for _, event in entries:
+            self.counter.apply(event)
+
+    async def watch_groups(self, client: aioredis.Redis, streams: dict[str, str], stopping: asyncio.Event) -> None:
+        """Forever: the lag and pending count of every group of `streams` (key → label) into gauges."""
+        while not stopping.is_set():
+            for key, label in streams.items():
+                try:
+                    groups = await client.xinfo_groups(key)
+                except (redis.exceptions.RedisError, OSError):
+                    continue
+                for group in groups:
+                    name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
+                    self.group_pending.labels(label, name).set(group.get("pending") or 0)
+                    if group.get("lag") is not None:
+                        self.group_lag.labels(label, name).set(group["lag"])
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), GROUPS_EVERY_S)
+
+    async def forget_old(self, settings: Settings, stopping: asyncio.Event) -> None:
+        """Hourly: delete events and aggregates past their retention."""
+        while not stopping.is_set():
+            now = time.time()
+            try:
+                events, aggregates = await self.store.forget(
+                    now - settings.store.log_retention_days * 86400, now - settings.store.usage_retention_days * 86400
+                )
+                if events or aggregates:
+                    log.info("retention.deleted", events=events, aggregate_rows=aggregates)
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("retention.failed", error=str(exc).splitlines()[0])
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), RETENTION_EVERY_S)
+
+
+def _entries(message: RedisStreamMessage) -> list[tuple[str, AnyInferenceEvent]]:
+    """The readable events of a batch (an unreadable entry is logged, acknowledged with it, and skipped)."""
+    entries = []
+    batch = cast(list[dict[bytes, bytes]], message.raw_message["data"])  # a batch subscriber's message holds a list
+    for fields, entry_id in zip(batch, message.raw_message["message_ids"], strict=True):
+        entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        event = inference_event_of(fields, entry)
+        if event is not None:
+            entries.append((entry, event))
+    return entries
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -32,18 +129,39 @@ def create_app(settings: Settings) -> Litestar:
         **broker_connection_options(settings.redis.redis_connect_timeout_s),
     )
     metrics = CollectorRegistry()
-    counter = EventCounter(metrics)
-
-    subscriber = broker.subscriber(
-        stream=StreamSub(keys.inference_events, group=LOG_COLLECTOR_GROUP, consumer=settings.server.consumer, polling_interval=1000),
+    store = EventStore(settings.store.log_database_url)
+    time_queries(store.engine, query_histogram(metrics))
+    collector = Collector(store, metrics)
+    batch = settings.store.log_batch_size
+    reader = broker.subscriber(
+        stream=StreamSub(
+            keys.inference_events,
+            group=LOG_COLLECTOR_GROUP,
+            consumer=settings.server.consumer,
+            polling_interval=1000,
+            batch=True,
+            max_records=batch,
+        ),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
+    claimer = broker.subscriber(
+        stream=StreamSub(
+            keys.inference_events,
+            group=LOG_COLLECTOR_GROUP,
+            consumer=settings.server.consumer,
+            polling_interval=5000,
+            batch=True,
+            max_records=batch,
+            min_idle_time=int(settings.store.log_claim_idle_s * 1000),
+        ),
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )
 
-    @subscriber
-    async def on_event(message: RedisStreamMessage) -> None:
-        event = inference_event_of(message.raw_message["data"], message.message_id)
-        if event is not None:
-            counter.apply(event)
+    async def on_batch(message: RedisStreamMessage) -> None:
+        await collector.store_batch(_entries(message))
+
+    reader(on_batch)
+    claimer(on_batch)
 
     @get("/healthz", sync_to_thread=False)
     def healthz() -> dict[str, str]:
@@ -61,11 +179,32 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        await store.migrate()
         redis = connect(settings.redis)
+        stopping = asyncio.Event()
+        streams = {keys.chat_requests: "chat.requests", keys.inference_events: "inference.events"}
+        jobs = [
+            asyncio.create_task(collector.watch_groups(redis, streams, stopping)),
+            asyncio.create_task(collector.forget_old(settings, stopping)),
+        ]
         try:
-            async with consuming(redis, broker, [(keys.inference_events, LOG_COLLECTOR_GROUP)], [subscriber]):
+            async with consuming(redis, broker, [(keys.inference_events, LOG_COLLECTOR_GROUP)], [reader, claimer]):
                 yield
         finally:
+            stopping.set()
+            for job in jobs:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
             await redis.aclose()
+            await store.close()
 
-    return Litestar(route_handlers=[healthz, readyz, prometheus], lifespan=[lifespan], logging_config=None)
+    app = Litestar(
+        route_handlers=[healthz, readyz, prometheus, *ROUTES],
+        lifespan=[lifespan],
+        exception_handlers={UsageError: handle_error},
+        logging_config=None,
+        openapi_config=None,
+    )
+    app.state.store = store
+    app.state.collector = collector
+    return app

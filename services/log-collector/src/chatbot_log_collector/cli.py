@@ -6,6 +6,7 @@ import uvicorn
 
 from chatbot_contracts.observability import configure_logging
 from chatbot_contracts.settings import or_exit
+from chatbot_contracts.tracing import configure_tracing
 
 from .app import create_app
 from .settings import Settings
@@ -14,6 +15,7 @@ from .settings import Settings
 def main() -> None:
     settings = or_exit(Settings.from_env, "chatbot-log-collector")
     configure_logging("log-collector", settings.server.log_level)
+    configure_tracing("log-collector")
     uvicorn.run(
         create_app(settings),
         host=settings.server.log_collector_host,

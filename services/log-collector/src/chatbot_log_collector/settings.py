@@ -28,10 +28,30 @@ class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
         return self.consumer_name or f"{socket.gethostname()}-{os.getpid()}"
 
 
+class StoreSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """The event table and the aggregates."""
+
+    log_database_url: str = "sqlite:///.data/usage.db"
+    """`CHATBOT_LOG_DATABASE_URL`: SQLite (embedded default) or `postgresql://…`; may be the conversations' database."""
+    log_retention_days: float = 30.0
+    """`CHATBOT_LOG_RETENTION_DAYS`: how long raw events are kept (the request log, the export)."""
+    usage_retention_days: float = 400.0
+    """`CHATBOT_USAGE_RETENTION_DAYS`: how long the per-minute aggregates are kept (the usage API)."""
+    log_batch_size: int = 500
+    """`CHATBOT_LOG_BATCH_SIZE`: events read and stored per transaction at most."""
+    log_claim_idle_s: float = 60.0
+    """`CHATBOT_LOG_CLAIM_IDLE_S`: events read by a collector that then died are taken over after this long."""
+
+
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
     server: ServerSettings
+    store: StoreSettings
     redis: RedisSettings
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        return cls(server=from_env(ServerSettings, environ=environ), redis=from_env(RedisSettings, environ=environ))
+        return cls(
+            server=from_env(ServerSettings, environ=environ),
+            store=from_env(StoreSettings, environ=environ),
+            redis=from_env(RedisSettings, environ=environ),
+        )

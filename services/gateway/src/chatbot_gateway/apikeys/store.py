@@ -17,10 +17,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chatbot_contracts.database import open_engine, upgrade
 
 from ..auth import Principal
 from .table import api_keys, owner_limits
@@ -76,30 +75,18 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _async_url(url: str) -> str:
-    parsed = make_url(url)
-    if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
-        database = parsed.database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        parsed = parsed.set(drivername="sqlite+aiosqlite")
-    elif parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+asyncpg")
-    return parsed.render_as_string(hide_password=False)
-
-
 class KeyStore:
     """Resolves secrets to principals: the bootstrap admin key from the environment, the rest from the database."""
 
     def __init__(self, admin_key: str, database_url: str) -> None:
         self._admin_digest = _digest(admin_key)
         self._admin = Principal(key_id="admin", owner="admin", is_admin=True)
-        self._engine: AsyncEngine = create_async_engine(_async_url(database_url))
+        self._engine: AsyncEngine = open_engine(database_url, pool_size=5, max_overflow=5)
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
     async def migrate(self) -> None:
         async with self._engine.begin() as connection:
-            await connection.run_sync(_upgrade)
+            await connection.run_sync(upgrade, MIGRATIONS)
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -186,10 +173,3 @@ def _info(row: dict[str, Any]) -> dict[str, Any]:
         "id": row["id"], "owner": row["owner"], "prefix": row["prefix"], "models": row["models"], "rpm": row["rpm"], "tpm": row["tpm"],
         "budget_usd": row["budget_usd"], "budget_period": row["budget_period"], "created_at": created.isoformat().replace("+00:00", "Z"),
     }  # fmt: skip
-
-
-def _upgrade(connection: sa.Connection) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.attributes["connection"] = connection
-    command.upgrade(config, "head")

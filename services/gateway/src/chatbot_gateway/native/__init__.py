@@ -1,6 +1,6 @@
 """The native API: stored conversations and the native event protocol."""
 
-from .client import ConversationClient
+from .client import ServiceClient
 from .routes import ROUTES
 
-__all__ = ["ROUTES", "ConversationClient"]
+__all__ = ["ROUTES", "ServiceClient"]

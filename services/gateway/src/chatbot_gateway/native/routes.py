@@ -31,10 +31,10 @@ from chatbot_contracts.conversations import (
     TurnParams,
     TurnRequest,
 )
-from chatbot_contracts.tracing import traceparent_or_new
 
 from ..auth import PUBLIC, Principal
 from ..errors import BadRequest, Forbidden, GatewayError, ModelNotFound, NotFound
+from ..generation import enqueue_span
 from ..ratelimit import reserve
 from .stream import SSE_HEADERS, native_sse
 
@@ -266,30 +266,31 @@ async def _enqueue(
     reserved = reserve(stored.messages, min(generation.max_tokens or spec.max_output_tokens, spec.max_output_tokens))
     rate_headers = await state.limits.take(principal, reserved)
     now = time.time()
-    chat = ChatRequest(
-        request_id=turn.request_id,
-        model=stored.model,
-        messages=stored.messages,
-        params=generation,
-        owner=principal.owner,
-        key_id=principal.key_id,
-        enqueued_at=now,
-        deadline=now + state.settings.chat.request_timeout_s,
-        traceparent=traceparent_or_new(request.headers.get("traceparent")),
-        conversation_id=stored.conversation_id,
-        message_id=stored.assistant_message_id,
-        reserved_tokens=reserved if (principal.tpm or principal.owner_tpm) else 0,
-        key_tpm=principal.tpm,
-        owner_tpm=principal.owner_tpm,
-        budget_period=principal.budget_period if principal.budget_usd is not None else None,
-    )
-    start = Start(
-        request_id=chat.request_id,
-        conversation_id=stored.conversation_id,
-        user_message_id=stored.user_message_id,
-        assistant_message_id=stored.assistant_message_id,
-    )
-    await state.relay.submit(chat, prelude=(start, InQueue(position=await state.relay.queue_position())))
+    with enqueue_span(request, stored.model) as traceparent:
+        chat = ChatRequest(
+            request_id=turn.request_id,
+            model=stored.model,
+            messages=stored.messages,
+            params=generation,
+            owner=principal.owner,
+            key_id=principal.key_id,
+            enqueued_at=now,
+            deadline=now + state.settings.chat.request_timeout_s,
+            traceparent=traceparent,
+            conversation_id=stored.conversation_id,
+            message_id=stored.assistant_message_id,
+            reserved_tokens=reserved if (principal.tpm or principal.owner_tpm) else 0,
+            key_tpm=principal.tpm,
+            owner_tpm=principal.owner_tpm,
+            budget_period=principal.budget_period if principal.budget_usd is not None else None,
+        )
+        start = Start(
+            request_id=chat.request_id,
+            conversation_id=stored.conversation_id,
+            user_message_id=stored.user_message_id,
+            assistant_message_id=stored.assistant_message_id,
+        )
+        await state.relay.submit(chat, prelude=(start, InQueue(position=await state.relay.queue_position())))
     return chat, rate_headers
 
 
