@@ -21,6 +21,7 @@ def test_generated_requests_never_break_the_gateway(
     platform = platform_factory(fake_registry)
     platform.env["CHATBOT_REQUEST_TIMEOUT_S"] = "20"
     platform.start_conversation()
+    platform.start_log_collector()
     url = platform.start_gateway()
     platform.start_worker()
     platform.wait_ready(url)

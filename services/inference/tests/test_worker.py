@@ -8,8 +8,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import redis.asyncio as aioredis
+import structlog
+import structlog.testing
 
 from chatbot_contracts import (
     DATA_FIELD_BYTES,
@@ -124,6 +127,8 @@ async def test_a_rate_limit_is_retried_before_any_token(
     assert text_of(events) == REPLY and events[-1] == Done(reason="stop")
     assert len(fake_openai.requests) == 3
     assert sum(isinstance(e, Started) for e in events) == 3
+    completed = (await log_of(worker))[-1]
+    assert isinstance(completed, Completed) and (completed.retries, completed.fallbacks) == (2, 0)
 
 
 async def test_exhausted_retries_fall_back_to_the_next_alias(
@@ -137,6 +142,19 @@ async def test_exhausted_retries_fall_back_to_the_next_alias(
     assert [e.model for e in events if isinstance(e, Started)][-1] == "backup"
     completed = (await log_of(worker))[-1]
     assert isinstance(completed, Completed) and completed.upstream_model == "backup-model"
+    assert (completed.retries, completed.fallbacks) == (2, 1), "three tries of `fast`, then `backup`"
+
+
+async def test_message_content_is_logged_only_when_the_operator_says_so(worker: Worker, new_request: Callable[..., ChatRequest]) -> None:
+    secret = "my account number is 12345"
+    with structlog.testing.capture_logs() as quiet:
+        await worker.handle(new_request(content=secret))
+    assert quiet and not any(secret in str(entry) for entry in quiet)
+    worker.settings = msgspec.structs.replace(worker.settings, log_content=True)
+    with structlog.testing.capture_logs() as told:
+        await worker.handle(new_request(content=secret))
+    content = [entry for entry in told if entry["event"] == "generation.content"]
+    assert len(content) == 1 and secret in content[0]["prompt"][-1] and content[0]["answer"] == REPLY
 
 
 async def test_a_failure_after_text_is_not_retried(

@@ -96,7 +96,10 @@ async def test_each_event_is_stored_once_even_when_redelivered(
 
         exported = await client.get("/internal/v1/usage/export", params={**RANGE, "format": "csv"}, headers=bob)
         rows = list(csv.DictReader(io.StringIO(exported.text)))
-        assert [(row["request_id"], row["type"], row["cost_usd"]) for row in rows] == [("r4", "cancelled", "0.0007"), ("r5", "failed", "0.0")]
+        assert [(row["request_id"], row["type"], row["cost_usd"]) for row in rows] == [
+            ("r4", "cancelled", "0.0007"),
+            ("r5", "failed", "0.0"),
+        ]
         assert exported.headers["content-disposition"].startswith('attachment; filename="usage-')
         lines = (await client.get("/internal/v1/usage/export", params=RANGE, headers=ADMIN)).text.splitlines()
         assert len(lines) == 9 and msgspec.json.decode(lines[0])["type"] == "queued"

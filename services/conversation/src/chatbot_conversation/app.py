@@ -99,4 +99,5 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
     )
     app.state.applier = applier
     app.state.service = service
+    app.state.metrics = metrics
     return app

@@ -88,6 +88,8 @@ class ConversationService:
     ) -> None:
         if default_model is not None and default_model not in registry:
             raise ValueError(f"CHATBOT_DEFAULT_MODEL `{default_model}` is not in the model registry")
+        if not registry.models:
+            raise ValueError(f"the model registry {registry.source} names no model")
         self.default_model = default_model or next(iter(registry.models))
         self.db = db
         self.registry = registry

@@ -92,7 +92,7 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
     async def redis_lifespan(app: Litestar) -> AsyncIterator[None]:
         redis = connect(settings.redis)
         app.state.redis = redis
-        app.state.relay = Relay(redis, app.state.redis_keys, settings.chat)
+        app.state.relay = Relay(redis, app.state.redis_keys, settings.chat, metrics)
         app.state.limits = KeyLimits(redis, app.state.redis_keys)
         app.state.conversations = ServiceClient(
             settings.chat.conversation_url,

@@ -108,7 +108,7 @@ async def start(
         )
         await state.relay.submit(chat)
     admitted_s = time.monotonic() - arrived
-    rest = state.relay.batches(chat.request_id, chat.deadline, keepalive_s=state.settings.chat.keepalive_s)
+    rest = state.relay.batches(chat.request_id, chat.deadline, keepalive_s=state.settings.chat.keepalive_s, enqueued_at=now)
     prelude: list[Batch] = []
     async for batch in rest:
         prelude.append(batch)

@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Response, get
 from litestar.datastructures import State
 from litestar.types import Message, Scope
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from .auth import PUBLIC
 
@@ -18,6 +18,13 @@ class GatewayMetrics:
         r = self.registry
         self.requests = Counter("chatbot_http_requests", "HTTP responses, by route and status", ["route", "method", "status"], registry=r)
         self.refusals = Counter("chatbot_admissions_refused", "Requests refused before generating, by reason", ["reason"], registry=r)
+        self.streams = Gauge("chatbot_streams_in_flight", "Event streams this gateway is relaying to clients", registry=r)
+        self.time_to_first_token = Histogram(
+            "chatbot_gateway_time_to_first_token_seconds",
+            "Time from a request's arrival to its first token, as the gateway relays it",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
         self.overhead = Histogram(
             "chatbot_platform_overhead_seconds",
             "Time the platform took before the provider was called (gateway, queue, worker)",

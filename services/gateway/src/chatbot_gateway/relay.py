@@ -17,16 +17,19 @@ from chatbot_contracts import (
     INFERENCE_GROUP,
     AnyStreamEvent,
     ChatRequest,
+    Delta,
     Done,
     Error,
     ErrorCode,
     Keys,
     StreamEvent,
+    ToolCallDelta,
     encode,
     stream_event_decoder,
 )
 
 from .errors import Overloaded, TooManyInFlight
+from .metrics import GatewayMetrics
 from .settings import ChatSettings
 
 log = structlog.get_logger()
@@ -83,7 +86,8 @@ def _ending(code: ErrorCode, message: str) -> Batch:
 class Relay:
     """The gateway's view of the request streams."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, settings: ChatSettings) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, settings: ChatSettings, metrics: GatewayMetrics | None = None) -> None:
+        self._metrics = metrics or GatewayMetrics()
         self._redis = redis
         self._keys = keys
         self._settings = settings
@@ -213,7 +217,25 @@ class Relay:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def batches(self, request_id: str, deadline: float, after: bytes = b"0-0", keepalive_s: float = 15.0) -> AsyncIterator[Batch]:
+    async def batches(
+        self, request_id: str, deadline: float, after: bytes = b"0-0", keepalive_s: float = 15.0, enqueued_at: float | None = None
+    ) -> AsyncIterator[Batch]:
+        """The request's events from just after entry `after` to `done`, as they arrive, counted as a stream in flight.
+
+        Given `enqueued_at` (the request was enqueued by this gateway just now), the time to its
+        first token as the gateway sees it is observed.
+        """
+        self._metrics.streams.inc()
+        try:
+            async for batch in self._batches(request_id, deadline, after, keepalive_s):
+                if enqueued_at is not None and any(isinstance(event, Delta | ToolCallDelta) for _, event in batch):
+                    self._metrics.time_to_first_token.observe(time.time() - enqueued_at)
+                    enqueued_at = None
+                yield batch
+        finally:
+            self._metrics.streams.dec()
+
+    async def _batches(self, request_id: str, deadline: float, after: bytes, keepalive_s: float) -> AsyncIterator[Batch]:
         """The request's events from just after entry `after` to `done`, as they arrive.
 
         One blocking XREAD returns every event written since the previous read, so a fast

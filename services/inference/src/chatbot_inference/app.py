@@ -87,7 +87,9 @@ class WorkerApp:
             await self.worker.refuse(payload, f"the request could not be read: {exc}")
             await message.ack()
             return
-        with structlog.contextvars.bound_contextvars(request_id=request.request_id):
+        with structlog.contextvars.bound_contextvars(
+            request_id=request.request_id, model=request.model, key_id=request.key_id, conversation_id=request.conversation_id
+        ):
             await self.worker.handle(request, entry_id)
         # Acknowledged through the worker's own client, which retries on a connection Redis dropped.
         await self.redis.xack(self.keys.chat_requests, INFERENCE_GROUP, entry_id)

@@ -19,6 +19,13 @@ class WorkerMetrics:
         self.time_to_first_token = Histogram(
             "gen_ai_server_time_to_first_token_seconds", "Time from a provider call to its first token", model, buckets=_SECONDS, registry=r
         )
+        self.time_per_output_token = Histogram(
+            "gen_ai_server_time_per_output_token_seconds",
+            "Time between output tokens after the first, per generation",
+            model,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
         self.duration = Histogram(
             "gen_ai_client_operation_duration_seconds",
             "Duration of a generation, by how it ended",

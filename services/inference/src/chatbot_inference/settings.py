@@ -36,6 +36,8 @@ class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_SHUTDOWN_GRACE_S`: on SIGTERM, how long running generations may finish before they are left to others."""
     log_level: str = "INFO"
     """`CHATBOT_LOG_LEVEL`: DEBUG, INFO, WARNING or ERROR."""
+    log_content: bool = False
+    """`CHATBOT_LOG_CONTENT`: also log each generation's prompt and answer (off: message content is never logged)."""
 
     @property
     def consumer_name(self) -> str:

@@ -234,6 +234,10 @@ class Worker:
         await self._settle_key(request, usage)
         self._observe(outcome, "completed", started_at, usage)
         log.debug("generation.completed", request_id=request_id, model=outcome.alias, output_tokens=usage.output_tokens)
+        if self.settings.log_content:
+            log.info(
+                "generation.content", request_id=request_id, prompt=[m.content for m in request.messages], answer="".join(outcome.text)
+            )
 
     async def _settle_key(self, request: ChatRequest, usage: TokenUsage | None) -> None:
         """Settle with the key: give back tokens reserved but not used, and add the cost to its spend."""
@@ -283,7 +287,11 @@ class Worker:
 
     def _observe(self, outcome: _Outcome, how: str, started_at: float, usage: TokenUsage | None) -> None:
         model, provider = outcome.alias or "none", outcome.spec.provider if outcome.spec else "none"
-        self.metrics.duration.labels(model, provider, how).observe(time.time() - started_at)
+        ended_at = time.time()
+        self.metrics.duration.labels(model, provider, how).observe(ended_at - started_at)
+        if usage is not None and usage.output_tokens > 1 and outcome.first_token_at is not None:
+            per_token = (ended_at - outcome.first_token_at) / (usage.output_tokens - 1)
+            self.metrics.time_per_output_token.labels(model, provider).observe(per_token)
         if usage is not None:
             self.metrics.tokens.labels(model, provider, "input").observe(usage.input_tokens)
             self.metrics.tokens.labels(model, provider, "output").observe(usage.output_tokens)

@@ -207,4 +207,5 @@ def create_app(settings: Settings) -> Litestar:
     )
     app.state.store = store
     app.state.collector = collector
+    app.state.metrics = metrics
     return app

@@ -245,7 +245,7 @@ async def _start_turn(
             body=msgspec.json.encode({"reason": refused.message}),
         )  # fmt: skip
         raise
-    batches = state.relay.batches(chat.request_id, chat.deadline, keepalive_s=state.settings.chat.keepalive_s)
+    batches = state.relay.batches(chat.request_id, chat.deadline, keepalive_s=state.settings.chat.keepalive_s, enqueued_at=chat.enqueued_at)
     return Stream(
         native_sse(batches), media_type="text/event-stream", headers={**SSE_HEADERS, **rate_headers, "x-request-id": chat.request_id}
     )
