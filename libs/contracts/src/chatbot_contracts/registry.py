@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
 import tomllib
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
+import structlog
 
 Provider = Literal["openai", "anthropic", "gemini", "ollama", "llamacpp"]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
@@ -153,3 +158,66 @@ def _line_of_key(text: str, path: tuple[str, ...]) -> int | None:
         if path[: len(key)] == key and (best is None or len(key) > best[0]):
             best = (len(key), number)
     return best[1] if best else None
+
+
+class RegistryWatcher:
+    """Reloads a registry file without a restart: when its content changes (polled), or at once on SIGHUP.
+
+    A file that does not parse is refused with a logged error, once, and the running registry
+    is kept. Polling reads the file's bytes, so a Kubernetes ConfigMap's symlink swap counts
+    as a change like an edit in place.
+    """
+
+    def __init__(self, path: str | Path, on_change: Callable[[Registry], None], every_s: float = 2.0) -> None:
+        self.path = Path(path)
+        self.on_change = on_change
+        self.every_s = every_s
+        self._seen = self._read()
+        self._wake = asyncio.Event()
+
+    def _read(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except OSError:
+            return None
+
+    def reload_now(self) -> None:
+        """Read the file on the next turn of the loop, changed or not (the SIGHUP handler)."""
+        self._wake.set()
+
+    def check(self, forced: bool = False) -> bool:
+        """Load the file if it changed (or `forced`); True when a new registry was applied."""
+        text = self._read()
+        if text is None:
+            if text != self._seen:
+                _log.error("registry.reload_refused", path=str(self.path), error="the file cannot be read; the running registry is kept")
+            self._seen = text
+            return False
+        if text == self._seen and not forced:
+            return False
+        self._seen = text
+        try:
+            registry = Registry.parse(text.decode("utf-8"), source=str(self.path))
+        except (RegistryError, UnicodeDecodeError) as exc:
+            _log.error("registry.reload_refused", path=str(self.path), error=str(exc), kept="the running registry")
+            return False
+        self.on_change(registry)
+        _log.info("registry.reloaded", path=str(self.path), models=sorted(registry.models))
+        return True
+
+    def listen_for_sighup(self) -> None:
+        """Reload on SIGHUP (only where the loop may own signals: the main thread of a Unix process)."""
+        with suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload_now)
+
+    async def run(self) -> None:
+        """Forever: wait a poll interval or a SIGHUP, then check."""
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.every_s)
+            forced = self._wake.is_set()
+            self._wake.clear()
+            self.check(forced)
+
+
+_log = structlog.get_logger()

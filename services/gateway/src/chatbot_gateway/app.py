@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatbot_contracts import Keys, Registry
 from chatbot_contracts.redis import connect
+from chatbot_contracts.registry import RegistryWatcher
 
 from .anthropic import messages
 from .apidocs import asyncapi_document
@@ -107,15 +109,24 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
             "log_collector_unavailable",
         )
         await key_store.migrate()
+        watching = None
+        if watch_registry:
+            watcher = RegistryWatcher(registry.source, lambda new: setattr(app.state, "registry", new), settings.chat.registry_poll_s)
+            watcher.listen_for_sighup()
+            watching = asyncio.create_task(watcher.run())
         try:
             yield
         finally:
+            if watching is not None:
+                watching.cancel()
             await key_store.close()
             await app.state.conversations.close()
             await app.state.usage.close()
             await redis.aclose()
 
     key_store = KeyStore(settings.auth.admin_key, settings.auth.database_url)
+    watch_registry = Path(registry.source).is_file()
+    """A registry read from a file is reloaded when the file changes; one made in memory (tests) is not."""
     metrics = GatewayMetrics()
     origins = [origin.strip() for origin in settings.server.cors_origins.split(",") if origin.strip()]
     route_handlers: list[object] = [

@@ -45,6 +45,8 @@ class ChatSettings(msgspec.Struct, kw_only=True, frozen=True):
 
     models_file: str = "config/models.toml"
     """`CHATBOT_MODELS_FILE`: the model registry (TOML)."""
+    registry_poll_s: float = 2.0
+    """`CHATBOT_REGISTRY_POLL_S`: how often the registry file is checked for changes (SIGHUP reloads at once)."""
     request_timeout_s: float = 600.0
     """`CHATBOT_REQUEST_TIMEOUT_S`: a request's deadline, from the moment it is enqueued."""
     requests_maxlen: int = 100_000

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import msgspec
@@ -28,6 +29,7 @@ from prometheus_client import start_http_server
 from chatbot_contracts import DATA_FIELD_BYTES, INFERENCE_GROUP, Keys, Registry, chat_request_decoder
 from chatbot_contracts.consumers import broker_connection_options, ensure_groups, keep_consuming, tune_faststream
 from chatbot_contracts.redis import connect
+from chatbot_contracts.registry import RegistryWatcher
 
 from .providers import build_providers
 from .settings import Settings
@@ -55,6 +57,8 @@ class WorkerApp:
             timeout=httpx.Timeout(settings.providers.idle_timeout_s, connect=settings.providers.connect_timeout_s),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
         )
+        self.registry_file = registry.source if Path(registry.source).is_file() else None
+        """Reloaded when it changes (a registry made in memory, in tests, is not)."""
         self.worker = Worker(self.redis, self.keys, registry, build_providers(self.http), settings.worker, settings.providers)
         self.stopping = asyncio.Event()
         concurrency = settings.worker.worker_concurrency
@@ -101,6 +105,10 @@ class WorkerApp:
         await self._start_broker()
         groups = [(self.keys.chat_requests, INFERENCE_GROUP)]
         tasks = [asyncio.create_task(job()) for job in (self._heartbeat, self._refresh_claims, self._listen_for_cancels)]
+        if self.registry_file is not None:
+            watcher = RegistryWatcher(self.registry_file, self._use_registry, self.settings.worker.registry_poll_s)
+            watcher.listen_for_sighup()
+            tasks.append(asyncio.create_task(watcher.run()))
         tasks.append(asyncio.create_task(keep_consuming(self.redis, groups, [self.reader, self.claimer], self.stopping)))
         if self.settings.worker.metrics_port:
             start_http_server(self.settings.worker.metrics_port, addr="0.0.0.0", registry=self.worker.metrics.registry)
@@ -120,6 +128,10 @@ class WorkerApp:
         await self.http.aclose()
         await self.redis.aclose()
         log.info("worker.stopped")
+
+    def _use_registry(self, registry: Registry) -> None:
+        """A reloaded registry: generations that run keep their model; new ones use the new file."""
+        self.worker.registry = registry
 
     async def _start_broker(self) -> None:
         while True:

@@ -16,6 +16,8 @@ class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):
 
     models_file: str = "config/models.toml"
     """`CHATBOT_MODELS_FILE`: the model registry (TOML)."""
+    registry_poll_s: float = 2.0
+    """`CHATBOT_REGISTRY_POLL_S`: how often the registry file is checked for changes (SIGHUP reloads at once)."""
     worker_name: str = ""
     """`CHATBOT_WORKER_NAME`: this worker's consumer name in group `inference` (default: host-pid)."""
     worker_concurrency: int = 128
