@@ -34,6 +34,13 @@ async def test_ready_only_with_a_live_worker(app: Litestar, redis: aioredis.Redi
         assert response.status_code == 200 and response.json()["workers"] == 1
 
 
+async def test_ready_without_workers_when_told(make_app: Callable[..., Litestar], redis_url: str) -> None:
+    """Workers scaled to zero (KEDA) must not take the gateway out of service: a request is what wakes them."""
+    async with AsyncTestClient(app=make_app(redis_url, CHATBOT_READY_WITHOUT_WORKERS="true")) as anonymous:
+        response = await anonymous.get("/readyz")
+        assert response.status_code == 200 and response.json()["workers"] == 0
+
+
 async def test_redis_down_means_503_within_a_second(make_app: Callable[..., Litestar]) -> None:
     from chatbot_devtools.redis_server import free_port
 

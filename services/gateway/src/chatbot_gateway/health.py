@@ -27,6 +27,6 @@ async def readyz(state: State) -> Response[dict[str, object]]:
             alive = await state.redis.zcount(state.redis_keys.workers, time.time() - state.settings.chat.worker_stale_s, "+inf")
     except (redis.exceptions.RedisError, TimeoutError, OSError) as exc:
         return Response({"status": "not_ready", "redis": "down", "error": str(exc) or type(exc).__name__}, status_code=503)
-    if alive == 0:
+    if alive == 0 and not state.settings.chat.ready_without_workers:
         return Response({"status": "not_ready", "redis": "up", "workers": 0, "error": "no inference worker is alive"}, status_code=503)
     return Response({"status": "ready", "redis": "up", "workers": alive})

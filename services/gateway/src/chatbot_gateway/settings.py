@@ -73,6 +73,8 @@ class ChatSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_KEEPALIVE_S`: a `: keepalive` comment is sent after this much silence on a stream."""
     conversation_url: str = "http://127.0.0.1:8001"
     """`CHATBOT_CONVERSATION_URL`: the conversation service's internal API."""
+    ready_without_workers: bool = False
+    """`CHATBOT_READY_WITHOUT_WORKERS`: `/readyz` passes with no live worker (workers scaled to zero by queue lag wake up on requests)."""
     log_collector_url: str = "http://127.0.0.1:8002"
     """`CHATBOT_LOG_COLLECTOR_URL`: the log collector's internal API (usage, request logs)."""
 
