@@ -41,7 +41,12 @@ lint: $(VENV)/.installed-test ## ruff and mypy --strict over every package
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy $(addsuffix /src,$(PACKAGES))
 
-bench: $(VENV)/.installed-test ## Benchmarks (not tests): writes bench/results/*.md
+$(VENV)/.installed-bench: $(VENV)/.installed-test
+	$(PIP_INSTALL) --no-build-isolation -e 'libs/devtools[test,bench]'
+	@touch $@
+
+bench: $(VENV)/.installed-bench ## Benchmarks (not tests): the gateway against LiteLLM and the bare upstream, the conversation store
+	$(BIN)/python bench/gateways.py
 	$(BIN)/python bench/conversations.py $(if $(BENCH_POSTGRES_URL),--postgres $(BENCH_POSTGRES_URL),)
 
 constraints: $(VENV)/.installed-test ## Rewrite constraints.txt from what the venv has installed

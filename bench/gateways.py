@@ -1,0 +1,373 @@
+"""The side-by-side gateway benchmark: this platform, LiteLLM's proxy and the bare upstream, on one machine, in one run.
+
+Run with `make bench` (or `python bench/gateways.py`). Writes bench/results/latest.md and
+bench/results/latest.png. Not a test: it measures and reports each target as met or not.
+
+- The upstream is `bench/upstream.py` (instant, and paced at 20 tokens/s), one process each.
+- This platform starts as `make run` starts it: a gateway, the conversation service, the log
+  collector and two inference workers, on a Redis of its own.
+- LiteLLM's proxy (`litellm[proxy]`, the version pinned below, in its own virtual environment
+  under bench/.venv-litellm) runs one worker with a master key, pointed at the same upstream.
+- The load client is this process (asyncio + httpx). Loads alternate between the targets, so
+  that machine noise hits all alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from chatbot_devtools.platform import LocalPlatform, registry_toml
+from chatbot_devtools.redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+LITELLM = "litellm[proxy]==1.108.7"
+LITELLM_CONSTRAINTS = ROOT / "bench" / "litellm-constraints.txt"
+LITELLM_VENV = ROOT / "bench" / ".venv-litellm"
+TOKENS = 50
+TOKEN = b"tok "
+
+
+@dataclass
+class Target:
+    name: str
+    base_url: str
+    model: str
+    key: str
+    pids: list[int] = field(default_factory=list)
+    """The processes whose peak memory is reported."""
+
+
+@dataclass
+class Sample:
+    ttft: float | None = None
+    gaps: list[float] = field(default_factory=list)
+    total: float = 0.0
+    tokens: int = 0
+    error: str | None = None
+
+
+async def stream_once(client: httpx.AsyncClient, target: Target, max_tokens: int, model: str | None = None) -> Sample:
+    """One streamed chat completion; token times from the raw bytes (no JSON decoding, so the client stays cheap)."""
+    sample = Sample()
+    body = {"model": model or target.model, "stream": True, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "go"}]}
+    started = last = time.perf_counter()
+    try:
+        async with client.stream(
+            "POST", f"{target.base_url}/chat/completions", json=body, headers={"Authorization": f"Bearer {target.key}"}
+        ) as response:
+            if response.status_code != 200:
+                sample.error = f"HTTP {response.status_code}"
+                await response.aread()
+                return sample
+            done = False
+            async for raw in response.aiter_raw():
+                now = time.perf_counter()
+                count = raw.count(TOKEN)
+                if count:
+                    if sample.ttft is None:
+                        sample.ttft = now - started
+                    else:
+                        sample.gaps.append(now - last)
+                    sample.gaps.extend([0.0] * (count - 1))
+                    sample.tokens += count
+                    last = now
+                done = done or b"[DONE]" in raw
+    except httpx.HTTPError as exc:
+        sample.error = type(exc).__name__
+        return sample
+    sample.total = time.perf_counter() - started
+    if not done or sample.tokens != max_tokens:
+        sample.error = f"incomplete: {sample.tokens}/{max_tokens} tokens"
+    return sample
+
+
+def _client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=httpx.Timeout(120.0), limits=httpx.Limits(max_connections=None, max_keepalive_connections=2000))
+
+
+async def throughput(target: Target, concurrency: int, seconds: float) -> list[Sample]:
+    """`concurrency` clients, each sending one request after the other for `seconds`."""
+    samples: list[Sample] = []
+    deadline = time.perf_counter() + seconds
+    async with _client() as client:
+
+        async def loop() -> None:
+            while time.perf_counter() < deadline:
+                samples.append(await stream_once(client, target, TOKENS))
+
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+    return samples
+
+
+async def sequential(target: Target, count: int) -> list[Sample]:
+    async with _client() as client:
+        await stream_once(client, target, TOKENS)  # connections warm
+        return [await stream_once(client, target, TOKENS) for _ in range(count)]
+
+
+async def many_streams(target: Target, streams: int, tokens: int, model: str) -> list[Sample]:
+    """`streams` paced streams at once (started over a second, as clients would arrive)."""
+    async with _client() as client:
+
+        async def one(i: int) -> Sample:
+            await asyncio.sleep(i / streams)
+            return await stream_once(client, target, tokens, model)
+
+        return list(await asyncio.gather(*(one(i) for i in range(streams))))
+
+
+def quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def children(pid: int) -> list[int]:
+    """A process and its descendants (LiteLLM's CLI starts the server as a child)."""
+    found = [pid]
+    for task in Path("/proc").glob("[0-9]*"):
+        try:
+            if int((task / "stat").read_text().split(") ")[1].split()[1]) in found:
+                found.append(int(task.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def start_upstream(tokens_per_s: float, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    log = (workdir / f"upstream-{tokens_per_s:g}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "upstream.py"), "--port", str(port), "--tokens-per-s", str(tokens_per_s)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1"
+    _wait(f"{url}/models")
+    return process, url
+
+
+def _wait(url: str, timeout_s: float = 120.0, headers: dict[str, str] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, headers=headers, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout_s:g}s")
+
+
+def install_litellm() -> Path:
+    """LiteLLM's proxy in its own virtual environment (made once; pip's cache makes later runs quick)."""
+    binary = LITELLM_VENV / "bin" / "litellm"
+    stamp = LITELLM_VENV / ".installed"
+    if not binary.exists() or not stamp.exists() or stamp.read_text() != LITELLM:
+        print(f"bench: installing {LITELLM} into {LITELLM_VENV.relative_to(ROOT)} (once)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        pip = [str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check"]
+        subprocess.run([*pip, "--constraint", str(LITELLM_CONSTRAINTS), LITELLM], check=True)
+        stamp.write_text(LITELLM)
+    return binary
+
+
+def start_litellm(binary: Path, instant: str, paced: str, workdir: Path) -> tuple[subprocess.Popen[bytes], Target]:
+    config = workdir / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        f"  - model_name: bench\n    litellm_params: {{model: openai/bench-model, api_base: '{instant}', api_key: none}}\n"
+        f"  - model_name: bench-paced\n    litellm_params: {{model: openai/bench-model, api_base: '{paced}', api_key: none}}\n"
+        "general_settings:\n  master_key: sk-bench-litellm\n"
+    )
+    port = free_port()
+    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_MODE": "PRODUCTION", "DISABLE_SCHEMA_UPDATE": "true"}
+    log = (workdir / "litellm.log").open("wb")
+    process = subprocess.Popen(
+        [str(binary), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    target = Target("LiteLLM proxy", f"http://127.0.0.1:{port}/v1", "bench", "sk-bench-litellm")
+    _wait(f"http://127.0.0.1:{port}/health/liveliness", timeout_s=180)
+    target.pids = children(process.pid)
+    return process, target
+
+
+def start_platform(instant: str, paced: str, workdir: Path, redis_url: str) -> tuple[LocalPlatform, Target]:
+    spec = {"provider": "openai", "upstream_model": "bench-model", "context_window": 8192, "max_output_tokens": 4096}
+    registry = registry_toml({"bench": {**spec, "base_url": instant}, "bench-paced": {**spec, "base_url": paced}})
+    platform = LocalPlatform(workdir, redis_url, "", registry, admin_key="sk-bench-admin")
+    platform.env.update({"CHATBOT_HEARTBEAT_S": "2.0", "CHATBOT_LOG_LEVEL": "WARNING", "CHATBOT_WORKER_CONCURRENCY": "512"})
+    platform.start_conversation()
+    platform.start_log_collector()
+    url = platform.start_gateway()
+    for i in (1, 2):
+        platform.start_worker(f"worker-{i}")
+    platform.wait_ready(url)
+    target = Target("Chatbot-LLM", f"{url}/v1", "bench", platform.admin_key)
+    target.pids = [p.pid for p in platform.processes if p.service in ("gateway", "inference")]
+    return platform, target
+
+
+def summarize(samples: list[Sample], seconds: float) -> dict[str, float]:
+    good = [s for s in samples if s.error is None]
+    ttfts = [s.ttft for s in good if s.ttft is not None]
+    return {
+        "requests_per_s": len(good) / seconds,
+        "tokens_per_s": sum(s.tokens for s in good) / seconds,
+        "ttft_p50_ms": quantile(ttfts, 0.5) * 1000,
+        "ttft_p99_ms": quantile(ttfts, 0.99) * 1000,
+        "gap_p99_ms": quantile([g for s in good for g in s.gaps], 0.99) * 1000,
+        "errors": float(len(samples) - len(good)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of one throughput round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency-requests", type=int, default=200)
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--stream-seconds", type=int, default=60)
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    binary = install_litellm()
+    workdir = Path(tempfile.mkdtemp(prefix="chatbot-bench-"))
+    redis = RedisServer(workdir / "redis").start()
+    processes: list[subprocess.Popen[bytes]] = []
+    platform: LocalPlatform | None = None
+    try:
+        upstream_process, instant = start_upstream(0, workdir)
+        paced_process, paced = start_upstream(20, workdir)
+        processes += [upstream_process, paced_process]
+        upstream = Target("upstream (floor)", instant, "bench-model", "none", [upstream_process.pid])
+        platform, ours = start_platform(instant, paced, workdir, redis.url)
+        litellm_process, litellm = start_litellm(binary, instant, paced, workdir)
+        processes.append(litellm_process)
+        targets = [upstream, ours, litellm]
+        print(f"bench: targets up; work dir {workdir}", flush=True)
+
+        # 1. Throughput: 50-token streams, instant upstream, 32 clients; rounds alternate the targets.
+        load: dict[str, list[Sample]] = {t.name: [] for t in targets}
+        for round_ in range(args.rounds):
+            for target in targets:
+                load[target.name] += asyncio.run(throughput(target, 32, args.seconds))
+                print(f"bench: throughput round {round_ + 1} {target.name}: {len(load[target.name])} requests so far", flush=True)
+        measured = {name: summarize(samples, args.seconds * args.rounds) for name, samples in load.items()}
+
+        # 2. Latency: one client, time to first token.
+        single: dict[str, list[float]] = {t.name: [] for t in targets}
+        for _ in range(2):
+            for target in targets:
+                single[target.name] += [s.ttft for s in asyncio.run(sequential(target, args.latency_requests // 2)) if s.ttft]
+        ttft = {name: quantile(values, 0.5) * 1000 for name, values in single.items()}
+
+        # 3. Many paced streams through this platform (and through the upstream alone, for the client's own noise).
+        tokens = 20 * args.stream_seconds
+        floor_streams = asyncio.run(
+            many_streams(Target("paced upstream", paced, "bench-model", "none"), args.streams, tokens, "bench-model")
+        )
+        ours_streams = asyncio.run(many_streams(ours, args.streams, tokens, "bench-paced"))
+        nominal = 1000 / 20
+        many = {
+            "floor_gap_p99": quantile([g for s in floor_streams if not s.error for g in s.gaps if g > 0], 0.99) * 1000 - nominal,
+            "gap_p99": quantile([g for s in ours_streams if not s.error for g in s.gaps if g > 0], 0.99) * 1000 - nominal,
+            "errors": sum(1 for s in ours_streams if s.error),
+            "floor_errors": sum(1 for s in floor_streams if s.error),
+        }
+        rss = {t.name: max((peak_rss_mb(pid) for pid in t.pids), default=float("nan")) for t in targets}
+        gateway_rss = peak_rss_mb(next(p.pid for p in platform.processes if p.service == "gateway"))
+        write_results(targets, measured, ttft, many, rss, gateway_rss, args)
+    finally:
+        for process in processes:
+            process.terminate()
+        if platform is not None:
+            platform.stop()
+        redis.stop()
+
+
+def write_results(
+    targets: list[Target],
+    measured: dict[str, dict[str, float]],
+    ttft: dict[str, float],
+    many: dict[str, float],
+    rss: dict[str, float],
+    gateway_rss: float,
+    args: argparse.Namespace,
+) -> None:
+    floor, ours, litellm = (t.name for t in targets)
+    ratio = measured[ours]["requests_per_s"] / max(measured[litellm]["requests_per_s"], 1e-9)
+    ours_overhead, litellm_overhead = ttft[ours] - ttft[floor], ttft[litellm] - ttft[floor]
+    lines = [
+        f"# Gateway benchmark ({time.strftime('%Y-%m-%d', time.gmtime())}, {os.cpu_count()} cores, everything on one machine)",
+        "",
+        f"Throughput: 50-token streams, instant upstream, 32 concurrent clients, {args.rounds} alternating rounds of "
+        f"{args.seconds:g} s per target. Latency: one client, {args.latency_requests} requests. {LITELLM}, one worker.",
+        "",
+        "| target | requests/s | tokens/s | TTFT p50 (32 clients) | TTFT p99 | inter-token p99 | TTFT p50 (1 client) | errors | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in targets:
+        m = measured[t.name]
+        lines.append(
+            f"| {t.name} | {m['requests_per_s']:.0f} | {m['tokens_per_s']:.0f} | {m['ttft_p50_ms']:.1f} ms | {m['ttft_p99_ms']:.1f} ms | "
+            f"{m['gap_p99_ms']:.1f} ms | {ttft[t.name]:.2f} ms | {m['errors']:.0f} | {rss[t.name]:.0f} MB |"
+        )
+    targets_met = [
+        ("1. throughput ≥ 10× LiteLLM, zero errors", ratio >= 10 and measured[ours]["errors"] == 0, f"{ratio:.1f}×, {measured[ours]['errors']:.0f} errors"),
+        ("2. TTFT overhead p50 ≤ ⅓ of LiteLLM's", ours_overhead <= litellm_overhead / 3,
+         f"{ours_overhead:.2f} ms vs {litellm_overhead:.2f} ms ({ours_overhead / max(litellm_overhead, 1e-9):.2f}×)"),
+        (f"3. {args.streams} streams at 20 tokens/s for {args.stream_seconds} s: zero errors, added inter-token p99 ≤ 50 ms, gateway RSS ≤ 300 MB",
+         many["errors"] == 0 and many["gap_p99"] <= 50 and gateway_rss <= 300,
+         f"{many['errors']:.0f} errors, +{many['gap_p99']:.1f} ms (client alone: +{many['floor_gap_p99']:.1f} ms), gateway {gateway_rss:.0f} MB"),
+    ]  # fmt: skip
+    lines += ["", "| target | met | measured |", "|---|---|---|"]
+    lines += [f"| {name} | {'yes' if ok else '**no**'} | {detail} |" for name, ok, detail in targets_met]
+    lines += ["", "Target 4 (conversation queries) is in `conversations.md`."]
+    (RESULTS / "latest.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    chart(targets, measured, ttft)
+
+
+def chart(targets: list[Target], measured: dict[str, dict[str, float]], ttft: dict[str, float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [t.name for t in targets]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.bar(names, [measured[n]["requests_per_s"] for n in names], color=["#999999", "#2b7bba", "#d9822b"])
+    left.set_title("completed requests/s (32 clients, 50 tokens)")
+    right.bar(names, [ttft[n] for n in names], color=["#999999", "#2b7bba", "#d9822b"])
+    right.set_title("time to first token p50, one client (ms)")
+    for axis in (left, right):
+        axis.tick_params(axis="x", labelrotation=10)
+    figure.tight_layout()
+    figure.savefig(RESULTS / "latest.png", dpi=100)
+    print(f"bench: wrote {RESULTS / 'latest.md'} and latest.png")
+
+
+if __name__ == "__main__":
+    main()
