@@ -162,6 +162,35 @@ def test_a_key_past_its_in_flight_bound_gets_429(platform: LocalPlatform, slow_u
     )
 
 
+def test_a_gateway_refuses_streams_it_could_not_follow(platform: LocalPlatform, slow_upstream: FakeOpenAI) -> None:
+    """Each followed stream holds a pooled Redis connection: past the pool, 503 before anything is enqueued, not a lost answer."""
+    platform.env["CHATBOT_REDIS_MAX_CONNECTIONS"] = "34"  # room for two streams
+    slow_upstream.reply = "slow " * 60
+    url = platform.start_gateway()
+    platform.start_worker()
+    platform.wait_ready(url)
+    client = Client(url, platform.admin_key)
+    conversation = client.conversation()
+    streams = [client.open(f"/api/v1/conversations/{conversation}/messages", {"content": f"followed {i}"}) for i in range(2)]
+    for stream in streams:
+        next(stream)
+    for _ in range(100):  # both generations have reached the upstream
+        if len(slow_upstream.requests) == 2:
+            break
+        time.sleep(0.05)
+    called = len(slow_upstream.requests)
+    third = client.http.post("/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "third"}]})
+    assert third.status_code == 503 and third.json()["error"]["code"] == "gateway_at_capacity"
+    assert third.headers["retry-after"] == "2" and "following 2 streams" in third.json()["error"]["message"]
+    time.sleep(0.3)
+    assert len(slow_upstream.requests) == called, "the refused request reached no worker"
+    assert all(list(stream)[-1].event == "done" for stream in streams), "the followed streams end normally"
+    assert (
+        client.http.post("/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "now"}]}).status_code
+        == 200
+    )
+
+
 def test_a_slow_reader_does_not_make_the_gateway_buffer(platform: LocalPlatform, slow_upstream: FakeOpenAI) -> None:
     slow_upstream.reply = "x" * 60 + " "
     slow_upstream.reply *= 40_000  # about 2.4 MB of answer, produced as fast as possible

@@ -16,8 +16,9 @@ class RedisSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`REDIS_URL`: the Redis server (redis:// or rediss://)."""
     redis_namespace: str = ""
     """`CHATBOT_REDIS_NAMESPACE`: a prefix for every key, so deployments can share one Redis."""
-    redis_max_connections: int = 512
-    """`CHATBOT_REDIS_MAX_CONNECTIONS`: the size of the connection pool (blocking reads hold one each)."""
+    redis_max_connections: int = 2048
+    """`CHATBOT_REDIS_MAX_CONNECTIONS`: the size of the connection pool (opened as needed; blocking reads hold one
+    each, so a gateway follows at most this many streams, less a small reserve, and refuses more with 503)."""
     redis_connect_timeout_s: float = 0.5
     """`CHATBOT_REDIS_CONNECT_TIMEOUT_S`: how long to wait for a connection before reporting Redis down."""
     redis_socket_timeout_s: float = 30.0

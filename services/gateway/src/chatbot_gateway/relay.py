@@ -86,8 +86,13 @@ def _ending(code: ErrorCode, message: str) -> Batch:
 class Relay:
     """The gateway's view of the request streams."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, settings: ChatSettings, metrics: GatewayMetrics | None = None) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, settings: ChatSettings, metrics: GatewayMetrics | None = None, max_streams: int = 0
+    ) -> None:
         self._metrics = metrics or GatewayMetrics()
+        self.following = 0
+        """Streams this gateway follows now; each holds one pooled Redis connection in a blocking read."""
+        self._max_streams = max_streams
         self._redis = redis
         self._keys = keys
         self._settings = settings
@@ -114,6 +119,16 @@ class Relay:
         owner, exists = await pipe.execute()
         return (owner.decode() if owner else None), bool(exists)
 
+    def ensure_capacity(self) -> None:
+        """Refuse (503, nothing enqueued) a stream this gateway could not follow: its Redis connections are all reading."""
+        if self._max_streams and self.following >= self._max_streams:
+            raise Overloaded(
+                f"this gateway is following {self.following} streams, as many as its Redis connections allow "
+                "(CHATBOT_REDIS_MAX_CONNECTIONS); retry shortly, or through another gateway",
+                code="gateway_at_capacity",
+                headers={"Retry-After": str(self._settings.overload_retry_after_s)},
+            )
+
     async def submit(self, request: ChatRequest, prelude: Sequence[StreamEvent] = ()) -> None:
         """Admit and enqueue a request for the inference workers, in one round trip (two with a per-key bound).
 
@@ -122,6 +137,7 @@ class Relay:
         request's own stream (the native API's `start` and `queued`). The owner is recorded for
         longer than the stream lives, so an expired stream is told apart from one that never existed.
         """
+        self.ensure_capacity()
         settings = self._settings
         if settings.max_inflight_per_key:
             running = int(
@@ -226,6 +242,7 @@ class Relay:
         first token as the gateway sees it is observed.
         """
         self._metrics.streams.inc()
+        self.following += 1
         try:
             async for batch in self._batches(request_id, deadline, after, keepalive_s):
                 if enqueued_at is not None and any(isinstance(event, Delta | ToolCallDelta) for _, event in batch):
@@ -234,6 +251,7 @@ class Relay:
                 yield batch
         finally:
             self._metrics.streams.dec()
+            self.following -= 1
 
     async def _batches(self, request_id: str, deadline: float, after: bytes, keepalive_s: float) -> AsyncIterator[Batch]:
         """The request's events from just after entry `after` to `done`, as they arrive.

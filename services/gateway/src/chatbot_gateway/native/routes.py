@@ -310,6 +310,7 @@ async def resume(
     after = request.headers.get("last-event-id") or last_event_id or "0-0"
     if not _is_entry_id(after):
         raise BadRequest(f"Last-Event-ID {after!r} is not an event id of this stream (like 1700000000000-0)", param="last_event_id")
+    state.relay.ensure_capacity()
     return _replay(state, request_id, after)
 
 
