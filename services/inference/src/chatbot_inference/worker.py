@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -79,6 +81,18 @@ def backoff_s(retry: int, settings: ProviderSettings, retry_after: float | None)
 def estimate_tokens(text: str) -> int:
     """A provider-independent estimate (about four characters a token) for providers that report no usage."""
     return max(1, (len(text) + 3) // 4) if text else 0
+
+
+@contextmanager
+def _provider_span(spec: ModelSpec, outcome: _Outcome) -> Iterator[None]:
+    """One provider call as a GenAI client span, with the usage it reported."""
+    attributes = {"gen_ai.operation.name": "chat", "gen_ai.system": spec.provider, "gen_ai.request.model": spec.upstream_model}
+    with TRACER.start_as_current_span(f"chat {spec.upstream_model}", kind=SpanKind.CLIENT, attributes=attributes) as span:
+        yield
+        if outcome.usage is not None and span.is_recording():
+            span.set_attribute("gen_ai.usage.input_tokens", outcome.usage.input_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", outcome.usage.output_tokens)
+            span.set_attribute("gen_ai.response.finish_reasons", [outcome.finish_reason])
 
 
 class _Outcome:
@@ -377,7 +391,8 @@ class Worker:
                     )
                 )
                 try:
-                    await self._call(provider, alias, spec, request, sink, outcome, started_at, attempt)
+                    with _provider_span(spec, outcome):
+                        await self._call(provider, alias, spec, request, sink, outcome, started_at, attempt)
                     return
                 except ProviderError as error:
                     last_error = error
@@ -394,26 +409,6 @@ class Worker:
         raise last_error
 
     async def _call(
-        self,
-        provider: Provider,
-        alias: str,
-        spec: ModelSpec,
-        request: ChatRequest,
-        sink: StreamSink,
-        outcome: _Outcome,
-        started_at: float,
-        attempt: int,
-    ) -> None:
-        """One provider call, as a GenAI client span."""
-        attributes = {"gen_ai.operation.name": "chat", "gen_ai.system": spec.provider, "gen_ai.request.model": spec.upstream_model}
-        with TRACER.start_as_current_span(f"chat {spec.upstream_model}", kind=SpanKind.CLIENT, attributes=attributes) as span:
-            await self._stream_call(provider, alias, spec, request, sink, outcome, started_at, attempt)
-            if outcome.usage is not None and span.is_recording():
-                span.set_attribute("gen_ai.usage.input_tokens", outcome.usage.input_tokens)
-                span.set_attribute("gen_ai.usage.output_tokens", outcome.usage.output_tokens)
-                span.set_attribute("gen_ai.response.finish_reasons", [outcome.finish_reason])
-
-    async def _stream_call(
         self,
         provider: Provider,
         alias: str,
