@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import asyncpg
+import pytest
 import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
 
 from chatbot_contracts import CONVERSATION_GROUP, DATA_FIELD, Completed, Failed, Keys, Queued, Registry, TokenUsage, encode
 from chatbot_conversation import Settings, create_app
+from chatbot_devtools.pytest_plugin import POSTGRES, create_postgres_database, drop_postgres_database
 
 
 async def test_answers_are_written_from_events_and_every_event_is_acknowledged(
@@ -53,3 +56,51 @@ async def test_answers_are_written_from_events_and_every_event_is_acknowledged(
         answer = (await client.get(f"/internal/v1/conversations/{made['id']}", headers=alice)).json()["messages"][-1]
         assert (answer["status"], answer["content"], answer["error"]) == ("complete", "Hello!", None)
         assert answer["usage"] == {"input_tokens": 1, "output_tokens": 2, "cached_tokens": 0, "cost_usd": 0.0, "estimated": False}
+
+
+async def test_an_answer_waits_in_the_stream_while_the_database_is_away(redis_url: str, namespace: str, redis: aioredis.Redis) -> None:
+    database = await create_postgres_database()
+    if database is None:
+        pytest.skip(f"no PostgreSQL answers at {POSTGRES}")
+    name = database.rsplit("/", 1)[1]
+    keys = Keys(namespace)
+    settings = Settings.from_env(
+        {"REDIS_URL": redis_url, "CHATBOT_REDIS_NAMESPACE": namespace, "CHATBOT_CONSUMER_NAME": "c1", "CHATBOT_DATABASE_URL": database}
+    )
+    admin = await asyncpg.connect(POSTGRES)
+    try:
+        async with AsyncTestClient(
+            app=create_app(settings, Registry.parse('[models.m]\nprovider = "openai"\nupstream_model = "m"\n'))
+        ) as client:
+            alice = {"x-chatbot-owner": "alice"}
+            made = (await client.post("/internal/v1/conversations", json={}, headers=alice)).json()
+            turn = (
+                await client.post(
+                    f"/internal/v1/conversations/{made['id']}/turns", json={"request_id": "r1", "content": "Hi"}, headers=alice
+                )
+            ).json()
+            # The database goes away: no new connections, and the service's are cut.
+            await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+            base = {"request_id": "r1", "model": "m", "conversation_id": made["id"], "message_id": turn["assistant_message_id"]}
+            await redis.xadd(keys.inference_events, {DATA_FIELD: encode(Completed(**base, at=2.0, text="Kept!", finish_reason="stop"))})
+            for _ in range(200):
+                if "chatbot_conversation_event_failures_total 0.0" not in (await client.get("/metrics")).text:
+                    break
+                await asyncio.sleep(0.05)
+            [group] = await redis.xinfo_groups(keys.inference_events)
+            assert group["pending"] == 1, "refused by the database: read, not acknowledged"
+
+            await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+            for _ in range(300):
+                [group] = await redis.xinfo_groups(keys.inference_events)
+                if group["pending"] == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert group["pending"] == 0
+            answer = (await client.get(f"/internal/v1/conversations/{made['id']}", headers=alice)).json()["messages"][-1]
+            assert (answer["status"], answer["content"]) == ("complete", "Kept!"), "applied once the database is back"
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        await admin.close()
+        await drop_postgres_database(database)

@@ -9,9 +9,9 @@ skipped, and starts again any subscriber that stopped.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
@@ -25,6 +25,7 @@ from .events import AnyInferenceEvent
 from .keys import DATA_FIELD_BYTES
 
 log = structlog.get_logger()
+T = TypeVar("T")
 
 
 class Restartable(Protocol):
@@ -117,6 +118,30 @@ async def consuming(
         stopping.set()
         watchdog.cancel()
         await broker.stop()
+
+
+async def until_done(
+    action: Callable[[], Awaitable[T]],
+    retry_on: tuple[type[BaseException], ...],
+    event: str,
+    on_failure: Callable[[], None] | None = None,
+    max_delay_s: float = 5.0,
+) -> T:
+    """Run `action` until it succeeds, backing off up to `max_delay_s` between tries.
+
+    For a consumer whose store is slow or away: the message stays unacknowledged and the ones
+    after it wait in the stream (backpressure) instead of being dropped or parked for good.
+    """
+    delay = 0.1
+    while True:
+        try:
+            return await action()
+        except retry_on as exc:
+            if on_failure is not None:
+                on_failure()
+            log.warning(event, error=(str(exc).splitlines() or [type(exc).__name__])[0], retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
 
 
 def inference_event_of(fields: Mapping[bytes, bytes], entry: str) -> AnyInferenceEvent | None:

@@ -12,9 +12,10 @@ from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 from litestar import Litestar, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 
 from chatbot_contracts import CONVERSATION_GROUP, Keys, Registry
-from chatbot_contracts.consumers import broker_connection_options, consuming, inference_event_of, tune_faststream
+from chatbot_contracts.consumers import broker_connection_options, consuming, inference_event_of, tune_faststream, until_done
 from chatbot_contracts.database import query_histogram, time_queries
 from chatbot_contracts.redis import connect
 
@@ -44,6 +45,9 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
     for engine in {db.engine, db.read_engine}:
         time_queries(engine, queries)
     consumed = Counter("chatbot_conversation_events", "Inference events consumed, by type", ["type"], registry=metrics)
+    apply_failures = Counter(
+        "chatbot_conversation_event_failures", "Events the database refused to apply (they are tried again)", registry=metrics
+    )
     service = ConversationService(
         db,
         registry,
@@ -54,17 +58,30 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
     )
     applier = EventApplier(service, settings.store.title_model or None, TitleQueue(redis, keys))
 
-    subscriber = broker.subscriber(
+    reader = broker.subscriber(
         stream=StreamSub(keys.inference_events, group=CONVERSATION_GROUP, consumer=settings.server.consumer, polling_interval=1000),
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )
+    claimer = broker.subscriber(
+        stream=StreamSub(
+            keys.inference_events,
+            group=CONVERSATION_GROUP,
+            consumer=settings.server.consumer,
+            polling_interval=5000,
+            min_idle_time=int(settings.server.events_claim_idle_s * 1000),
+        ),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
 
-    @subscriber
     async def on_event(message: RedisStreamMessage) -> None:
+        """Apply an event; while the database refuses, try again (the event stays unacknowledged, later ones wait)."""
         event = inference_event_of(message.raw_message["data"], message.message_id)
         if event is not None:
-            await applier.apply(event)
+            await until_done(lambda: applier.apply(event), (SQLAlchemyError, OSError), "event.apply_failed", apply_failures.inc)
             consumed.labels(type(event).__struct_config__.tag).inc()
+
+    reader(on_event)
+    claimer(on_event)
 
     @get("/healthz", sync_to_thread=False)
     def healthz() -> dict[str, str]:
@@ -84,7 +101,7 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         await db.migrate()
         try:
-            async with consuming(redis, broker, [(keys.inference_events, CONVERSATION_GROUP)], [subscriber]):
+            async with consuming(redis, broker, [(keys.inference_events, CONVERSATION_GROUP)], [reader, claimer]):
                 yield
         finally:
             await db.close()

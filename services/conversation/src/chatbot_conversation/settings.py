@@ -22,6 +22,8 @@ class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_CONSUMER_NAME`: this replica's name in its consumer group (default: host-pid)."""
     log_level: str = "INFO"
     """`CHATBOT_LOG_LEVEL`: DEBUG, INFO, WARNING or ERROR."""
+    events_claim_idle_s: float = 60.0
+    """`CHATBOT_EVENTS_CLAIM_IDLE_S`: events read by a replica that then died are taken over after this long."""
 
     @property
     def consumer(self) -> str:

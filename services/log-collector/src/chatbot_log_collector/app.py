@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from sqlalchemy.exc import SQLAlchemyError
 
 from chatbot_contracts import LOG_COLLECTOR_GROUP, AnyInferenceEvent, Keys
-from chatbot_contracts.consumers import broker_connection_options, consuming, inference_event_of, tune_faststream
+from chatbot_contracts.consumers import broker_connection_options, consuming, inference_event_of, tune_faststream, until_done
 from chatbot_contracts.database import query_histogram, time_queries
 from chatbot_contracts.redis import connect
 
@@ -37,7 +37,6 @@ from .settings import Settings
 from .store import EventStore
 
 log = structlog.get_logger()
-RETRY_MAX_S = 5.0
 GROUPS_EVERY_S = 5.0
 RETENTION_EVERY_S = 3600.0
 
@@ -62,16 +61,9 @@ class Collector:
 
     async def store_batch(self, entries: list[tuple[str, AnyInferenceEvent]]) -> None:
         """Store until stored: the database may be slow or away; the batch is acknowledged only after."""
-        delay = 0.1
-        while True:
-            try:
-                new = await self.store.record(entries)
-                break
-            except (SQLAlchemyError, OSError) as exc:
-                self.store_failures.inc()
-                log.warning("events.store_failed", events=len(entries), error=str(exc).splitlines()[0], retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+        new = await until_done(
+            lambda: self.store.record(entries), (SQLAlchemyError, OSError), "events.store_failed", self.store_failures.inc
+        )
         self.stored.inc(new)
         for _, event in entries:
             self.counter.apply(event)
