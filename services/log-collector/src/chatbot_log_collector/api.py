@@ -69,12 +69,13 @@ def _instant(value: str | None, name: str, default: int) -> int:
     return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp())
 
 
-def _range(start: str | None, end: str | None, granularity: str = "minute") -> tuple[int, int]:
+def _range(start: str | None, end: str | None, granularity: str | None = None) -> tuple[int, int]:
+    """`[from, to)` in Unix seconds; with a granularity, bounded to `MAX_BUCKETS` buckets (an export pages instead)."""
     end_s = _instant(end, "to", now_s() + 60)
     start_s = _instant(start, "from", end_s - DAY_S)
     if start_s >= end_s:
         raise UsageError(400, f"`from` ({_iso(start_s)}) must be before `to` ({_iso(end_s)})", "invalid_time")
-    if (end_s - start_s) // GRANULARITY_S[granularity] > MAX_BUCKETS:
+    if granularity is not None and (end_s - start_s) // GRANULARITY_S[granularity] > MAX_BUCKETS:
         raise UsageError(
             400, f"{granularity} buckets over this range would be more than {MAX_BUCKETS}: narrow it or use a coarser granularity",
             "range_too_large",
