@@ -55,14 +55,22 @@ usage_events = sa.Table(
     sa.Index("ix_usage_events_owner_at", "owner", "at_us"),
 )
 
+
+def _aggregate_key() -> list[sa.Column[object]]:
+    """The columns an aggregate row is keyed by (each table gets its own Column objects)."""
+    return [
+        sa.Column("minute", sa.BigInteger, nullable=False),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("provider", sa.String(40), nullable=False),
+        sa.Column("key_id", sa.String(64), nullable=False),
+        sa.Column("owner", sa.String(200), nullable=False),
+    ]
+
+
 usage_minutes = sa.Table(
     "usage_minutes",
     metadata,
-    sa.Column("minute", sa.BigInteger, nullable=False),
-    sa.Column("model", sa.String(200), nullable=False),
-    sa.Column("provider", sa.String(40), nullable=False),
-    sa.Column("key_id", sa.String(64), nullable=False),
-    sa.Column("owner", sa.String(200), nullable=False),
+    *_aggregate_key(),
     *(sa.Column(name, sa.BigInteger, nullable=False, server_default="0") for name in COUNTERS),
     sa.PrimaryKeyConstraint(*AGGREGATE_KEY, name="pk_usage_minutes"),
     sa.Index("ix_usage_minutes_owner", "owner", "minute"),
@@ -71,11 +79,7 @@ usage_minutes = sa.Table(
 usage_minute_errors = sa.Table(
     "usage_minute_errors",
     metadata,
-    sa.Column("minute", sa.BigInteger, nullable=False),
-    sa.Column("model", sa.String(200), nullable=False),
-    sa.Column("provider", sa.String(40), nullable=False),
-    sa.Column("key_id", sa.String(64), nullable=False),
-    sa.Column("owner", sa.String(200), nullable=False),
+    *_aggregate_key(),
     sa.Column("code", sa.String(40), nullable=False),
     sa.Column("count", sa.BigInteger, nullable=False),
     sa.PrimaryKeyConstraint(*AGGREGATE_KEY, "code", name="pk_usage_minute_errors"),

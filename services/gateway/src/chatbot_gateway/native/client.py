@@ -17,7 +17,7 @@ _SAFE_PATH = re.compile(r"[A-Za-z0-9/_.~-]{1,512}")
 class ServiceError(GatewayError):
     """The service refused: its status and error body go to the client as they are."""
 
-    def __init__(self, status: int, body: bytes, service: str = "conversation service") -> None:
+    def __init__(self, status: int, body: bytes, service: str) -> None:
         try:
             error = msgspec.json.decode(body).get("error", {})
         except (msgspec.DecodeError, AttributeError):
