@@ -16,7 +16,6 @@ from litestar.enums import ScopeType
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.static_files import create_static_files_router
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatbot_contracts import Keys, Registry
@@ -27,7 +26,7 @@ from .anthropic import messages
 from .apidocs import asyncapi_document
 from .apikeys import ROUTES as KEY_ROUTES
 from .apikeys import KeyStore
-from .auth import PUBLIC, KeyAuthMiddleware
+from .auth import KeyAuthMiddleware
 from .errors import EXCEPTION_HANDLERS, document_errors
 from .health import healthz, readyz
 from .metrics import GatewayMetrics, prometheus
@@ -38,6 +37,7 @@ from .ratelimit import KeyLimits
 from .relay import Relay
 from .settings import Settings
 from .usage import ROUTES as USAGE_ROUTES
+from .web import web_routes
 
 log = structlog.get_logger()
 
@@ -151,10 +151,8 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
         *USAGE_ROUTES,
     ]
     route_handlers = [document_errors(handler) for handler in route_handlers]
-    if web_dist is not None and (web_dist / "index.html").is_file():
-        route_handlers.append(
-            create_static_files_router(path="/", directories=[web_dist], html_mode=True, include_in_schema=False, opt=PUBLIC)
-        )
+    if web_dist is not None:
+        route_handlers.extend(web_routes(web_dist))
 
     return Litestar(
         route_handlers=route_handlers,  # type: ignore[arg-type]
