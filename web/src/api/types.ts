@@ -1,0 +1,136 @@
+// The gateway's native API bodies (mirrors `chatbot_contracts.conversations` and `.usage`).
+
+export type Role = "user" | "assistant" | "system" | "tool";
+export type MessageStatus = "complete" | "streaming" | "cancelled" | "failed";
+
+export interface TokenUsage {
+  input_tokens: number;
+  output_tokens: number;
+  cached_tokens: number;
+  cost_usd: number;
+  estimated: boolean;
+}
+
+export interface Message {
+  id: string;
+  parent_id: string | null;
+  role: Role;
+  content: string;
+  status: MessageStatus;
+  model: string | null;
+  error: string | null;
+  usage: TokenUsage | null;
+  request_id: string | null;
+  created_at: string;
+  /** This message and its siblings (same parent), oldest first. */
+  siblings: string[];
+  /** 1-based place among `siblings`. */
+  position: number;
+}
+
+export interface ConversationSummary {
+  id: string;
+  title: string;
+  model: string | null;
+  system_prompt: string | null;
+  tags: string[];
+  pinned: boolean;
+  archived: boolean;
+  active_leaf_id: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface Conversation extends ConversationSummary {
+  messages: Message[];
+  active_path: string[];
+}
+
+export interface ConversationPage {
+  items: ConversationSummary[];
+  next_cursor: string | null;
+}
+
+export type ConversationPatch = Partial<Pick<ConversationSummary, "title" | "tags" | "pinned" | "archived" | "model" | "system_prompt">>;
+
+export interface SearchHit {
+  conversation_id: string;
+  conversation_title: string;
+  message_id: string | null;
+  role: string | null;
+  snippet: string;
+  /** `[start, end)` ranges of `snippet` that match. */
+  highlights: [number, number][];
+  on_active_branch: boolean;
+  branch_leaf_id: string | null;
+}
+
+export interface Share {
+  token: string;
+  url: string;
+  created_at: string;
+}
+
+export interface SharedConversation {
+  title: string;
+  messages: { role: string; content: string; model: string | null; created_at: string }[];
+  shared_at: string;
+}
+
+export interface ModelInfo {
+  id: string;
+  owned_by: string;
+}
+
+export interface Latency {
+  count: number;
+  mean_ms: number | null;
+  p50_ms: number | null;
+  p95_ms: number | null;
+  p99_ms: number | null;
+}
+
+export interface UsageTotals {
+  requests: number;
+  completed: number;
+  failed: number;
+  cancelled: number;
+  errors: Record<string, number>;
+  retries: number;
+  fallbacks: number;
+  input_tokens: number;
+  output_tokens: number;
+  cached_tokens: number;
+  cost_usd: number;
+  time_to_first_token: Latency;
+  duration: Latency;
+}
+
+export interface UsageBucket extends UsageTotals {
+  start: string;
+  group: string;
+}
+
+export type Granularity = "minute" | "hour" | "day";
+
+export interface UsageReport {
+  start: string;
+  end: string;
+  group_by: string;
+  granularity: Granularity;
+  data: UsageBucket[];
+  totals: UsageTotals;
+}
+
+export interface TurnParams {
+  temperature?: number;
+  max_tokens?: number;
+}
+
+/** `POST …/messages`: no `parent_id` continues the active leaf; `null` starts a new root (an edit of the first question). */
+export interface NewMessage {
+  content: string;
+  parent_id?: string | null;
+  model?: string | null;
+  params?: TurnParams;
+}
