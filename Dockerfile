@@ -6,7 +6,7 @@
 # Ollama; the in-process llama.cpp provider is for `make run` (it compiles llama.cpp).
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
-ARG NODE_IMAGE=node:20.18.1-alpine3.20
+ARG NODE_IMAGE=node:22.14.0-alpine3.21
 
 FROM ${NODE_IMAGE} AS web
 WORKDIR /web

@@ -30,10 +30,24 @@ $(VENV)/.installed-test: $(VENV)/.installed $(VENV)/.installed-local-model
 	$(PIP_INSTALL) --no-build-isolation -e 'libs/devtools[test]'
 	@touch $@
 
-run: $(VENV)/.installed ## Run the whole platform on this machine (Ctrl-C stops it)
+# The web UI (web/): npm installs the packages package-lock.json pins, Vite builds web/dist, which the gateway serves.
+# Vite needs Node.js 20.19+; without it `make run` serves the API alone (and says so).
+NODE_OK := $(shell command -v npm >/dev/null 2>&1 && node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' 2>/dev/null && echo yes)
+WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite.config.ts web/tsconfig.json web/package.json
+WEB := $(if $(NODE_OK),web/dist/index.html)
+
+web/node_modules/.installed: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+web/dist/index.html: web/node_modules/.installed $(WEB_SOURCES)
+	cd web && npm run --silent build
+
+run: $(VENV)/.installed $(WEB) ## Run the whole platform on this machine, web UI included (Ctrl-C stops it)
 	@$(BIN)/chatbot-run
 
-test: $(VENV)/.installed-test ## Run every test against a real Redis (PYTEST_ARGS=... to narrow)
+test: $(VENV)/.installed-test web/dist/index.html ## Every test: the UI's (Vitest), then the platform's against a real Redis (PYTEST_ARGS=... to narrow)
+	cd web && npm test --silent
 	@$(BIN)/chatbot-test $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test ## ruff and mypy --strict over every package
@@ -54,5 +68,5 @@ constraints: $(VENV)/.installed-test ## Rewrite constraints.txt from what the ve
 	   echo "# Names and versions only. Regenerate: make constraints"; \
 	   $(BIN)/python -m pip freeze --exclude-editable --all | grep -v '^#' | sort -f; } > constraints.txt
 
-clean: ## Remove the virtual environment and local data
-	rm -rf $(VENV) .data .pytest_cache
+clean: ## Remove the virtual environment, the UI's packages and build, and local data
+	rm -rf $(VENV) .data .pytest_cache web/node_modules web/dist test-artifacts

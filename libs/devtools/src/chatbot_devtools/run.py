@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from urllib.parse import quote
 
 from chatbot_contracts import Registry, RegistryError
 
@@ -157,7 +158,10 @@ def main() -> None:
             supervisor.start()
             try:
                 processes[0].wait_http(f"{base}/readyz", timeout_s=60)
-                print(BANNER.format(base=base, key=key, redis=redis_url, workers=workers, model=example_model), flush=True)
+                print(
+                    BANNER.format(base=base, web=web_link(base, key, env), key=key, redis=redis_url, workers=workers, model=example_model),
+                    flush=True,
+                )
                 while True:
                     supervisor.watch_once()
                     time.sleep(0.5)
@@ -172,9 +176,17 @@ def main() -> None:
         sys.exit(f"chatbot: {exc}")
 
 
+def web_link(base: str, key: str, env: dict[str, str]) -> str:
+    """The UI's address with the key in its fragment (kept by the browser, never sent to a server), or why there is none."""
+    if not (Path(env.get("CHATBOT_WEB_DIST", "web/dist")) / "index.html").is_file():
+        return "(not built: it needs Node.js 20.19+ and npm; `make run` builds it when they are there)"
+    return f"{base}/#key={quote(key)}   (opens signed in with the admin key)"
+
+
 BANNER = """
   Chatbot-LLM is running.
 
+    Web UI     {web}
     API        {base}/v1   (OpenAI-compatible)
     API key    {key}
     Model      {model}   (GET {base}/v1/models lists them all)
