@@ -309,3 +309,39 @@ def test_a_wrong_key_is_refused_with_the_gateways_reason(browser: Browser, stack
         expect(page.get_by_role("textbox", name="Message", exact=True)).to_be_visible()
     finally:
         context.close()
+
+
+def test_regenerate_makes_a_sibling_answer_and_fork_copies_the_path(page: Page, stack: Stack, steps: Steps) -> None:
+    stack.upstream.reply = "First take."
+    send(page, "Give me a take.")
+    wait_until_answered(page, "First take.")
+    original = conversation_of(page)
+    stack.upstream.reply = "Second take."
+    page.locator("article.bubble.assistant").last.get_by_role("button", name="Regenerate").click()
+    wait_until_answered(page, "Second take.")
+    answer = page.locator("article.bubble.assistant").last
+    expect(answer.locator(".branch-count")).to_have_text("2 / 2")
+    answer.get_by_role("button", name="Previous version").click()
+    expect(page.locator("article.bubble.assistant .content").last).to_have_text("First take.")
+    steps.shot(page, "regenerated")
+
+    page.locator("article.bubble.assistant").last.get_by_role("button", name="Fork").click()
+    page.wait_for_url(lambda url: "/c/" in url and original not in url)
+    expect(page.get_by_role("heading", level=1)).to_have_text("Give me a take. (fork)")
+    expect(page.locator("article.bubble.assistant .content")).to_have_text(["First take."])
+    steps.shot(page, "forked")
+
+
+def test_a_failed_answer_says_why_and_retry_answers_again(page: Page, stack: Stack, steps: Steps) -> None:
+    from chatbot_devtools.fakes.base import Fault
+
+    stack.upstream.faults.append(Fault(status=400, message="the prompt was refused upstream"))
+    send(page, "This one fails.")
+    failed = page.locator("article.bubble.assistant.failed")
+    expect(failed.get_by_role("alert")).to_contain_text("the prompt was refused upstream")
+    steps.shot(page, "failed")
+    stack.upstream.reply = "Recovered."
+    failed.get_by_role("button", name="Retry").click()
+    wait_until_answered(page, "Recovered.")
+    expect(page.locator("article.bubble.assistant").last.locator(".branch-count")).to_have_text("2 / 2")
+    steps.shot(page, "retried")
