@@ -52,7 +52,8 @@ export function ChatView({ conversationId, focusId }: Props) {
   );
   const turn = useTurn(api, conversationId, onStored);
   liveId.current = turn.answer?.assistantMessageId ?? null;
-  const model = conversation?.model ?? draftModel ?? models[0]?.id ?? null;
+  // Null until chosen: the gateway's default model (the one that can answer on this machine) applies.
+  const model = conversation?.model ?? draftModel;
 
   // Load the conversation; an answer still streaming (a reload, another tab) is followed from its start.
   useEffect(() => {

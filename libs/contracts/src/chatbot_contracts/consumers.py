@@ -25,6 +25,8 @@ from .events import AnyInferenceEvent
 from .keys import DATA_FIELD_BYTES
 
 log = structlog.get_logger()
+BatchHandler = Callable[[Any], Awaitable[None]]
+
 T = TypeVar("T")
 
 
@@ -97,6 +99,40 @@ def broker_connection_options(connect_timeout_s: float) -> dict[str, Any]:
     }
 
 
+def event_batch_consumers(
+    broker: Any, stream: str, group: str, consumer: str, handle: BatchHandler, *, batch: int, gather_s: float, claim_idle_s: float
+) -> tuple[Any, Any]:
+    """Consume `stream` in batches with `handle`: a reader of new entries and a claimer of entries left pending.
+
+    After a batch smaller than `batch` the reader waits `gather_s` before reading on: at a few
+    events a batch, FastStream's per-batch handling and the acknowledgement cost more than the
+    events. The claimer takes entries that a consumer read and left unacknowledged (it died)
+    for `claim_idle_s`. A batch is acknowledged once `handle` returns; when it raises the entries
+    stay pending.
+    """
+    from faststream import AckPolicy
+    from faststream.redis import StreamSub
+    from faststream.redis.annotations import RedisStreamMessage
+
+    def subscriber(**options: Any) -> Any:
+        sub = StreamSub(stream, group=group, consumer=consumer, batch=True, max_records=batch, **options)
+        return broker.subscriber(stream=sub, ack_policy=AckPolicy.NACK_ON_ERROR)
+
+    async def on_new(message: Any) -> None:
+        await handle(message)
+        if len(message.raw_message["data"]) < batch:
+            await asyncio.sleep(gather_s)
+
+    # FastStream injects by annotation: the message itself, not its decoded body (resolved here,
+    # where this module's postponed annotations could not name FastStream's type).
+    on_new.__annotations__ = {"message": RedisStreamMessage, "return": None}
+
+    reader, claimer = subscriber(polling_interval=1000), subscriber(polling_interval=5000, min_idle_time=int(claim_idle_s * 1000))
+    reader(on_new)
+    claimer(handle)
+    return reader, claimer
+
+
 class Broker(Protocol):
     async def start(self) -> None: ...
 
@@ -152,3 +188,17 @@ def inference_event_of(fields: Mapping[bytes, bytes], entry: str) -> AnyInferenc
         log.error("event.undecodable", entry=entry, error=str(exc))
         return None
     return event
+
+
+def inference_events_of(raw_message: Mapping[str, Any]) -> list[tuple[str, AnyInferenceEvent]]:
+    """The readable `(entry id, event)`s of a batch a FastStream batch subscriber read (`message.raw_message`).
+
+    An unreadable entry is logged and left out; it is acknowledged with its batch.
+    """
+    entries = []
+    for fields, entry_id in zip(raw_message["data"], raw_message["message_ids"], strict=True):
+        entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        event = inference_event_of(fields, entry)
+        if event is not None:
+            entries.append((entry, event))
+    return entries

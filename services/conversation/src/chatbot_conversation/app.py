@@ -5,17 +5,24 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import structlog
-from faststream import AckPolicy
-from faststream.redis import RedisBroker, StreamSub
+from faststream.redis import RedisBroker
 from faststream.redis.annotations import RedisStreamMessage
 from litestar import Litestar, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
 from chatbot_contracts import CONVERSATION_GROUP, Keys, Registry
-from chatbot_contracts.consumers import broker_connection_options, consuming, inference_event_of, tune_faststream, until_done
+from chatbot_contracts.consumers import (
+    broker_connection_options,
+    consuming,
+    event_batch_consumers,
+    inference_events_of,
+    tune_faststream,
+    until_done,
+)
 from chatbot_contracts.database import query_histogram, time_queries
 from chatbot_contracts.redis import connect
 
@@ -28,6 +35,11 @@ from .service import ConversationService
 from .settings import Settings
 
 log = structlog.get_logger()
+
+EVENTS_BATCH = 100
+"""Entries of `inference.events` read (and acknowledged) at once."""
+EVENTS_GATHER_S = 0.05
+"""After a batch smaller than that, the wait before reading on: fewer, larger batches, an answer stored at most this much later."""
 
 
 def create_app(settings: Settings, registry: Registry) -> Litestar:
@@ -58,30 +70,18 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
     )
     applier = EventApplier(service, settings.store.title_model or None, TitleQueue(redis, keys))
 
-    reader = broker.subscriber(
-        stream=StreamSub(keys.inference_events, group=CONVERSATION_GROUP, consumer=settings.server.consumer, polling_interval=1000),
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-    )
-    claimer = broker.subscriber(
-        stream=StreamSub(
-            keys.inference_events,
-            group=CONVERSATION_GROUP,
-            consumer=settings.server.consumer,
-            polling_interval=5000,
-            min_idle_time=int(settings.server.events_claim_idle_s * 1000),
-        ),
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-    )
-
-    async def on_event(message: RedisStreamMessage) -> None:
-        """Apply an event; while the database refuses, try again (the event stays unacknowledged, later ones wait)."""
-        event = inference_event_of(message.raw_message["data"], message.message_id)
-        if event is not None:
-            await until_done(lambda: applier.apply(event), (SQLAlchemyError, OSError), "event.apply_failed", apply_failures.inc)
+    async def on_batch(message: RedisStreamMessage) -> None:
+        """Apply the events in order; while the database refuses one, try it again (the batch stays unacknowledged)."""
+        for _, event in inference_events_of(message.raw_message):
+            await until_done(partial(applier.apply, event), (SQLAlchemyError, OSError), "event.apply_failed", apply_failures.inc)
             consumed.labels(type(event).__struct_config__.tag).inc()
 
-    reader(on_event)
-    claimer(on_event)
+    # Batches: most events (every request's queued/started/first token, and every OpenAI- or
+    # Anthropic-compatible turn) are not a stored conversation's.
+    reader, claimer = event_batch_consumers(
+        broker, keys.inference_events, CONVERSATION_GROUP, settings.server.consumer, on_batch,
+        batch=EVENTS_BATCH, gather_s=EVENTS_GATHER_S, claim_idle_s=settings.server.events_claim_idle_s,
+    )  # fmt: skip
 
     @get("/healthz", sync_to_thread=False)
     def healthz() -> dict[str, str]:

@@ -14,20 +14,25 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import cast
 
 import redis.asyncio as aioredis
 import redis.exceptions
 import structlog
-from faststream import AckPolicy
-from faststream.redis import RedisBroker, StreamSub
+from faststream.redis import RedisBroker
 from faststream.redis.annotations import RedisStreamMessage
 from litestar import Litestar, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
 from chatbot_contracts import LOG_COLLECTOR_GROUP, AnyInferenceEvent, Keys
-from chatbot_contracts.consumers import broker_connection_options, consuming, inference_event_of, tune_faststream, until_done
+from chatbot_contracts.consumers import (
+    broker_connection_options,
+    consuming,
+    event_batch_consumers,
+    inference_events_of,
+    tune_faststream,
+    until_done,
+)
 from chatbot_contracts.database import query_histogram, time_queries
 from chatbot_contracts.redis import connect
 
@@ -100,18 +105,6 @@ class Collector:
                 await asyncio.wait_for(stopping.wait(), RETENTION_EVERY_S)
 
 
-def _entries(message: RedisStreamMessage) -> list[tuple[str, AnyInferenceEvent]]:
-    """The readable events of a batch (an unreadable entry is logged, acknowledged with it, and skipped)."""
-    entries = []
-    batch = cast(list[dict[bytes, bytes]], message.raw_message["data"])  # a batch subscriber's message holds a list
-    for fields, entry_id in zip(batch, message.raw_message["message_ids"], strict=True):
-        entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        event = inference_event_of(fields, entry)
-        if event is not None:
-            entries.append((entry, event))
-    return entries
-
-
 def create_app(settings: Settings) -> Litestar:
     keys = Keys(settings.redis.redis_namespace)
     tune_faststream()
@@ -124,36 +117,14 @@ def create_app(settings: Settings) -> Litestar:
     store = EventStore(settings.store.log_database_url)
     time_queries(store.engine, query_histogram(metrics))
     collector = Collector(store, metrics)
-    batch = settings.store.log_batch_size
-    reader = broker.subscriber(
-        stream=StreamSub(
-            keys.inference_events,
-            group=LOG_COLLECTOR_GROUP,
-            consumer=settings.server.consumer,
-            polling_interval=1000,
-            batch=True,
-            max_records=batch,
-        ),
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-    )
-    claimer = broker.subscriber(
-        stream=StreamSub(
-            keys.inference_events,
-            group=LOG_COLLECTOR_GROUP,
-            consumer=settings.server.consumer,
-            polling_interval=5000,
-            batch=True,
-            max_records=batch,
-            min_idle_time=int(settings.store.log_claim_idle_s * 1000),
-        ),
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-    )
 
     async def on_batch(message: RedisStreamMessage) -> None:
-        await collector.store_batch(_entries(message))
+        await collector.store_batch(inference_events_of(message.raw_message))
 
-    reader(on_batch)
-    claimer(on_batch)
+    reader, claimer = event_batch_consumers(
+        broker, keys.inference_events, LOG_COLLECTOR_GROUP, settings.server.consumer, on_batch,
+        batch=settings.store.log_batch_size, gather_s=settings.store.log_gather_s, claim_idle_s=settings.store.log_claim_idle_s,
+    )  # fmt: skip
 
     @get("/healthz", sync_to_thread=False)
     def healthz() -> dict[str, str]:

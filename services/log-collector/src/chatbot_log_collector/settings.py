@@ -39,6 +39,8 @@ class StoreSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_USAGE_RETENTION_DAYS`: how long the per-minute aggregates are kept (the usage API)."""
     log_batch_size: int = 500
     """`CHATBOT_LOG_BATCH_SIZE`: events read and stored per transaction at most."""
+    log_gather_s: float = 0.2
+    """`CHATBOT_LOG_GATHER_S`: after a batch smaller than the batch size, wait this long before reading on (fewer, larger transactions)."""
     log_claim_idle_s: float = 60.0
     """`CHATBOT_LOG_CLAIM_IDLE_S`: events read by a collector that then died are taken over after this long."""
 

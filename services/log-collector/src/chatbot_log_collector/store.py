@@ -151,7 +151,20 @@ class EventStore:
 
     def __init__(self, url: str) -> None:
         self.engine: AsyncEngine = open_engine(url)
-        self._insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        # Built once and executed with a list of rows (executemany): SQLAlchemy caches their compiled
+        # form, where a multi-row `.values(rows)` was compiled anew for every batch (a fifth of the
+        # collector's CPU at load).
+        natural = (usage_events.c.request_id, usage_events.c.type, usage_events.c.attempt, usage_events.c.at_us)
+        self._add_events = insert(usage_events).on_conflict_do_nothing(index_elements=list(natural)).returning(*natural)
+        minutes = insert(usage_minutes)
+        self._add_minutes = minutes.on_conflict_do_update(
+            index_elements=list(AGGREGATE_KEY), set_={name: usage_minutes.c[name] + minutes.excluded[name] for name in COUNTERS}
+        )
+        errors = insert(usage_minute_errors)
+        self._add_errors = errors.on_conflict_do_update(
+            index_elements=[*AGGREGATE_KEY, "code"], set_={"count": usage_minute_errors.c.count + errors.excluded["count"]}
+        )
 
     async def migrate(self) -> None:
         async with self.engine.begin() as connection:
@@ -165,12 +178,8 @@ class EventStore:
         if not events:
             return 0
         rows = [_row(entry_id, event) for entry_id, event in events]
-        natural = (usage_events.c.request_id, usage_events.c.type, usage_events.c.attempt, usage_events.c.at_us)
         async with self.engine.begin() as connection:
-            inserted = await connection.execute(
-                self._insert(usage_events).values(rows).on_conflict_do_nothing(index_elements=list(natural)).returning(*natural)
-            )
-            new = {tuple(key) for key in inserted.all()}
+            new = {tuple(key) for key in (await connection.execute(self._add_events, rows)).all()}
             fresh: dict[tuple[Any, ...], dict[str, Any]] = {}
             for row in rows:
                 key = (row["request_id"], row["type"], row["attempt"], row["at_us"])
@@ -178,13 +187,9 @@ class EventStore:
                     fresh.setdefault(key, row)  # twice in one batch: once
             minutes, errors = _aggregate(fresh.values())
             if minutes:
-                upsert = self._insert(usage_minutes).values(minutes)
-                added = {name: usage_minutes.c[name] + upsert.excluded[name] for name in COUNTERS}
-                await connection.execute(upsert.on_conflict_do_update(index_elements=list(AGGREGATE_KEY), set_=added))
+                await connection.execute(self._add_minutes, minutes)
             if errors:
-                upsert = self._insert(usage_minute_errors).values(errors)
-                added = {"count": usage_minute_errors.c.count + upsert.excluded["count"]}
-                await connection.execute(upsert.on_conflict_do_update(index_elements=[*AGGREGATE_KEY, "code"], set_=added))
+                await connection.execute(self._add_errors, errors)
         return len(fresh)
 
     async def usage(self, start_s: int, end_s: int, group_by: GroupBy, granularity: Granularity, owner: str | None) -> list[UsageGroup]:
