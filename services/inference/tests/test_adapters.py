@@ -14,6 +14,7 @@ import pytest
 from chatbot_contracts import ChatMessage, ChatRequest, Delta, Done, ModelSpec, TokenUsage
 from chatbot_devtools.fakes import FakeAnthropic, FakeGemini, FakeOllama, FakeOpenAI, FakeUpstream, Fault, tokenize
 from chatbot_devtools.serve import ThreadedServer
+from chatbot_devtools.tcp_proxy import TcpProxy
 from chatbot_inference.providers import AnthropicProvider, GeminiProvider, OllamaProvider, OpenAIProvider, Provider, ProviderError
 
 REPLY = "Tokens arrive one by one, and every one of them counts."
@@ -68,6 +69,20 @@ def call(adapter: Provider, fake: FakeUpstream, new_request: Callable[..., ChatR
 
 def text_of(events: list[Any]) -> str:
     return "".join(e.text for e in events if isinstance(e, Delta))
+
+
+async def test_calls_one_after_another_reuse_one_connection(
+    case: Case, fake: FakeUpstream, call: Callable[..., Awaitable[list[Any]]]
+) -> None:
+    """A stream read to its end marker gives its connection back to the pool (a new connection per call cost a tenth of a worker)."""
+    proxy = TcpProxy().start(int(fake.base_url.rsplit(":", 1)[1].split("/")[0]))
+    fake.base_url = proxy.url + case.suffix
+    try:
+        for _ in range(3):
+            assert text_of(await call()) == REPLY
+        assert proxy.accepted == 1
+    finally:
+        proxy.stop()
 
 
 async def test_exact_text_then_reported_usage_then_done(call: Callable[..., Awaitable[list[Any]]], fake: FakeUpstream) -> None:

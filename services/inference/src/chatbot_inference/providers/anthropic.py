@@ -12,7 +12,7 @@ from httpx_sse import EventSource
 from chatbot_contracts import ChatMessage, ChatRequest, Delta, Done, ErrorCode, FinishReason, ModelSpec, TokenUsage, json_encoder
 
 from .base import ProviderError, ProviderEvent
-from .http import api_key, streaming_post
+from .http import api_key, drain, streaming_post
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -186,10 +186,12 @@ class AnthropicProvider:
         url, headers, body = self._request(request, spec)
         reader = EventReader()
         async with streaming_post(self._http, url, body=body, headers=headers, provider="anthropic") as response:
-            async for sse in EventSource(response).aiter_sse():
+            events = EventSource(response).aiter_sse()
+            async for sse in events:
                 if sse.data and (text := reader.read(sse.data)):
                     yield Delta(text=text)
                 if reader.stopped:
+                    await drain(events)
                     break
         if not reader.stopped:
             raise ProviderError("network", "anthropic: the connection closed before message_stop")

@@ -11,7 +11,7 @@ import msgspec
 from chatbot_contracts import ChatRequest, Delta, Done, FinishReason, ModelSpec, TokenUsage, json_encoder
 
 from .base import ProviderError, ProviderEvent
-from .http import api_key, streaming_post
+from .http import api_key, drain, streaming_post
 
 DEFAULT_BASE_URL = "http://localhost:11434"
 
@@ -98,7 +98,8 @@ class OllamaProvider:
         )
         final: Line | None = None
         async with streaming_post(self._http, url, body=json_encoder.encode(body), headers=headers, provider="ollama") as response:
-            async for raw in response.aiter_lines():
+            lines = response.aiter_lines()
+            async for raw in lines:
                 if not raw.strip():
                     continue
                 line = read_line(raw)
@@ -106,6 +107,7 @@ class OllamaProvider:
                     yield Delta(text=line.message.content)
                 if line.done:
                     final = line
+                    await drain(lines)
                     break
         if final is None:
             raise ProviderError("network", "ollama: the stream ended before `done`")

@@ -24,7 +24,7 @@ from chatbot_contracts import (
 )
 
 from .base import ProviderError, ProviderEvent
-from .http import streaming_post
+from .http import drain, streaming_post
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -198,9 +198,11 @@ class OpenAIProvider:
         reader = ChunkReader()
         completed = False
         async with streaming_post(self._http, url, body=body, headers=headers, provider="openai") as response:
-            async for sse in EventSource(response).aiter_sse():
+            events = EventSource(response).aiter_sse()
+            async for sse in events:
                 if sse.data == "[DONE]":
                     completed = True
+                    await drain(events)
                     break
                 if sse.data:
                     for event in reader.read(sse.data):
