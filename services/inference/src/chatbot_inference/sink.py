@@ -74,9 +74,11 @@ class StreamSink:
         self._first_write = True
         self._task = asyncio.create_task(self._run(), name=f"sink:{stream_key}")
 
-    def push(self, event: Event) -> None:
+    def push(self, event: Event, *, now: bool = True) -> None:
+        """Write `event` soon; with `now=False` only together with the next event pushed (or the close)."""
         self._pending.append(event)
-        self._wakeup.set()
+        if now:
+            self._wakeup.set()
 
     async def close(self, *final: Event) -> None:
         """Write `final` after everything pushed, set the stream's retention, and wait until it is stored."""

@@ -170,7 +170,8 @@ class Worker:
         sink = self._sink(request, started_at)
         outcome = _Outcome(traceparent)
         if attempt == 1:
-            sink.push(Queued(**self._event_fields(request, outcome, attempt) | {"at": request.enqueued_at}))
+            # Not a write of its own: it goes with `started`, one round trip before the first token's.
+            sink.push(Queued(**self._event_fields(request, outcome, attempt) | {"at": request.enqueued_at}), now=False)
             self.metrics.queue_wait.observe(max(0.0, started_at - request.enqueued_at))
         else:
             self.metrics.claims.inc()
@@ -425,6 +426,9 @@ class Worker:
         await self.limits.take(alias, spec, reserved, request.deadline)
         first_token_s = spec.first_token_timeout_s or self.provider_settings.first_token_timeout_s
         idle_s = spec.idle_timeout_s or self.provider_settings.idle_timeout_s
+        # The idle timer moves at most every `slack` seconds (moving it costs a timer-heap operation
+        # per token): a silent stream fails between `idle_s` and `idle_s + slack` after its last token.
+        slack = min(1.0, idle_s / 4)
         loop = asyncio.get_running_loop()
         call_started = time.monotonic()
         async with self.limits.slot(alias, spec, request.request_id, request.deadline):
@@ -434,6 +438,7 @@ class Worker:
                         match event:
                             case Delta() | ToolCallDelta():
                                 if outcome.first_token_at is None:
+                                    timer.reschedule(loop.time() + idle_s + slack)
                                     outcome.first_token_at = time.time()
                                     self.metrics.time_to_first_token.labels(alias, spec.provider).observe(time.monotonic() - call_started)
                                     sink.push(
@@ -446,7 +451,8 @@ class Worker:
                                 else:
                                     outcome.tool_calls.append(event)
                                 sink.push(event)
-                                timer.reschedule(loop.time() + idle_s)
+                                if (when := timer.when()) is not None and when < loop.time() + idle_s:
+                                    timer.reschedule(loop.time() + idle_s + slack)
                             case TokenUsage():
                                 outcome.usage = event
                             case Done(reason=reason):
