@@ -126,3 +126,20 @@ describe("a streamed answer", () => {
   });
 });
 
+
+describe("regenerating", () => {
+  it("hides the answer being replaced until the new one starts, then streams it", async () => {
+    const conversation = branched();
+    const stream = new ControlledStream();
+    const regenerate = vi.fn().mockResolvedValue(stream.response);
+    show(fakeApi({ conversation: vi.fn().mockResolvedValue(conversation), regenerate }));
+    const answer = (await screen.findByText("Answer to the edit")).closest("article")!;
+    await userEvent.click(within(answer).getByRole("button", { name: "Regenerate" }));
+    expect(regenerate).toHaveBeenCalledWith("c1", "a2", "fake", expect.anything());
+    expect(screen.queryByText("Answer to the edit")).toBeNull();
+    expect(screen.getByText("Edited question")).toBeTruthy();
+    expect(await screen.findByText("Sending…")).toBeTruthy();
+    await act(async () => stream.write(frame("1-0", { type: "delta", text: "A fresh answer" })));
+    expect(await screen.findByText("A fresh answer")).toBeTruthy();
+  });
+});

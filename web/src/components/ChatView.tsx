@@ -141,6 +141,7 @@ export function ChatView({ conversationId, focusId }: Props) {
   const retry = () => {
     const { answer, pending } = turn;
     if (answer?.assistantMessageId) turn.regenerate(answer.assistantMessageId, model);
+    else if (pending?.replacing) turn.regenerate(pending.replacing, model);
     else if (pending) turn.send({ content: pending.content, parent_id: pending.parentId, model });
   };
 
@@ -154,8 +155,13 @@ export function ChatView({ conversationId, focusId }: Props) {
 
   const path = conversation ? activePath(conversation) : [];
   const { answer, pending } = turn;
-  const shownUntil = pending && pending.parentId !== undefined ? path.findIndex((m) => m.id === pending.parentId) + 1 : path.length;
+  // Until the stream starts: an edited question hides the old branch below its parent, a regenerated answer hides itself.
+  let shownUntil = path.length;
+  const replaced = pending?.replacing ? path.findIndex((m) => m.id === pending.replacing) : -1;
+  if (replaced >= 0) shownUntil = replaced;
+  else if (pending && !pending.replacing && pending.parentId !== undefined) shownUntil = path.findIndex((m) => m.id === pending.parentId) + 1;
   const visible = path.slice(0, shownUntil);
+  const question = pending && !pending.replacing ? pending : null;
   const liveInPath = answer?.assistantMessageId ? visible.some((m) => m.id === answer.assistantMessageId) : false;
 
   return (
@@ -184,12 +190,12 @@ export function ChatView({ conversationId, focusId }: Props) {
             <MessageBubble key={message.id} message={message} actions={actions} locked={turn.busy} highlighted={message.id === focusId} />
           ),
         )}
-        {pending && (
+        {question && (
           <article className="bubble user pending" aria-label="Your message">
             <header className="bubble-head">
               <span className="who">You</span>
             </header>
-            <p className="plain">{pending.content}</p>
+            <p className="plain">{question.content}</p>
           </article>
         )}
         {answer && !liveInPath && <StreamingBubble answer={answer} stored={null} onRetry={retry} />}

@@ -6,9 +6,12 @@ import type { NewMessage } from "../api/types";
 import { applyEvent, newAnswer, type Answer } from "../stream/events";
 import { followStream, type Open } from "../stream/follow";
 
+/** What was asked and is not yet stored: a question (shown as sent), or the answer being regenerated (hidden). */
 export interface PendingUser {
   content: string;
   parentId: string | null | undefined;
+  /** Regenerating: the answer a new sibling replaces on screen. */
+  replacing?: string;
 }
 
 export interface Turn {
@@ -97,7 +100,7 @@ export function useTurn(api: Api, conversationId: string | null, onStored: (fina
   const regenerate = useCallback(
     (messageId: string, model: string | null) => {
       if (!conversationId) return;
-      setPending(null);
+      setPending({ content: "", parentId: undefined, replacing: messageId });
       void follow(() => api.regenerate(conversationId, messageId, model, reading.current?.signal), null);
     },
     [api, conversationId, follow],
