@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import redis.asyncio as aioredis
+from redis import exceptions as redis_exceptions
 
 from chatbot_contracts import DATA_FIELD_BYTES, Delta, Done, Keys, Queued, Started, inference_event_decoder, stream_event_decoder
-from chatbot_inference.sink import StreamSink, coalesce
+from chatbot_inference.sink import SharedPipeline, StreamSink, coalesce
 
 
 async def stored(redis: aioredis.Redis, key: str) -> list[object]:
@@ -15,7 +16,9 @@ async def stored(redis: aioredis.Redis, key: str) -> list[object]:
 
 
 def sink_for(redis: aioredis.Redis, keys: Keys, request_id: str) -> StreamSink:
-    return StreamSink(redis, keys.request_stream(request_id), keys.inference_events, open_ttl_s=600, closed_ttl_s=60, events_maxlen=1000)
+    return StreamSink(
+        SharedPipeline(redis), keys.request_stream(request_id), keys.inference_events, open_ttl_s=600, closed_ttl_s=60, events_maxlen=1000
+    )
 
 
 def test_coalesce_joins_only_adjacent_deltas() -> None:
@@ -86,7 +89,7 @@ async def test_the_terminal_write_releases_the_request_from_its_keys_running_set
     keys = Keys(namespace)
     await redis.zadd(keys.inflight("key-1"), {"r9": 1e12, "other": 1e12})
     sink = StreamSink(
-        redis,
+        SharedPipeline(redis),
         keys.request_stream("r9"),
         keys.inference_events,
         open_ttl_s=60,
@@ -97,3 +100,45 @@ async def test_the_terminal_write_releases_the_request_from_its_keys_running_set
     sink.push(Delta(text="hi"))
     await sink.close(Done(reason="stop"))
     assert await redis.zrange(keys.inflight("key-1"), 0, -1) == [b"other"]
+
+
+async def test_many_streams_written_at_once_share_round_trips(redis: aioredis.Redis, namespace: str) -> None:
+    """Streams that write together go out in a few pipelines; each stream keeps its own order."""
+    keys = Keys(namespace)
+    writer = SharedPipeline(redis)
+    pipelines = 0
+    execute = redis.pipeline
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal pipelines
+        pipelines += 1
+        return execute(*args, **kwargs)  # type: ignore[arg-type]
+
+    redis.pipeline = counted  # type: ignore[method-assign]
+    sinks = [
+        StreamSink(writer, keys.request_stream(f"s{i}"), keys.inference_events, open_ttl_s=60, closed_ttl_s=60, events_maxlen=1000)
+        for i in range(50)
+    ]
+    for round_ in range(3):
+        for sink in sinks:
+            sink.push(Delta(text=f"{round_} "))
+        await asyncio.sleep(0)
+    await asyncio.gather(*(sink.close(Done(reason="stop")) for sink in sinks))
+    assert pipelines <= 10, f"{pipelines} pipelines for 50 streams"
+    for i in range(50):
+        events = await stored(redis, keys.request_stream(f"s{i}"))
+        assert "".join(e.text for e in events if isinstance(e, Delta)) == "0 1 2 " and events[-1] == Done(reason="stop")
+        assert 0 < await redis.ttl(keys.request_stream(f"s{i}")) <= 60
+
+
+async def test_a_refused_write_fails_alone_in_a_shared_round_trip(redis: aioredis.Redis, namespace: str) -> None:
+    keys = Keys(namespace)
+    writer = SharedPipeline(redis)
+    await redis.set(f"{namespace}not-a-stream", "x")
+    broken = StreamSink(writer, f"{namespace}not-a-stream", keys.inference_events, open_ttl_s=60, closed_ttl_s=60, events_maxlen=10)
+    fine = StreamSink(writer, keys.request_stream("fine"), keys.inference_events, open_ttl_s=60, closed_ttl_s=60, events_maxlen=10)
+    broken.push(Delta(text="lost"))
+    fine.push(Delta(text="kept"))
+    results = await asyncio.gather(broken.close(Done(reason="stop")), fine.close(Done(reason="stop")), return_exceptions=True)
+    assert isinstance(results[0], redis_exceptions.ResponseError) and results[1] is None
+    assert await stored(redis, keys.request_stream("fine")) == [Delta(text="kept"), Done(reason="stop")]

@@ -33,7 +33,7 @@ from chatbot_contracts.registry import RegistryWatcher
 
 from .providers import build_providers
 from .settings import Settings
-from .worker import Worker
+from .worker import TakenOver, Worker
 
 log = structlog.get_logger()
 
@@ -94,7 +94,11 @@ class WorkerApp:
         with structlog.contextvars.bound_contextvars(
             request_id=request.request_id, model=request.model, key_id=request.key_id, conversation_id=request.conversation_id
         ):
-            await self.worker.handle(request, entry_id)
+            try:
+                await self.worker.handle(request, entry_id)
+            except TakenOver as skipped:
+                log.info("generation.left_to_owner", reason=str(skipped))
+                return
         # Acknowledged through the worker's own client, which retries on a connection Redis dropped.
         await self.redis.xack(self.keys.chat_requests, INFERENCE_GROUP, entry_id)
 

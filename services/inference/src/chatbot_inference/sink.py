@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from chatbot_contracts import DATA_FIELD, Delta, InferenceEvent, StreamEvent, ToolCallDelta, encode
 
@@ -41,17 +43,66 @@ def coalesce(events: list[Event]) -> list[Event]:
     return out
 
 
+class SharedPipeline:
+    """One worker's writes to Redis, many requests' at a time.
+
+    What the request streams submit while a round trip is in flight goes out together in the
+    next pipeline: at a thousand streams a worker sends tens of pipelines a second, not
+    thousands. A lone write goes at once. A refused command fails only its own write; a lost
+    round trip fails every write in it.
+    """
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._waiting: list[tuple[Callable[[Pipeline], object], asyncio.Future[None]]] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def write(self, fill: Callable[[Pipeline], object]) -> None:
+        """Have `fill` queue commands on the next pipeline, and wait until that pipeline has run."""
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append((fill, done))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send(), name="shared-pipeline")
+        await done
+
+    async def _send(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            pipe = self._redis.pipeline(transaction=False)
+            spans = []
+            for fill, _ in batch:
+                start = len(pipe.command_stack)
+                fill(pipe)
+                spans.append((start, len(pipe.command_stack)))
+            try:
+                results = await pipe.execute(raise_on_error=False)
+            except Exception as exc:  # the round trip failed: none of it is known to be stored
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (_, done), (start, end) in zip(batch, spans, strict=True):
+                failed = next((r for r in results[start:end] if isinstance(r, Exception)), None)
+                if done.done():
+                    continue
+                if failed is None:
+                    done.set_result(None)
+                else:  # a command of this write was refused; the others' went through
+                    done.set_exception(failed)
+
+
 class StreamSink:
     """The write side of a request's stream.
 
     `push` never waits. A background task writes whatever has been pushed in one pipelined
-    round trip; deltas pushed while that write is in flight are joined and go out in the
-    next one. A lone token is written at once (no added latency); a burst becomes one entry.
+    round trip (shared with the worker's other streams); deltas pushed while that write is in
+    flight are joined and go out in the next one. A lone token is written at once (no added
+    latency); a burst becomes one entry.
     """
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        writer: SharedPipeline,
         stream_key: str,
         events_key: str,
         *,
@@ -60,7 +111,7 @@ class StreamSink:
         events_maxlen: int,
         release: tuple[str, str] | None = None,
     ) -> None:
-        self._redis = redis
+        self._writer = writer
         self._stream_key = stream_key
         self._events_key = events_key
         self._open_ttl_s = open_ttl_s
@@ -105,17 +156,20 @@ class StreamSink:
                 return
 
     async def _write(self, events: list[Event], closing: bool) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for event in events:
-            if isinstance(event, StreamEvent):
-                pipe.xadd(self._stream_key, {DATA_FIELD: encode(event)})
-            else:
-                pipe.xadd(self._events_key, {DATA_FIELD: encode(event)}, maxlen=self._events_maxlen, approximate=True)
-        if closing:
-            pipe.expire(self._stream_key, self._closed_ttl_s)
-            if self._release is not None:
-                pipe.zrem(*self._release)
-        elif self._first_write:
-            pipe.expire(self._stream_key, self._open_ttl_s)
-        self._first_write = False
-        await pipe.execute()
+        first, self._first_write = self._first_write, False
+        encoded = [(isinstance(event, StreamEvent), encode(event)) for event in events]
+
+        def fill(pipe: Pipeline) -> None:
+            for to_stream, data in encoded:
+                if to_stream:
+                    pipe.xadd(self._stream_key, {DATA_FIELD: data})
+                else:
+                    pipe.xadd(self._events_key, {DATA_FIELD: data}, maxlen=self._events_maxlen, approximate=True)
+            if closing:
+                pipe.expire(self._stream_key, self._closed_ttl_s)
+                if self._release is not None:
+                    pipe.zrem(*self._release)
+            elif first:
+                pipe.expire(self._stream_key, self._open_ttl_s)
+
+        await self._writer.write(fill)

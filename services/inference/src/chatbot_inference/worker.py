@@ -16,6 +16,7 @@ import structlog
 
 from chatbot_contracts import (
     DATA_FIELD,
+    INFERENCE_GROUP,
     Cancelled,
     ChatRequest,
     Completed,
@@ -47,7 +48,7 @@ from .limits import ModelLimits, estimate_request_tokens
 from .metrics import WorkerMetrics
 from .providers import Provider, ProviderError
 from .settings import ProviderSettings, WorkerSettings
-from .sink import StreamSink
+from .sink import SharedPipeline, StreamSink
 
 log = structlog.get_logger()
 TRACER = tracer("chatbot.inference")
@@ -125,6 +126,10 @@ class _Outcome:
         return [ToolCall(id=i, function=FunctionCall(name=n, arguments="".join(a))) for _, (i, n, a) in sorted(calls.items())] or None
 
 
+class TakenOver(Exception):
+    """The request's entry is not this worker's to run: another worker claimed it, or it already runs here. Leave it unacknowledged."""
+
+
 class Worker:
     """Handles chat requests; one instance per process, shared by its concurrent generations."""
 
@@ -142,6 +147,8 @@ class Worker:
         self.limits = ModelLimits(redis, keys, max_wait_s=provider_settings.limit_wait_s)
         self.key_buckets = MinuteBuckets(redis)
         self.redis = redis
+        self.writes = SharedPipeline(redis)
+        """Every request stream's writes, batched across requests."""
         self.keys = keys
         self.registry = registry
         self.providers = providers
@@ -152,6 +159,8 @@ class Worker:
         self.entries: dict[str, str] = {}
         """The `chat.requests` entry id of each running generation (their claims are kept fresh)."""
         self.cancelled: set[str] = set()
+        self.starting: set[str] = set()
+        """Requests between their entry's delivery and their registration in `inflight`."""
 
     async def handle(self, request: ChatRequest, entry_id: str = "") -> None:
         """Generate the answer to `request` and write its stream through the terminal events.
@@ -166,7 +175,17 @@ class Worker:
     async def _handle(self, request: ChatRequest, entry_id: str, traceparent: str) -> None:
         request_id = request.request_id
         started_at = time.time()
-        attempt, cancelled = await self._start_attempt(request_id)
+        if request_id in self.inflight or request_id in self.starting:
+            raise TakenOver(f"request {request_id} already runs in this worker")
+        self.starting.add(request_id)
+        try:
+            attempt, cancelled, owner = await self._start_attempt(request_id, entry_id)
+        finally:
+            self.starting.discard(request_id)
+        if entry_id and owner != self.settings.consumer_name:
+            # It waited here past the claim time and another worker took it (or finished it): it is theirs.
+            await self.redis.decr(self.keys.attempts(request_id))
+            raise TakenOver(f"request {request_id} is now {owner or 'finished'}'s")
         sink = self._sink(request, started_at)
         outcome = _Outcome(traceparent)
         if attempt == 1:
@@ -280,18 +299,24 @@ class Worker:
         generation.cancel()
         return True
 
-    async def _start_attempt(self, request_id: str) -> tuple[int, bool]:
-        """Count this start of the request, and learn whether its client already cancelled it (one round trip)."""
+    async def _start_attempt(self, request_id: str, entry_id: str) -> tuple[int, bool, str | None]:
+        """Count this start of the request, learn whether its client already cancelled it, and who holds its entry (one round trip)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.incr(self.keys.attempts(request_id))
         pipe.expire(self.keys.attempts(request_id), self.settings.stream_ttl_s * 2)
         pipe.exists(self.keys.cancel_flag(request_id))
-        attempt, _, cancelled = await pipe.execute()
-        return int(attempt), bool(cancelled)
+        if entry_id:
+            pipe.xpending_range(self.keys.chat_requests, INFERENCE_GROUP, min=entry_id, max=entry_id, count=1)
+        attempt, _, cancelled, *pending = await pipe.execute()
+        owner = None
+        if pending and pending[0]:
+            consumer = pending[0][0]["consumer"]
+            owner = consumer.decode() if isinstance(consumer, bytes) else str(consumer)
+        return int(attempt), bool(cancelled), owner
 
     def _sink(self, request: ChatRequest, started_at: float) -> StreamSink:
         return StreamSink(
-            self.redis,
+            self.writes,
             self.keys.request_stream(request.request_id),
             self.keys.inference_events,
             open_ttl_s=int(max(0.0, request.deadline - started_at)) + self.settings.stream_ttl_s,
@@ -351,7 +376,7 @@ class Worker:
         except msgspec.MsgspecError:
             return
         sink = StreamSink(
-            self.redis,
+            self.writes,
             self.keys.request_stream(request_id),
             self.keys.inference_events,
             open_ttl_s=self.settings.stream_ttl_s,
