@@ -77,7 +77,6 @@ export function ChatView({ conversationId, focusId }: Props) {
       current = false;
     };
     // `turn` changes with its answer; only a new conversation reloads.
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [api, conversationId]);
 
   // Keep the newest text in view unless the reader scrolled up.

@@ -24,7 +24,6 @@ export interface Turn {
   regenerate: (messageId: string, model: string | null) => void;
   resume: (requestId: string) => void;
   stop: () => void;
-  dismiss: () => void;
 }
 
 /**
@@ -114,11 +113,7 @@ export function useTurn(api: Api, conversationId: string | null, onStored: (fina
     if (requestId) void api.cancel(requestId);
   }, [api, answer?.requestId]);
 
-  const dismiss = useCallback(() => {
-    setAnswer(null);
-    setPending(null);
-  }, []);
 
   const busy = answer !== null && answer.phase !== "done";
-  return { answer, pending, busy, send, regenerate, resume, stop, dismiss };
+  return { answer, pending, busy, send, regenerate, resume, stop };
 }
