@@ -16,6 +16,7 @@ import structlog.testing
 
 from chatbot_contracts import (
     DATA_FIELD_BYTES,
+    ChatMessage,
     ChatRequest,
     Completed,
     Delta,
@@ -249,6 +250,22 @@ async def test_silence_between_tokens_is_a_timeout(
     assert text_of(events) == "You ", "the first token arrived; the second never did in time"
     assert isinstance(events[-2], Error) and events[-2].message == "openai: no token for 0.2s"
     assert len(fake_openai.requests) == 1, "after text reached the client, nothing is retried"
+
+
+async def test_a_models_system_prompt_is_sent_when_the_request_brings_none(
+    redis: aioredis.Redis, namespace: str, http: httpx.AsyncClient, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
+) -> None:
+    worker = worker_for(redis, namespace, http, {"small": fake_model(fake_openai, system_prompt="You are a helpful assistant.")})
+    await worker.handle(new_request(model="small", messages=[ChatMessage(role="user", content="Hi")]))
+    assert fake_openai.requests[-1]["messages"] == [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Hi"},
+    ]
+    own = [ChatMessage(role="system", content="Be terse."), ChatMessage(role="user", content="Hi")]
+    await worker.handle(new_request(model="small", messages=own))
+    assert [m["content"] for m in fake_openai.requests[-1]["messages"]] == ["Be terse.", "Hi"], (
+        "the request's own system message stays alone"
+    )
 
 
 async def test_a_context_length_error_falls_back_only_to_a_larger_window(

