@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
 import structlog
-from faststream.redis import RedisBroker
-from faststream.redis.annotations import RedisStreamMessage
+from faststream.redis.message import RedisStreamMessage
 from litestar import Litestar, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
 from chatbot_contracts import CONVERSATION_GROUP, Keys, Registry
 from chatbot_contracts.consumers import (
-    broker_connection_options,
+    consumer_broker,
     consuming,
     event_batch_consumers,
     inference_events_of,
-    tune_faststream,
     until_done,
 )
 from chatbot_contracts.database import query_histogram, time_queries
@@ -44,12 +41,7 @@ EVENTS_GATHER_S = 0.05
 
 def create_app(settings: Settings, registry: Registry) -> Litestar:
     keys = Keys(settings.redis.redis_namespace)
-    tune_faststream()
-    broker = RedisBroker(
-        settings.redis.url,
-        logger=logging.getLogger("chatbot.faststream"),
-        **broker_connection_options(settings.redis.redis_connect_timeout_s),
-    )
+    broker = consumer_broker(settings.redis.url, settings.redis.redis_connect_timeout_s)
     redis = connect(settings.redis)
     db = Database(settings.store.database_url, settings.store.database_read_url or None)
     metrics = CollectorRegistry()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import time
 from pathlib import Path
@@ -22,12 +21,12 @@ import msgspec
 import redis.exceptions
 import structlog
 from faststream import AckPolicy
-from faststream.redis import RedisBroker, StreamSub
-from faststream.redis.annotations import RedisStreamMessage
+from faststream.redis import StreamSub
+from faststream.redis.message import RedisStreamMessage
 from prometheus_client import start_http_server
 
 from chatbot_contracts import DATA_FIELD_BYTES, INFERENCE_GROUP, Keys, Registry, chat_request_decoder
-from chatbot_contracts.consumers import broker_connection_options, ensure_groups, keep_consuming, tune_faststream
+from chatbot_contracts.consumers import consumer_broker, ensure_groups, keep_consuming, the_message
 from chatbot_contracts.redis import connect
 from chatbot_contracts.registry import RegistryWatcher
 
@@ -45,12 +44,8 @@ class WorkerApp:
         self.settings = settings
         self.keys = Keys(settings.redis.redis_namespace)
         self.name = settings.worker.consumer_name
-        tune_faststream()
-        self.broker = RedisBroker(
-            settings.redis.url,
-            logger=logging.getLogger("chatbot.faststream"),
-            graceful_timeout=settings.worker.shutdown_grace_s,
-            **broker_connection_options(settings.redis.redis_connect_timeout_s),
+        self.broker = consumer_broker(
+            settings.redis.url, settings.redis.redis_connect_timeout_s, graceful_timeout=settings.worker.shutdown_grace_s
         )
         self.redis = connect(settings.redis)
         self.http = httpx.AsyncClient(
@@ -65,6 +60,7 @@ class WorkerApp:
         self.reader = self.broker.subscriber(
             stream=StreamSub(self.keys.chat_requests, group=INFERENCE_GROUP, consumer=self.name, polling_interval=1000),
             max_workers=concurrency,
+            decoder=the_message,
             ack_policy=AckPolicy.MANUAL,
         )
         self.claimer = self.broker.subscriber(
@@ -76,6 +72,7 @@ class WorkerApp:
                 polling_interval=1000,
             ),
             max_workers=max(1, concurrency // 4),
+            decoder=the_message,
             ack_policy=AckPolicy.MANUAL,
         )
         self.reader(self.on_request)

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -18,19 +17,17 @@ from contextlib import asynccontextmanager, suppress
 import redis.asyncio as aioredis
 import redis.exceptions
 import structlog
-from faststream.redis import RedisBroker
-from faststream.redis.annotations import RedisStreamMessage
+from faststream.redis.message import RedisStreamMessage
 from litestar import Litestar, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
 from chatbot_contracts import LOG_COLLECTOR_GROUP, AnyInferenceEvent, Keys
 from chatbot_contracts.consumers import (
-    broker_connection_options,
+    consumer_broker,
     consuming,
     event_batch_consumers,
     inference_events_of,
-    tune_faststream,
     until_done,
 )
 from chatbot_contracts.database import query_histogram, time_queries
@@ -107,12 +104,7 @@ class Collector:
 
 def create_app(settings: Settings) -> Litestar:
     keys = Keys(settings.redis.redis_namespace)
-    tune_faststream()
-    broker = RedisBroker(
-        settings.redis.url,
-        logger=logging.getLogger("chatbot.faststream"),
-        **broker_connection_options(settings.redis.redis_connect_timeout_s),
-    )
+    broker = consumer_broker(settings.redis.url, settings.redis.redis_connect_timeout_s)
     metrics = CollectorRegistry()
     store = EventStore(settings.store.log_database_url)
     time_queries(store.engine, query_histogram(metrics))
