@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_exceptions
@@ -58,6 +59,47 @@ async def test_a_lone_token_is_written_at_once(redis: aioredis.Redis, namespace:
     assert await stored(redis, keys.request_stream("r2")) == [Delta(text="first")]
     assert await redis.ttl(keys.request_stream("r2")) > 60, "an open stream keeps the longer retention"
     await sink.close(Done(reason="stop"))
+
+
+async def entry_times(redis: aioredis.Redis, key: str) -> list[tuple[int, object]]:
+    """Each stored event with the millisecond Redis wrote it at (from its entry id)."""
+    return [(int(entry.split(b"-")[0]), stream_event_decoder.decode(fields[DATA_FIELD_BYTES])) for entry, fields in await redis.xrange(key)]
+
+
+async def test_an_event_that_may_wait_goes_with_the_next_one(redis: aioredis.Redis, namespace: str) -> None:
+    keys = Keys(namespace)
+    key = keys.request_stream("w1")
+    sink = sink_for(redis, keys, "w1")
+    started = Started(model="m", provider="openai")
+    sink.push(started, within_s=30)
+    await asyncio.sleep(0.05)
+    assert await redis.xlen(key) == 0, "an event that may wait is not written alone before its time"
+    sink.push(Delta(text="first"))
+    for _ in range(100):
+        if await redis.xlen(key):
+            break
+        await asyncio.sleep(0.005)
+    (written_at, first), (token_at, token) = await entry_times(redis, key)
+    assert (first, token) == (started, Delta(text="first")) and written_at == token_at, "one write, in order"
+    await sink.close(Done(reason="stop"))
+
+
+async def test_an_event_that_may_wait_is_written_after_its_time(redis: aioredis.Redis, namespace: str) -> None:
+    """No token comes (a provider slow to start): `started` is written all the same, `within_s` later."""
+    keys = Keys(namespace)
+    key = keys.request_stream("w2")
+    sink = sink_for(redis, keys, "w2")
+    pushed_at = time.time()
+    sink.push(Started(model="m", provider="openai"), within_s=0.2)
+    for _ in range(200):
+        if await redis.xlen(key):
+            break
+        await asyncio.sleep(0.01)
+    [(written_at, event)] = await entry_times(redis, key)
+    assert event == Started(model="m", provider="openai")
+    assert written_at / 1000 - pushed_at >= 0.19, "written at its time, not at once"
+    await sink.close(Done(reason="stop"))
+    assert [e for _, e in await entry_times(redis, key)] == [Started(model="m", provider="openai"), Done(reason="stop")]
 
 
 async def test_inference_events_go_to_their_own_stream(redis: aioredis.Redis, namespace: str) -> None:

@@ -413,3 +413,27 @@ async def test_generations_are_counted_in_the_workers_metrics(
     assert 'chatbot_provider_retries_total{error_type="rate_limited"} 1.0' in text
     assert 'chatbot_generation_errors_total{error_type="bad_request"} 1.0' in text
     assert "chatbot_generations_in_flight 0.0" in text
+
+
+class _Buffered:
+    """A provider whose whole answer is already here: its tokens come without a pause for the event loop."""
+
+    name = "openai"
+
+    async def stream(self, request: ChatRequest, spec: Any) -> AsyncIterator[object]:
+        for word in ("one ", "two ", "three ", "four ", "five"):
+            yield Delta(text=word)
+        yield Done(reason="stop")
+
+
+async def test_the_first_token_is_written_before_the_rest_of_a_buffered_answer_is_read(
+    worker: Worker, new_request: Callable[..., ChatRequest]
+) -> None:
+    worker.providers = {**worker.providers, "openai": _Buffered()}  # type: ignore[dict-item]
+    request = new_request()
+    await worker.handle(request)
+    events = await stream_of(worker, request.request_id)
+    deltas = [e.text for e in events if isinstance(e, Delta)]
+    assert deltas[0] == "one ", f"the first token waited for the whole answer: {deltas}"
+    assert "".join(deltas) == "one two three four five"
+    assert isinstance(events[0], Started) and events[-1] == Done(reason="stop")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
@@ -97,7 +98,7 @@ class StreamSink:
     `push` never waits. A background task writes whatever has been pushed in one pipelined
     round trip (shared with the worker's other streams); deltas pushed while that write is in
     flight are joined and go out in the next one. A lone token is written at once (no added
-    latency); a burst becomes one entry.
+    latency); a burst becomes one entry. Events pushed to wait a moment go with the next one.
     """
 
     def __init__(
@@ -123,13 +124,31 @@ class StreamSink:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._first_write = True
+        self._deadline: asyncio.TimerHandle | None = None
+        """When events that may wait are written at the latest."""
         self._task = asyncio.create_task(self._run(), name=f"sink:{stream_key}")
 
-    def push(self, event: Event, *, now: bool = True) -> None:
-        """Write `event` soon; with `now=False` only together with the next event pushed (or the close)."""
+    def push(self, event: Event, *, within_s: float = 0.0) -> None:
+        """Write `event` now, or (`within_s` > 0) together with the next event pushed, `within_s` seconds later at the latest.
+
+        An event that can wait a moment, like `started` ahead of a first token that usually
+        follows within milliseconds, then costs no round trip of its own and does not hold up
+        the token behind its write. `math.inf` waits for the next event or the close.
+        """
         self._pending.append(event)
-        if now:
+        if within_s <= 0:
             self._wakeup.set()
+        elif within_s != math.inf and self._deadline is None:
+            self._deadline = asyncio.get_running_loop().call_later(within_s, self._wakeup.set)
+
+    async def let_write_start(self) -> None:
+        """Give the loop to the writes of what was pushed (this sink's task, then the shared pipeline's sender).
+
+        For the first token: a provider's response that arrived in one piece is otherwise parsed
+        to its end before the first token's write is even sent.
+        """
+        for _ in range(2):
+            await asyncio.sleep(0)
 
     async def close(self, *final: Event) -> None:
         """Write `final` after everything pushed, set the stream's retention, and wait until it is stored."""
@@ -140,6 +159,8 @@ class StreamSink:
 
     async def abort(self) -> None:
         """Stop writing without a terminal event (the request is left for another worker)."""
+        if self._deadline is not None:
+            self._deadline.cancel()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
@@ -148,6 +169,9 @@ class StreamSink:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
             closing = self._closing
             batch, self._pending = self._pending, []
             if batch or closing:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Iterator
@@ -43,7 +44,7 @@ from chatbot_contracts import (
 )
 from chatbot_contracts.buckets import MinuteBuckets
 from chatbot_contracts.capabilities import refusal
-from chatbot_contracts.tracing import SpanKind, span_in, traceparent_of, tracer
+from chatbot_contracts.tracing import SpanKind, child_span, span_in, traceparent_of, tracer
 
 from .limits import ModelLimits, estimate_request_tokens
 from .metrics import WorkerMetrics
@@ -55,6 +56,8 @@ log = structlog.get_logger()
 TRACER = tracer("chatbot.inference")
 
 MAX_RETRY_AFTER_S = 60.0
+STARTED_WAIT_S = 0.05
+"""How long `started` may wait for the first token to share its write (a client shows it as "thinking", if at all)."""
 SPEND_TTL_S = {"day": 2 * 86_400, "week": 8 * 86_400, "month": 32 * 86_400}
 """A period's spend is kept a little longer than the period itself."""
 
@@ -89,7 +92,7 @@ def estimate_tokens(text: str) -> int:
 def _provider_span(spec: ModelSpec, outcome: _Outcome) -> Iterator[None]:
     """One provider call as a GenAI client span, with the usage it reported."""
     attributes = {"gen_ai.operation.name": "chat", "gen_ai.system": spec.provider, "gen_ai.request.model": spec.upstream_model}
-    with TRACER.start_as_current_span(f"chat {spec.upstream_model}", kind=SpanKind.CLIENT, attributes=attributes) as span:
+    with child_span(TRACER, f"chat {spec.upstream_model}", SpanKind.CLIENT, attributes) as span:
         yield
         if outcome.usage is not None and span.is_recording():
             span.set_attribute("gen_ai.usage.input_tokens", outcome.usage.input_tokens)
@@ -190,8 +193,8 @@ class Worker:
         sink = self._sink(request, started_at)
         outcome = _Outcome(traceparent)
         if attempt == 1:
-            # Not a write of its own: it goes with `started`, one round trip before the first token's.
-            sink.push(Queued(**self._event_fields(request, outcome, attempt) | {"at": request.enqueued_at}), now=False)
+            # Not a write of its own: it goes with `started`.
+            sink.push(Queued(**self._event_fields(request, outcome, attempt) | {"at": request.enqueued_at}), within_s=math.inf)
             self.metrics.queue_wait.observe(max(0.0, started_at - request.enqueued_at))
         else:
             self.metrics.claims.inc()
@@ -409,13 +412,16 @@ class Worker:
             outcome.alias, outcome.spec = alias, spec
             for retry in range(retries + 1):
                 waited = max(0.0, time.time() - request.enqueued_at)
+                # Written with the first token, or once the provider has kept it waiting for STARTED_WAIT_S.
                 sink.push(
-                    Started(model=alias, provider=spec.provider, upstream_model=spec.upstream_model, attempt=attempt, waited_s=waited)
+                    Started(model=alias, provider=spec.provider, upstream_model=spec.upstream_model, attempt=attempt, waited_s=waited),
+                    within_s=STARTED_WAIT_S,
                 )
                 sink.push(
                     GenerationStarted(
                         **self._event_fields(request, outcome, attempt), queue_wait_s=max(0.0, started_at - request.enqueued_at)
-                    )
+                    ),
+                    within_s=STARTED_WAIT_S,
                 )
                 try:
                     with _provider_span(spec, outcome):
@@ -479,6 +485,8 @@ class Worker:
                                 else:
                                     outcome.tool_calls.append(event)
                                 sink.push(event)
+                                if len(outcome.text) + len(outcome.tool_calls) == 1:
+                                    await sink.let_write_start()
                                 if (when := timer.when()) is not None and when < loop.time() + idle_s:
                                     timer.reschedule(loop.time() + idle_s + slack)
                             case TokenUsage():
