@@ -117,6 +117,21 @@ def test_a_valid_traceparent_is_kept_and_a_bad_one_replaced() -> None:
         assert fresh != bad and traceparent_or_new(fresh) == fresh
 
 
+def test_without_a_tracer_no_span_is_made_and_the_traceparent_passes_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry import trace
+
+    from chatbot_contracts.tracing import SpanKind, child_span, span_in, traceparent_of, tracer, tracing_on
+
+    # As in a process that installed none (another test of this session may have installed one).
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    assert not tracing_on()
+    incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with span_in(incoming, tracer("t"), "consume", SpanKind.CONSUMER) as span, child_span(tracer("t"), "call", SpanKind.CLIENT) as child:
+        assert not span.is_recording() and not child.get_span_context().is_valid
+        assert traceparent_of(child, incoming) == incoming
+        assert traceparent_of(span, None) != traceparent_of(span, None), "without one coming in, each hop starts a new trace"
+
+
 def test_budget_periods_are_named_by_their_utc_calendar() -> None:
     from datetime import UTC, datetime
 

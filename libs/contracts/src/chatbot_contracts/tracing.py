@@ -2,7 +2,8 @@
 
 Spans are exported only when the standard variables ask for it (`OTEL_TRACES_EXPORTER=otlp`, or
 an `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`); otherwise the tracer
-is OpenTelemetry's no-op one, and the `traceparent` still passes from hop to hop unchanged.
+is OpenTelemetry's no-op one, no spans are made at all, and the `traceparent` still passes from hop
+to hop unchanged.
 """
 
 from __future__ import annotations
@@ -19,7 +20,17 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["SpanKind", "configure_tracing", "span_in", "trace_id_of", "traceparent_of", "traceparent_or_new", "tracer"]
+__all__ = [
+    "SpanKind",
+    "child_span",
+    "configure_tracing",
+    "span_in",
+    "trace_id_of",
+    "traceparent_of",
+    "traceparent_or_new",
+    "tracer",
+    "tracing_on",
+]
 
 _TRACEPARENT = re.compile(r"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -72,13 +83,31 @@ def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
 
 
+def tracing_on() -> bool:
+    """Whether a tracer provider is installed; without one, spans would be no-op ones, not worth making on the hot path."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 @contextmanager
 def span_in(
     traceparent: str | None, on: trace.Tracer, name: str, kind: SpanKind, attributes: Mapping[str, Any] | None = None
 ) -> Iterator[Span]:
-    """A span, current for the block, whose parent is the span a message's `traceparent` names."""
+    """A span, current for the block, whose parent is the span a message's `traceparent` names (an invalid one without a tracer)."""
+    if not tracing_on():
+        yield trace.INVALID_SPAN
+        return
     context = _PROPAGATOR.extract({"traceparent": traceparent}) if traceparent else None
     with on.start_as_current_span(name, context=context, kind=kind, attributes=attributes) as span:
+        yield span
+
+
+@contextmanager
+def child_span(on: trace.Tracer, name: str, kind: SpanKind, attributes: Mapping[str, Any] | None = None) -> Iterator[Span]:
+    """A span under the current one, current for the block (an invalid one without a tracer)."""
+    if not tracing_on():
+        yield trace.INVALID_SPAN
+        return
+    with on.start_as_current_span(name, kind=kind, attributes=attributes) as span:
         yield span
 
 

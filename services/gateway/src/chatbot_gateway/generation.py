@@ -13,7 +13,7 @@ from litestar.datastructures import State
 
 from chatbot_contracts import ChatMessage, ChatRequest, Delta, Done, Error, GenerationParams, Started, ToolCallDelta
 from chatbot_contracts.capabilities import refusal
-from chatbot_contracts.tracing import SpanKind, span_in, traceparent_of, tracer
+from chatbot_contracts.tracing import SpanKind, child_span, span_in, traceparent_of, traceparent_or_new, tracer, tracing_on
 
 from .auth import Principal
 from .errors import BadRequest, Forbidden, ModelNotFound, Unprocessable, UpstreamFailure
@@ -28,11 +28,14 @@ def enqueue_span(request: Request[Any, Any, Any], model: str) -> Iterator[str]:
     """The gateway's hop of the trace, from the caller's `traceparent`: a span for the request's admission and
     one for publishing it; yields the `traceparent` the request carries to the worker."""
     incoming = request.headers.get("traceparent")
+    if not tracing_on():
+        yield traceparent_or_new(incoming)
+        return
     route = next(iter(request.route_handler.paths), request.url.path)
     attributes = {"http.request.method": request.method, "http.route": route, "gen_ai.request.model": model}
     with span_in(incoming, TRACER, f"{request.method} {route}", SpanKind.SERVER, attributes):
         attributes = {"messaging.system": "redis", "messaging.operation.type": "send", "messaging.destination.name": "chat.requests"}
-        with TRACER.start_as_current_span("chat.requests send", kind=SpanKind.PRODUCER, attributes=attributes) as publish:
+        with child_span(TRACER, "chat.requests send", SpanKind.PRODUCER, attributes) as publish:
             yield traceparent_of(publish, incoming)
 
 
