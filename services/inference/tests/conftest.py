@@ -2,17 +2,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-import httpx
+import aiohttp
 import pytest
 
 from chatbot_contracts import ChatMessage, ChatRequest, GenerationParams, ModelSpec
 from chatbot_devtools.fakes import FakeOpenAI
+from chatbot_inference.providers.http import client_session
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as client:
-        yield client
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """The provider calls' session, as a worker makes it."""
+    async with client_session(connect_timeout_s=5.0, idle_timeout_s=10.0) as session:
+        yield session
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-import httpx
+import aiohttp
 import pytest
 
 from chatbot_contracts import ChatRequest, Delta, ModelSpec, TokenUsage, ToolCallDelta
@@ -26,7 +26,7 @@ def collect(new_request: Callable[..., ChatRequest], spec_for: Callable[..., Mod
 
 
 async def test_the_api_key_comes_from_the_named_variable(
-    fake_openai: FakeOpenAI, http: httpx.AsyncClient, collect: Callable[..., Awaitable[list[object]]]
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession, collect: Callable[..., Awaitable[list[object]]]
 ) -> None:
     provider = OpenAIProvider(http, environ={"MY_KEY": "sk-upstream"})
     await collect(provider, fake_openai, api_key_env="MY_KEY")

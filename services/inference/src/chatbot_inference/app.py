@@ -16,7 +16,6 @@ import signal
 import time
 from pathlib import Path
 
-import httpx
 import msgspec
 import redis.exceptions
 import structlog
@@ -31,6 +30,7 @@ from chatbot_contracts.redis import connect
 from chatbot_contracts.registry import RegistryWatcher
 
 from .providers import build_providers
+from .providers.http import client_session
 from .settings import Settings
 from .worker import TakenOver, Worker
 
@@ -48,10 +48,7 @@ class WorkerApp:
             settings.redis.url, settings.redis.redis_connect_timeout_s, graceful_timeout=settings.worker.shutdown_grace_s
         )
         self.redis = connect(settings.redis)
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.providers.idle_timeout_s, connect=settings.providers.connect_timeout_s),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-        )
+        self.http = client_session(settings.providers.connect_timeout_s, settings.providers.idle_timeout_s)
         self.registry_file = registry.source if Path(registry.source).is_file() else None
         """Reloaded when it changes (a registry made in memory, in tests, is not)."""
         self.worker = Worker(self.redis, self.keys, registry, build_providers(self.http), settings.worker, settings.providers)
@@ -126,7 +123,7 @@ class WorkerApp:
             task.cancel()
         with contextlib.suppress(Exception):
             await self.redis.zrem(self.keys.workers, self.name)
-        await self.http.aclose()
+        await self.http.close()
         await self.redis.aclose()
         log.info("worker.stopped")
 

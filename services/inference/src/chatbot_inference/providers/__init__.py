@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
 
 from .anthropic import AnthropicProvider
 from .base import Provider, ProviderError, ProviderEvent
@@ -12,7 +12,7 @@ from .ollama import OllamaProvider
 from .openai import OpenAIProvider
 
 
-def build_providers(http: httpx.AsyncClient) -> dict[str, Provider]:
+def build_providers(http: aiohttp.ClientSession) -> dict[str, Provider]:
     """Every adapter this worker can run, by the registry's `provider` name."""
     return {
         "openai": OpenAIProvider(http),

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping
 
-import httpx
+import aiohttp
 import msgspec
-from httpx_sse import EventSource
 
 from chatbot_contracts import ChatMessage, ChatRequest, Delta, Done, ErrorCode, FinishReason, ModelSpec, TokenUsage, json_encoder
 
@@ -159,7 +158,7 @@ class AnthropicProvider:
 
     name = "anthropic"
 
-    def __init__(self, http: httpx.AsyncClient, environ: Mapping[str, str] = os.environ) -> None:
+    def __init__(self, http: aiohttp.ClientSession, environ: Mapping[str, str] = os.environ) -> None:
         self._http = http
         self._environ = environ
 
@@ -186,9 +185,9 @@ class AnthropicProvider:
         url, headers, body = self._request(request, spec)
         reader = EventReader()
         async with streaming_post(self._http, url, body=body, headers=headers, provider="anthropic") as response:
-            events = EventSource(response).aiter_sse()
-            async for sse in events:
-                if sse.data and (text := reader.read(sse.data)):
+            events = response.events()
+            async for data in events:
+                if data and (text := reader.read(data)):
                     yield Delta(text=text)
                 if reader.stopped:
                     await drain(events)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping
 
-import httpx
+import aiohttp
 import msgspec
-from httpx_sse import EventSource
 
 from chatbot_contracts import ChatRequest, Delta, Done, ErrorCode, FinishReason, ModelSpec, TokenUsage, json_encoder
 
@@ -130,7 +129,7 @@ class GeminiProvider:
 
     name = "gemini"
 
-    def __init__(self, http: httpx.AsyncClient, environ: Mapping[str, str] = os.environ) -> None:
+    def __init__(self, http: aiohttp.ClientSession, environ: Mapping[str, str] = os.environ) -> None:
         self._http = http
         self._environ = environ
 
@@ -168,8 +167,8 @@ class GeminiProvider:
         reader = ResponseReader()
         try:
             async with streaming_post(self._http, url, body=body, headers=headers, provider="gemini") as response:
-                async for sse in EventSource(response).aiter_sse():
-                    if sse.data and (text := reader.read(sse.data)):
+                async for data in response.events():
+                    if data and (text := reader.read(data)):
                         yield Delta(text=text)
         except ProviderError as error:
             if error.code == "bad_request" and "api key not valid" in error.message.lower():

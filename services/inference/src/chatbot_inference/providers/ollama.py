@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping
 
-import httpx
+import aiohttp
 import msgspec
 
 from chatbot_contracts import ChatRequest, Delta, Done, FinishReason, ModelSpec, TokenUsage, json_encoder
@@ -56,7 +56,7 @@ class Line(msgspec.Struct):
 _line_decoder = msgspec.json.Decoder(Line)
 
 
-def read_line(line: str) -> Line:
+def read_line(line: bytes) -> Line:
     """One decoded line; an `error` line or garbage raises `ProviderError`."""
     try:
         decoded = _line_decoder.decode(line)
@@ -72,7 +72,7 @@ class OllamaProvider:
 
     name = "ollama"
 
-    def __init__(self, http: httpx.AsyncClient, environ: Mapping[str, str] = os.environ) -> None:
+    def __init__(self, http: aiohttp.ClientSession, environ: Mapping[str, str] = os.environ) -> None:
         self._http = http
         self._environ = environ
 
@@ -98,7 +98,7 @@ class OllamaProvider:
         )
         final: Line | None = None
         async with streaming_post(self._http, url, body=json_encoder.encode(body), headers=headers, provider="ollama") as response:
-            lines = response.aiter_lines()
+            lines = response.lines()
             async for raw in lines:
                 if not raw.strip():
                     continue

@@ -6,9 +6,8 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 import msgspec
-from httpx_sse import EventSource
 
 from chatbot_contracts import (
     ChatMessage,
@@ -160,7 +159,7 @@ class OpenAIProvider:
 
     name = "openai"
 
-    def __init__(self, http: httpx.AsyncClient, environ: Mapping[str, str] = os.environ) -> None:
+    def __init__(self, http: aiohttp.ClientSession, environ: Mapping[str, str] = os.environ) -> None:
         self._http = http
         self._environ = environ
 
@@ -198,14 +197,14 @@ class OpenAIProvider:
         reader = ChunkReader()
         completed = False
         async with streaming_post(self._http, url, body=body, headers=headers, provider="openai") as response:
-            events = EventSource(response).aiter_sse()
-            async for sse in events:
-                if sse.data == "[DONE]":
+            events = response.events()
+            async for data in events:
+                if data == "[DONE]":
                     completed = True
                     await drain(events)
                     break
-                if sse.data:
-                    for event in reader.read(sse.data):
+                if data:
+                    for event in reader.read(data):
                         yield event
         if not completed and reader.finish_reason is None:
             raise ProviderError("network", "openai: the connection closed before the answer was complete")
