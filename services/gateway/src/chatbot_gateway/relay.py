@@ -262,41 +262,47 @@ class Relay:
         """
         key = self._keys.request_stream(request_id)
         outage_since: float | None = None
-        while True:
-            remaining = deadline - time.time()
-            if remaining <= 0:
-                log.warning("stream.deadline_exceeded", request_id=request_id)
-                yield _ending("deadline_exceeded", "no answer arrived before the request's deadline")
-                return
-            block_ms = max(1, int(min(remaining, keepalive_s) * 1000))
-            try:
-                if outage_since is not None:
-                    # Back after an outage: a Redis that restarted empty no longer knows the request.
-                    if not await self._redis.exists(self._keys.request_owner(request_id)):
-                        log.error("stream.lost", request_id=request_id)
-                        yield _ending("internal", "Redis restarted and lost this request's events; send the request again")
+        # One pooled connection held for the whole stream: taking one from the pool and giving it
+        # back around every read (a lock, a liveness check, timers) cost more than the read.
+        reader = self._redis.client()
+        try:
+            while True:
+                remaining = deadline - time.time()
+                if remaining <= 0:
+                    log.warning("stream.deadline_exceeded", request_id=request_id)
+                    yield _ending("deadline_exceeded", "no answer arrived before the request's deadline")
+                    return
+                block_ms = max(1, int(min(remaining, keepalive_s) * 1000))
+                try:
+                    if outage_since is not None:
+                        # Back after an outage: a Redis that restarted empty no longer knows the request.
+                        if not await self._redis.exists(self._keys.request_owner(request_id)):
+                            log.error("stream.lost", request_id=request_id)
+                            yield _ending("internal", "Redis restarted and lost this request's events; send the request again")
+                            return
+                        outage_since = None
+                    response = await reader.xread({key: after}, count=512, block=block_ms)
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                    # Redis is restarting: keep trying for a while; the client hears of it only if it lasts.
+                    outage_since = outage_since or time.monotonic()
+                    if time.monotonic() - outage_since > self._settings.redis_outage_s:
+                        log.error("stream.redis_unreachable", request_id=request_id, error=str(exc))
+                        yield _ending("internal", "the platform's Redis is unreachable; the answer could not be followed")
                         return
-                    outage_since = None
-                response = await self._redis.xread({key: after}, count=512, block=block_ms)
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-                # Redis is restarting: keep trying for a while; the client hears of it only if it lasts.
-                outage_since = outage_since or time.monotonic()
-                if time.monotonic() - outage_since > self._settings.redis_outage_s:
-                    log.error("stream.redis_unreachable", request_id=request_id, error=str(exc))
-                    yield _ending("internal", "the platform's Redis is unreachable; the answer could not be followed")
-                    return
-                await asyncio.sleep(0.2)
-                continue
-            if not response:
-                yield KEEPALIVE
-                continue
-            entries: list[tuple[bytes, dict[bytes, bytes]]] = response[0][1]  # type: ignore[index,assignment]
-            batch: Batch = []
-            for entry_id, fields in entries:
-                event = stream_event_decoder.decode(fields[DATA_FIELD_BYTES])
-                batch.append((entry_id, event))
-                if isinstance(event, Done):
-                    yield batch
-                    return
-            after = entries[-1][0]
-            yield batch
+                    await asyncio.sleep(0.2)
+                    continue
+                if not response:
+                    yield KEEPALIVE
+                    continue
+                entries: list[tuple[bytes, dict[bytes, bytes]]] = response[0][1]  # type: ignore[index,assignment]
+                batch: Batch = []
+                for entry_id, fields in entries:
+                    event = stream_event_decoder.decode(fields[DATA_FIELD_BYTES])
+                    batch.append((entry_id, event))
+                    if isinstance(event, Done):
+                        yield batch
+                        return
+                after = entries[-1][0]
+                yield batch
+        finally:
+            await reader.aclose()
