@@ -139,3 +139,13 @@ def test_budget_periods_are_named_by_their_utc_calendar() -> None:
 
     moment = datetime(2026, 11, 24, 23, 59, tzinfo=UTC)
     assert [period_label(p, moment) for p in ("day", "week", "month")] == ["2026-11-24", "2026-W48", "2026-11"]
+
+
+def test_a_settled_heap_is_out_of_the_collectors_sight() -> None:
+    """What the services do once built: the start-up heap frozen, young collections less often (in a process of its own)."""
+    import subprocess
+    import sys
+
+    probe = "import gc; from chatbot_contracts.heap import settle_heap; settle_heap(); print(gc.get_freeze_count(), gc.get_threshold()[0])"
+    frozen, young = map(int, subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split())
+    assert frozen > 1000 and young == 10_000

@@ -29,6 +29,10 @@ class TreeCache:
         self._ttl_s = ttl_s
         self._store = redis.register_script(_STORE_IF_UNCHANGED) if redis is not None else None
 
+    @property
+    def enabled(self) -> bool:
+        return self._redis is not None
+
     def _keys(self, conversation_id: str) -> list[str]:
         tag = f"{{{conversation_id}}}"
         return [f"{self._namespace}conv.tree.{tag}", f"{self._namespace}conv.version.{tag}"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from chatbot_contracts import Registry
+from chatbot_contracts.heap import settle_heap
 from chatbot_contracts.observability import configure_logging
 from chatbot_contracts.settings import or_exit
 from chatbot_contracts.tracing import configure_tracing
@@ -18,8 +19,10 @@ def main() -> None:
     configure_logging("conversation", settings.server.log_level)
     configure_tracing("conversation")
     registry = or_exit(lambda: Registry.load(settings.store.models_file), "chatbot-conversation")
+    app = create_app(settings, registry)
+    settle_heap()
     uvicorn.run(
-        create_app(settings, registry),
+        app,
         host=settings.server.conversation_host,
         port=settings.server.conversation_port,
         loop="uvloop",

@@ -57,7 +57,7 @@ def new_id() -> str:
 
 def iso(moment: datetime) -> str:
     if moment.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
-        moment = moment.replace(tzinfo=UTC)
+        return moment.isoformat() + "Z"
     return moment.isoformat().replace("+00:00", "Z")
 
 
@@ -161,11 +161,10 @@ class ConversationService:
         by_id = {m.id: m for m in messages}
         active = [m.id for m in path_to(by_id, row.active_leaf_id)]
         conversation = Conversation(
-            **msgspec.structs.asdict(self._summary(row, tags)),
-            messages=[self._message(m, children) for m in sorted(messages, key=lambda m: (m.seq, m.id))],
-            active_path=active,
+            **msgspec.structs.asdict(self._summary(row, tags)), messages=self._tree(messages, children), active_path=active
         )
-        await self.cache.store(conversation_id, row.owner, _snapshot_encoder.encode(conversation), version)
+        if self.cache.enabled:
+            await self.cache.store(conversation_id, row.owner, _snapshot_encoder.encode(conversation), version)
         return conversation
 
     async def patch(self, who: Principal, conversation_id: str, change: ConversationPatch) -> ConversationSummary:
@@ -591,25 +590,35 @@ class ConversationService:
         )
 
     @staticmethod
-    def _message(row: MessageRow, children: dict[str | None, list[MessageRow]]) -> Message:
-        siblings = [m.id for m in children[row.parent_id]]
-        usage = None
-        if row.input_tokens is not None or row.output_tokens is not None:
-            usage = TokenUsage(input_tokens=row.input_tokens or 0, output_tokens=row.output_tokens or 0, cost_usd=row.cost_usd or 0.0)
-        return Message(
-            id=row.id,
-            parent_id=row.parent_id,
-            role=row.role,  # type: ignore[arg-type]
-            content=row.content,
-            status=row.status,  # type: ignore[arg-type]
-            model=row.model,
-            error=row.error,
-            usage=usage,
-            request_id=row.request_id,
-            created_at=iso(row.created_at),
-            siblings=siblings,
-            position=siblings.index(row.id) + 1,
-        )
+    def _tree(rows: list[MessageRow], children: dict[str | None, list[MessageRow]]) -> list[Message]:
+        """The messages in creation order (`rows` come ordered by `seq`, `id`), each with its siblings' ids.
+
+        Siblings share one list of ids (read-only), made once per parent.
+        """
+        siblings = {parent: [m.id for m in kids] for parent, kids in children.items()}
+        messages = []
+        for row in rows:
+            ids = siblings[row.parent_id]
+            usage = None
+            if row.input_tokens is not None or row.output_tokens is not None:
+                usage = TokenUsage(input_tokens=row.input_tokens or 0, output_tokens=row.output_tokens or 0, cost_usd=row.cost_usd or 0.0)
+            messages.append(
+                Message(
+                    id=row.id,
+                    parent_id=row.parent_id,
+                    role=row.role,  # type: ignore[arg-type]
+                    content=row.content,
+                    status=row.status,  # type: ignore[arg-type]
+                    model=row.model,
+                    error=row.error,
+                    usage=usage,
+                    request_id=row.request_id,
+                    created_at=iso(row.created_at),
+                    siblings=ids,
+                    position=ids.index(row.id) + 1 if len(ids) > 1 else 1,
+                )
+            )
+        return messages
 
     @staticmethod
     def _decode_cursor(cursor: str) -> tuple[bool, str, str]:

@@ -6,6 +6,7 @@ import structlog
 import uvloop
 
 from chatbot_contracts import Registry
+from chatbot_contracts.heap import settle_heap
 from chatbot_contracts.observability import configure_logging
 from chatbot_contracts.settings import or_exit
 from chatbot_contracts.tracing import configure_tracing
@@ -23,7 +24,9 @@ def main() -> None:
     registry = or_exit(lambda: Registry.load(settings.worker.models_file), "chatbot-inference")
 
     async def run() -> None:
-        await WorkerApp(settings, registry).run()
+        app = WorkerApp(settings, registry)
+        settle_heap()
+        await app.run()
 
     uvloop.run(run())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from chatbot_contracts.heap import settle_heap
 from chatbot_contracts.observability import configure_logging
 from chatbot_contracts.settings import or_exit
 from chatbot_contracts.tracing import configure_tracing
@@ -16,8 +17,10 @@ def main() -> None:
     settings = or_exit(Settings.from_env, "chatbot-log-collector")
     configure_logging("log-collector", settings.server.log_level)
     configure_tracing("log-collector")
+    app = create_app(settings)
+    settle_heap()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.server.log_collector_host,
         port=settings.server.log_collector_port,
         loop="uvloop",
