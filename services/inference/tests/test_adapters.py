@@ -16,6 +16,7 @@ from chatbot_devtools.fakes import FakeAnthropic, FakeGemini, FakeOllama, FakeOp
 from chatbot_devtools.serve import ThreadedServer
 from chatbot_devtools.tcp_proxy import TcpProxy
 from chatbot_inference.providers import AnthropicProvider, GeminiProvider, OllamaProvider, OpenAIProvider, Provider, ProviderError
+from chatbot_inference.providers.http import client_session
 
 REPLY = "Tokens arrive one by one, and every one of them counts."
 
@@ -83,6 +84,28 @@ async def test_calls_one_after_another_reuse_one_connection(
         assert proxy.accepted == 1
     finally:
         proxy.stop()
+
+
+async def test_a_proxy_named_in_the_environment_carries_the_calls(
+    monkeypatch: pytest.MonkeyPatch, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
+) -> None:
+    """Behind a corporate proxy (`HTTP_PROXY`/`HTTPS_PROXY`), provider calls go through it; without one, none is looked up."""
+    fake_openai.reply = "Through the proxy."
+    proxy = TcpProxy().start(int(fake_openai.base_url.rsplit(":", 1)[1].split("/")[0]))
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    spec = ModelSpec(provider="openai", upstream_model="fake-model", base_url="http://provider.invalid/v1", max_output_tokens=256)
+    try:
+        async with client_session(connect_timeout_s=5.0, idle_timeout_s=10.0) as session:
+            events = [event async for event in OpenAIProvider(session).stream(new_request(), spec)]
+        assert text_of(events) == "Through the proxy." and proxy.accepted == 1, "the host is unknown: only the proxy could answer"
+    finally:
+        proxy.stop()
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with client_session(connect_timeout_s=5.0, idle_timeout_s=10.0) as session:
+        assert not session.trust_env, "with no proxy configured, calls do not read the environment (and .netrc) each time"
 
 
 async def test_exact_text_then_reported_usage_then_done(call: Callable[..., Awaitable[list[Any]]], fake: FakeUpstream) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,11 +22,15 @@ from .base import ProviderError, error_for_status
 
 def client_session(connect_timeout_s: float, idle_timeout_s: float) -> aiohttp.ClientSession:
     """The worker's session for every provider call (made in the running loop): pooled connections without a
-    bound, `connect_timeout_s` to get one, `idle_timeout_s` for any one read. Proxies come from the environment."""
+    bound, `connect_timeout_s` to get one, `idle_timeout_s` for any one read.
+
+    Proxies come from the environment (`HTTPS_PROXY`, `NO_PROXY`, …) when it names any: aiohttp
+    then reads it, and `.netrc` in a thread, on every call, which is not paid when there are none.
+    """
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
         timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_connect=connect_timeout_s, sock_read=idle_timeout_s),
-        trust_env=True,
+        trust_env=bool(urllib.request.getproxies()),
     )
 
 
