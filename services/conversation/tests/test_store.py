@@ -7,10 +7,13 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from sqlalchemy import text
 
 from chatbot_contracts import TokenUsage
 from chatbot_contracts.conversations import Conversation, ConversationPatch, NewConversation, TurnRequest
 from chatbot_conversation import importers
+from chatbot_conversation import search as fts
+from chatbot_conversation.db.engine import Database
 from chatbot_conversation.errors import Invalid, NotFound, TooLarge
 from chatbot_conversation.service import ConversationService, Principal
 
@@ -212,6 +215,22 @@ async def test_search_ranks_marks_and_finds_side_branches(service: ConversationS
     titles = (await service.search(ALICE, "autoscal", 10)).hits
     assert titles[0].message_id is None and titles[0].conversation_id == made.id
     assert (await service.search(ALICE, "   ", 10)).hits == []
+
+
+async def test_sqlite_search_starts_from_the_full_text_index(service: ConversationService, database: Database) -> None:
+    """Started from the owner's conversations instead, a search probed the index once per conversation (16 ms, not 0.6, at 100k)."""
+    if database.dialect != "sqlite":
+        pytest.skip("PostgreSQL plans by its statistics; this pins SQLite's join order")
+    conversation = await service.create(ALICE, NewConversation(title="Plans"))
+    await say(service, conversation.id, "the first words", "and an answer")
+    async with database.read() as session:
+        plan = (
+            await session.execute(
+                text("EXPLAIN QUERY PLAN " + fts.statement("sqlite", by_owner=True)), {"q": "x", "owner": "o", "limit": 5}
+            )
+        ).all()
+    steps = [row[-1] for row in plan if row[-1].startswith(("SCAN", "SEARCH"))]
+    assert steps[0].startswith("SCAN titles_fts") and not any("ix_conversations_owner" in step for step in steps), steps
 
 
 async def test_share_snapshot_revoke_and_reshare(service: ConversationService) -> None:

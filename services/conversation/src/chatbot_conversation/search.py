@@ -36,16 +36,11 @@ def _tsquery(words: list[str]) -> str:
     return " & ".join([*words[:-1], f"{words[-1]}:*"])
 
 
-async def find(session: AsyncSession, dialect: str, owner: str | None, query: str, limit: int) -> list[Match]:
-    """Titles and messages matching every word of `query`, best first; `owner` None searches everyone's."""
-    words = terms(query)
-    if not words:
-        return []
-    owner_clause = "" if owner is None else "AND c.owner = :owner"
-    params: dict[str, object] = {"owner": owner, "limit": limit}
+def statement(dialect: str, by_owner: bool) -> str:
+    """The search's SQL (parameters `q`, `limit`, and `owner` when `by_owner`)."""
+    owner_clause = "AND c.owner = :owner" if by_owner else ""
     if dialect == "postgresql":
-        params["q"] = _tsquery(words)
-        sql = f"""
+        return f"""
             SELECT c.id, NULL AS message_id, NULL AS role, c.title AS body, c.title, ts_rank(c.search, q) * 2 AS rank
               FROM conversations c, to_tsquery('simple', :q) q
              WHERE c.search @@ q {owner_clause}
@@ -54,19 +49,27 @@ async def find(session: AsyncSession, dialect: str, owner: str | None, query: st
               FROM messages m JOIN conversations c ON c.id = m.conversation_id, to_tsquery('simple', :q) q
              WHERE m.search @@ q {owner_clause}
             ORDER BY rank DESC LIMIT :limit"""
-    else:
-        params["q"] = _fts5_query(words)
-        sql = f"""
-            SELECT * FROM (
-              SELECT c.id, NULL AS message_id, NULL AS role, c.title AS body, c.title, bm25(titles_fts) * 2 AS rank
-                FROM titles_fts JOIN conversations c ON c.rowid = titles_fts.rowid
-               WHERE titles_fts MATCH :q {owner_clause}
-              UNION ALL
-              SELECT c.id, m.id, m.role, m.content, c.title, bm25(messages_fts) AS rank
-                FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid JOIN conversations c ON c.id = m.conversation_id
-               WHERE messages_fts MATCH :q {owner_clause}
-            ) ORDER BY rank LIMIT :limit"""
-    rows = (await session.execute(text(sql), params)).all()
+    # CROSS JOIN makes SQLite start from the full-text index: left to choose, it started from the
+    # owner's conversations and probed the index once for each (16 ms instead of 0.6 at 100k messages).
+    return f"""
+        SELECT * FROM (
+          SELECT c.id, NULL AS message_id, NULL AS role, c.title AS body, c.title, bm25(titles_fts) * 2 AS rank
+            FROM titles_fts CROSS JOIN conversations c ON c.rowid = titles_fts.rowid
+           WHERE titles_fts MATCH :q {owner_clause}
+          UNION ALL
+          SELECT c.id, m.id, m.role, m.content, c.title, bm25(messages_fts) AS rank
+            FROM messages_fts CROSS JOIN messages m ON m.rowid = messages_fts.rowid CROSS JOIN conversations c ON c.id = m.conversation_id
+           WHERE messages_fts MATCH :q {owner_clause}
+        ) ORDER BY rank LIMIT :limit"""
+
+
+async def find(session: AsyncSession, dialect: str, owner: str | None, query: str, limit: int) -> list[Match]:
+    """Titles and messages matching every word of `query`, best first; `owner` None searches everyone's."""
+    words = terms(query)
+    if not words:
+        return []
+    params = {"owner": owner, "limit": limit, "q": _tsquery(words) if dialect == "postgresql" else _fts5_query(words)}
+    rows = (await session.execute(text(statement(dialect, owner is not None)), params)).all()
     return [Match(conversation_id=r[0], message_id=r[1], role=r[2], body=r[3] or "", title=r[4] or "") for r in rows]
 
 
