@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -47,58 +45,60 @@ def coalesce(events: list[Event]) -> list[Event]:
 class SharedPipeline:
     """One worker's writes to Redis, many requests' at a time.
 
-    What the request streams submit while a round trip is in flight goes out together in the
-    next pipeline: at a thousand streams a worker sends tens of pipelines a second, not
-    thousands. A lone write goes at once. A refused command fails only its own write; a lost
-    round trip fails every write in it.
+    A stream with events to write says so (`ready`); the sender puts what every ready stream has
+    into one pipeline and runs it, and what streams push while that round trip is in flight goes
+    out together in the next: at a thousand streams a worker sends tens of pipelines a second,
+    not thousands, and a token costs no task wake-up of its own. A lone write goes at once. A
+    refused command fails only its own stream's write; a lost round trip fails every write in it.
     """
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
-        self._waiting: list[tuple[Callable[[Pipeline], object], asyncio.Future[None]]] = []
+        self._ready: dict[StreamSink, None] = {}
+        """Streams with something to write, in the order they asked."""
         self._sender: asyncio.Task[None] | None = None
 
-    async def write(self, fill: Callable[[Pipeline], object]) -> None:
-        """Have `fill` queue commands on the next pipeline, and wait until that pipeline has run."""
-        done = asyncio.get_running_loop().create_future()
-        self._waiting.append((fill, done))
+    def ready(self, sink: StreamSink) -> None:
+        """`sink` has events to write: they go in the next pipeline, at once when none is in flight."""
+        self._ready[sink] = None
         if self._sender is None or self._sender.done():
-            self._sender = asyncio.create_task(self._send(), name="shared-pipeline")
-        await done
+            self._sender = asyncio.get_running_loop().create_task(self._send(), name="shared-pipeline")
+
+    def forget(self, sink: StreamSink) -> None:
+        self._ready.pop(sink, None)
 
     async def _send(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting, []
+        while self._ready:
+            sinks, self._ready = list(self._ready), {}
             pipe = self._redis.pipeline(transaction=False)
-            spans = []
-            for fill, _ in batch:
+            spans: list[tuple[StreamSink, int, int]] = []
+            for sink in sinks:
                 start = len(pipe.command_stack)
-                fill(pipe)
-                spans.append((start, len(pipe.command_stack)))
-            try:
-                results = await pipe.execute(raise_on_error=False)
-            except Exception as exc:  # the round trip failed: none of it is known to be stored
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for (_, done), (start, end) in zip(batch, spans, strict=True):
-                failed = next((r for r in results[start:end] if isinstance(r, Exception)), None)
-                if done.done():
+                try:
+                    sink.fill(pipe)
+                except Exception as exc:  # a stream that cannot be written fails alone
+                    del pipe.command_stack[start:]
+                    sink.written(exc)
                     continue
-                if failed is None:
-                    done.set_result(None)
-                else:  # a command of this write was refused; the others' went through
-                    done.set_exception(failed)
+                spans.append((sink, start, len(pipe.command_stack)))
+            try:
+                results = await pipe.execute(raise_on_error=False) if pipe.command_stack else []
+            except Exception as exc:  # the round trip failed: none of it is known to be stored
+                for sink, _, _ in spans:
+                    sink.written(exc)
+                continue
+            for sink, start, end in spans:
+                sink.written(next((r for r in results[start:end] if isinstance(r, Exception)), None))
 
 
 class StreamSink:
     """The write side of a request's stream.
 
-    `push` never waits. A background task writes whatever has been pushed in one pipelined
-    round trip (shared with the worker's other streams); deltas pushed while that write is in
+    `push` never waits. The worker's shared pipeline writes whatever has been pushed in one
+    round trip shared with the worker's other streams; deltas pushed while that write is in
     flight are joined and go out in the next one. A lone token is written at once (no added
     latency); a burst becomes one entry. Events pushed to wait a moment go with the next one.
+    After a write failed, nothing more is written and `close` raises what refused it.
     """
 
     def __init__(
@@ -121,12 +121,15 @@ class StreamSink:
         self._release = release
         """`(sorted set, member)` removed with the terminal write: the request no longer counts as running."""
         self._pending: list[Event] = []
-        self._wakeup = asyncio.Event()
-        self._closing = False
         self._first_write = True
         self._deadline: asyncio.TimerHandle | None = None
         """When events that may wait are written at the latest."""
-        self._task = asyncio.create_task(self._run(), name=f"sink:{stream_key}")
+        self._closing = False
+        self._close_sent = False
+        self._closed: asyncio.Future[None] | None = None
+        """Settled once the terminal write has run."""
+        self._failure: BaseException | None = None
+        self._aborted = False
 
     def push(self, event: Event, *, within_s: float = 0.0) -> None:
         """Write `event` now, or (`within_s` > 0) together with the next event pushed, `within_s` seconds later at the latest.
@@ -135,65 +138,77 @@ class StreamSink:
         follows within milliseconds, then costs no round trip of its own and does not hold up
         the token behind its write. `math.inf` waits for the next event or the close.
         """
+        if self._aborted or self._failure is not None:
+            return
         self._pending.append(event)
         if within_s <= 0:
-            self._wakeup.set()
+            self._ready()
         elif within_s != math.inf and self._deadline is None:
-            self._deadline = asyncio.get_running_loop().call_later(within_s, self._wakeup.set)
+            self._deadline = asyncio.get_running_loop().call_later(within_s, self._ready)
 
     async def let_write_start(self) -> None:
-        """Give the loop to the writes of what was pushed (this sink's task, then the shared pipeline's sender).
+        """Give the loop to the shared pipeline's sender, so that what was pushed is on its way.
 
         For the first token: a provider's response that arrived in one piece is otherwise parsed
         to its end before the first token's write is even sent.
         """
-        for _ in range(2):
-            await asyncio.sleep(0)
+        await asyncio.sleep(0)
 
     async def close(self, *final: Event) -> None:
         """Write `final` after everything pushed, set the stream's retention, and wait until it is stored."""
+        if self._failure is not None:
+            raise self._failure
         self._pending.extend(final)
         self._closing = True
-        self._wakeup.set()
-        await self._task
+        self._closed = asyncio.get_running_loop().create_future()
+        self._ready()
+        await self._closed
 
     async def abort(self) -> None:
         """Stop writing without a terminal event (the request is left for another worker)."""
+        self._aborted = True
+        self._pending = []
         if self._deadline is not None:
             self._deadline.cancel()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
+            self._deadline = None
+        self._writer.forget(self)
 
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-            closing = self._closing
-            batch, self._pending = self._pending, []
-            if batch or closing:
-                await self._write(coalesce(batch), closing)
-            if closing:
-                return
+    def _ready(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._writer.ready(self)
 
-    async def _write(self, events: list[Event], closing: bool) -> None:
+    def fill(self, pipe: Pipeline) -> None:
+        """Queue the commands for what was pushed on `pipe` (the shared pipeline calls it as it sends)."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        events, self._pending = coalesce(self._pending), []
+        closing = self._close_sent = self._closing
+        if self._aborted or self._failure is not None or not (events or closing):
+            return
         first, self._first_write = self._first_write, False
-        encoded = [(isinstance(event, StreamEvent), encode(event)) for event in events]
+        for event in events:
+            if isinstance(event, StreamEvent):
+                pipe.xadd(self._stream_key, {DATA_FIELD: encode(event)})
+            else:
+                pipe.xadd(self._events_key, {DATA_FIELD: encode(event)}, maxlen=self._events_maxlen, approximate=True)
+        if closing:
+            pipe.expire(self._stream_key, self._closed_ttl_s)
+            if self._release is not None:
+                pipe.zrem(*self._release)
+        elif first:
+            pipe.expire(self._stream_key, self._open_ttl_s)
 
-        def fill(pipe: Pipeline) -> None:
-            for to_stream, data in encoded:
-                if to_stream:
-                    pipe.xadd(self._stream_key, {DATA_FIELD: data})
-                else:
-                    pipe.xadd(self._events_key, {DATA_FIELD: data}, maxlen=self._events_maxlen, approximate=True)
-            if closing:
-                pipe.expire(self._stream_key, self._closed_ttl_s)
-                if self._release is not None:
-                    pipe.zrem(*self._release)
-            elif first:
-                pipe.expire(self._stream_key, self._open_ttl_s)
-
-        await self._writer.write(fill)
+    def written(self, error: BaseException | None) -> None:
+        """The pipeline with this stream's last `fill` has run; `error` is what refused it, if anything did."""
+        if error is not None and self._failure is None:
+            self._failure = error
+        closed = self._closed
+        if closed is None or closed.done() or not (self._close_sent or self._failure is not None):
+            return
+        if self._failure is not None:
+            closed.set_exception(self._failure)
+        else:
+            closed.set_result(None)
