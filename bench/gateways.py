@@ -149,6 +149,28 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def wait_idle(pids: list[int], busy: float = 0.1, within_s: float = 30.0) -> float:
+    """Wait until `pids` together use less than `busy` of a core over half a second (at most `within_s`); the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < within_s:
+        before = cpu_seconds(pids)
+        time.sleep(0.5)
+        if cpu_seconds(pids) - before < busy * 0.5:
+            break
+    return time.monotonic() - started
+
+
 def children(pid: int) -> list[int]:
     """A process and its descendants (LiteLLM's CLI starts the server as a child)."""
     found = [pid]
@@ -281,15 +303,19 @@ def main() -> None:
                 print(f"bench: throughput round {round_ + 1} {target.name}: {len(load[target.name])} requests so far", flush=True)
         measured = {name: summarize(samples, args.seconds * args.rounds) for name, samples in load.items()}
 
-        # 2. Latency: one client, time to first token.
+        # 2. Latency: one client, time to first token, each target measured idle (after the
+        # throughput load, the platform's event consumers still store tens of thousands of events).
         single: dict[str, list[float]] = {t.name: [] for t in targets}
         for _ in range(2):
             for target in targets:
+                waited = wait_idle(children(os.getpid())[1:])
+                print(f"bench: latency {target.name} (machine idle after {waited:.1f} s)", flush=True)
                 single[target.name] += [s.ttft for s in asyncio.run(sequential(target, args.latency_requests // 2)) if s.ttft]
         ttft = {name: quantile(values, 0.5) * 1000 for name, values in single.items()}
 
         # 3. Many paced streams through this platform (and through the upstream alone, for the client's own noise).
         tokens = 20 * args.stream_seconds
+        wait_idle(children(os.getpid())[1:])
         floor_streams = asyncio.run(
             many_streams(Target("paced upstream", paced, "bench-model", "none"), args.streams, tokens, "bench-model")
         )
