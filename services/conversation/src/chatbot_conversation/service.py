@@ -40,7 +40,23 @@ from .errors import Invalid, NotFound, TooLarge
 from .tree import children_of, newest_leaf, path_to, trim_to_budget
 
 TITLE_WORDS = 8
-MESSAGE_COLUMNS = [column for column in MessageRow.__table__.columns]
+MESSAGE_COLUMNS = [
+    MessageRow.id,
+    MessageRow.parent_id,
+    MessageRow.role,
+    MessageRow.content,
+    MessageRow.status,
+    MessageRow.model,
+    MessageRow.error,
+    MessageRow.input_tokens,
+    MessageRow.output_tokens,
+    MessageRow.cost_usd,
+    MessageRow.request_id,
+    MessageRow.created_at,
+    MessageRow.seq,
+    MessageRow.conversation_id,
+]
+"""What a tree is read with, in the order `_tree` unpacks it."""
 _snapshot_encoder = msgspec.json.Encoder()
 _snapshot_decoder = msgspec.json.Decoder(SharedConversation)
 _cursor_decoder = msgspec.json.Decoder(tuple[bool, str, str])
@@ -157,7 +173,7 @@ class ConversationService:
             row = await self._owned(session, who, conversation_id)
             messages = await self._messages(session, conversation_id)
             tags = (await self._tags(session, [conversation_id])).get(conversation_id, [])
-        children = children_of(messages)
+        children = children_of(messages, ordered=True)
         by_id = {m.id: m for m in messages}
         active = [m.id for m in path_to(by_id, row.active_leaf_id)]
         conversation = Conversation(
@@ -590,32 +606,32 @@ class ConversationService:
         )
 
     @staticmethod
-    def _tree(rows: list[MessageRow], children: dict[str | None, list[MessageRow]]) -> list[Message]:
+    def _tree(rows: list[Any], children: dict[str | None, list[MessageRow]]) -> list[Message]:
         """The messages in creation order (`rows` come ordered by `seq`, `id`), each with its siblings' ids.
 
         Siblings share one list of ids (read-only), made once per parent.
         """
         siblings = {parent: [m.id for m in kids] for parent, kids in children.items()}
         messages = []
-        for row in rows:
-            ids = siblings[row.parent_id]
+        for id_, parent_id, role, content, status, model, error, input_tokens, output_tokens, cost_usd, request_id, created_at, *_ in rows:
+            ids = siblings[parent_id]
             usage = None
-            if row.input_tokens is not None or row.output_tokens is not None:
-                usage = TokenUsage(input_tokens=row.input_tokens or 0, output_tokens=row.output_tokens or 0, cost_usd=row.cost_usd or 0.0)
+            if input_tokens is not None or output_tokens is not None:
+                usage = TokenUsage(input_tokens=input_tokens or 0, output_tokens=output_tokens or 0, cost_usd=cost_usd or 0.0)
             messages.append(
                 Message(
-                    id=row.id,
-                    parent_id=row.parent_id,
-                    role=row.role,  # type: ignore[arg-type]
-                    content=row.content,
-                    status=row.status,  # type: ignore[arg-type]
-                    model=row.model,
-                    error=row.error,
+                    id=id_,
+                    parent_id=parent_id,
+                    role=role,
+                    content=content,
+                    status=status,
+                    model=model,
+                    error=error,
                     usage=usage,
-                    request_id=row.request_id,
-                    created_at=iso(row.created_at),
+                    request_id=request_id,
+                    created_at=iso(created_at),
                     siblings=ids,
-                    position=ids.index(row.id) + 1 if len(ids) > 1 else 1,
+                    position=ids.index(id_) + 1 if len(ids) > 1 else 1,
                 )
             )
         return messages

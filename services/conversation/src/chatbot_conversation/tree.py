@@ -20,10 +20,10 @@ class Node(Protocol):
 N = TypeVar("N", bound=Node)
 
 
-def children_of(nodes: Iterable[N]) -> dict[str | None, list[N]]:
-    """Each parent id (None for roots) to its children, oldest first."""
+def children_of(nodes: Iterable[N], *, ordered: bool = False) -> dict[str | None, list[N]]:
+    """Each parent id (None for roots) to its children, oldest first (`ordered`: `nodes` already come by `seq`, `id`)."""
     children: dict[str | None, list[N]] = defaultdict(list)
-    for node in sorted(nodes, key=lambda n: (n.seq, n.id)):
+    for node in nodes if ordered else sorted(nodes, key=lambda n: (n.seq, n.id)):
         children[node.parent_id].append(node)
     return children
 
