@@ -217,18 +217,19 @@ async def test_search_ranks_marks_and_finds_side_branches(service: ConversationS
     assert (await service.search(ALICE, "   ", 10)).hits == []
 
 
-async def test_sqlite_search_starts_from_the_full_text_index(service: ConversationService, database: Database) -> None:
+async def test_sqlite_search_starts_from_the_full_text_index(tmp_path: Path) -> None:
     """Started from the owner's conversations instead, a search probed the index once per conversation (16 ms, not 0.6, at 100k)."""
-    if database.dialect != "sqlite":
-        pytest.skip("PostgreSQL plans by its statistics; this pins SQLite's join order")
-    conversation = await service.create(ALICE, NewConversation(title="Plans"))
-    await say(service, conversation.id, "the first words", "and an answer")
-    async with database.read() as session:
-        plan = (
-            await session.execute(
-                text("EXPLAIN QUERY PLAN " + fts.statement("sqlite", by_owner=True)), {"q": "x", "owner": "o", "limit": 5}
-            )
-        ).all()
+    database = Database(f"sqlite:///{tmp_path}/plan.db")
+    await database.migrate()
+    try:
+        async with database.read() as session:
+            plan = (
+                await session.execute(
+                    text("EXPLAIN QUERY PLAN " + fts.statement("sqlite", by_owner=True)), {"q": "x", "owner": "o", "limit": 5}
+                )
+            ).all()
+    finally:
+        await database.close()
     steps = [row[-1] for row in plan if row[-1].startswith(("SCAN", "SEARCH"))]
     assert steps[0].startswith("SCAN titles_fts") and not any("ix_conversations_owner" in step for step in steps), steps
 
