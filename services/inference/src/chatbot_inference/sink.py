@@ -142,9 +142,9 @@ class StreamSink:
             return
         self._pending.append(event)
         if within_s <= 0:
-            self._ready()
+            self._writer.ready(self)
         elif within_s != math.inf and self._deadline is None:
-            self._deadline = asyncio.get_running_loop().call_later(within_s, self._ready)
+            self._deadline = asyncio.get_running_loop().call_later(within_s, self._writer.ready, self)
 
     async def let_write_start(self) -> None:
         """Give the loop to the shared pipeline's sender, so that what was pushed is on its way.
@@ -161,29 +161,25 @@ class StreamSink:
         self._pending.extend(final)
         self._closing = True
         self._closed = asyncio.get_running_loop().create_future()
-        self._ready()
+        self._writer.ready(self)
         await self._closed
 
     async def abort(self) -> None:
         """Stop writing without a terminal event (the request is left for another worker)."""
         self._aborted = True
         self._pending = []
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._drop_deadline()
         self._writer.forget(self)
 
-    def _ready(self) -> None:
+    def _drop_deadline(self) -> None:
+        """Events that could wait are being written (or dropped): their timer is no longer needed."""
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        self._writer.ready(self)
 
     def fill(self, pipe: Pipeline) -> None:
         """Queue the commands for what was pushed on `pipe` (the shared pipeline calls it as it sends)."""
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._drop_deadline()
         events, self._pending = coalesce(self._pending), []
         closing = self._close_sent = self._closing
         if self._aborted or self._failure is not None or not (events or closing):
