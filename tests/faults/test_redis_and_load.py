@@ -162,9 +162,9 @@ def test_a_key_past_its_in_flight_bound_gets_429(platform: LocalPlatform, slow_u
     )
 
 
-def test_a_gateway_refuses_streams_it_could_not_follow(platform: LocalPlatform, slow_upstream: FakeOpenAI) -> None:
-    """Each followed stream holds a pooled Redis connection: past the pool, 503 before anything is enqueued, not a lost answer."""
-    platform.env["CHATBOT_REDIS_MAX_CONNECTIONS"] = "34"  # room for two streams
+def test_a_gateway_refuses_streams_past_its_bound(platform: LocalPlatform, slow_upstream: FakeOpenAI) -> None:
+    """Past `CHATBOT_MAX_STREAMS`, 503 before anything is enqueued; the streams it follows go on."""
+    platform.env["CHATBOT_MAX_STREAMS"] = "2"
     slow_upstream.reply = "slow " * 60
     url = platform.start_gateway()
     platform.start_worker()

@@ -83,3 +83,7 @@ class Keys:
     def attempts(self, request_id: str) -> str:
         """How many times a worker has started the request (a claim after a crash starts it again)."""
         return f"{self.namespace}chat.attempts.{{{request_id}}}"
+
+    def gateway_wake(self, gateway: str) -> str:
+        """A gateway's own stream, written to interrupt its blocking read when it has a new stream to follow."""
+        return f"{self.namespace}gateway.wake.{gateway}"

@@ -17,12 +17,11 @@ class RedisSettings(msgspec.Struct, kw_only=True, frozen=True):
     redis_namespace: str = ""
     """`CHATBOT_REDIS_NAMESPACE`: a prefix for every key, so deployments can share one Redis."""
     redis_max_connections: int = 2048
-    """`CHATBOT_REDIS_MAX_CONNECTIONS`: the size of the connection pool (opened as needed; blocking reads hold one
-    each, so a gateway follows at most this many streams, less a small reserve, and refuses more with 503)."""
+    """`CHATBOT_REDIS_MAX_CONNECTIONS`: the size of the connection pool (opened as needed; callers past it wait)."""
     redis_connect_timeout_s: float = 0.5
     """`CHATBOT_REDIS_CONNECT_TIMEOUT_S`: how long to wait for a connection before reporting Redis down."""
     redis_socket_timeout_s: float = 30.0
-    """`CHATBOT_REDIS_SOCKET_TIMEOUT_S`: longest wait for a reply; above the longest blocking read (15 s)."""
+    """`CHATBOT_REDIS_SOCKET_TIMEOUT_S`: longest wait for a reply; above the longest blocking read (5 s)."""
 
 
 def connect(settings: RedisSettings) -> aioredis.Redis:

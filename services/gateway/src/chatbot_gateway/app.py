@@ -87,15 +87,6 @@ def request_limits(max_url_bytes: int, max_header_bytes: int) -> Callable[[ASGIA
     return middleware
 
 
-STREAM_HEADROOM = 32
-"""Pooled Redis connections kept for everything but following streams (admission, limits, keys)."""
-
-
-def stream_capacity(settings: Settings) -> int:
-    """How many streams one gateway follows at once: each blocking read holds a pooled connection."""
-    return max(1, settings.redis.redis_max_connections - STREAM_HEADROOM)
-
-
 def create_app(settings: Settings, registry: Registry, web_dist: Path | None = None) -> Litestar:
     """The gateway for these settings and this model registry."""
 
@@ -103,7 +94,7 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
     async def redis_lifespan(app: Litestar) -> AsyncIterator[None]:
         redis = connect(settings.redis)
         app.state.redis = redis
-        app.state.relay = Relay(redis, app.state.redis_keys, settings.chat, metrics, max_streams=stream_capacity(settings))
+        app.state.relay = Relay(redis, app.state.redis_keys, settings.chat, metrics)
         app.state.limits = KeyLimits(redis, app.state.redis_keys)
         app.state.conversations = ServiceClient(
             settings.chat.conversation_url,
@@ -131,6 +122,7 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
             await key_store.close()
             await app.state.conversations.close()
             await app.state.usage.close()
+            await app.state.relay.close()
             await redis.aclose()
 
     key_store = KeyStore(settings.auth.admin_key, settings.auth.database_url)

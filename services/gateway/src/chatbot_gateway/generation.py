@@ -17,8 +17,8 @@ from chatbot_contracts.tracing import SpanKind, child_span, span_in, traceparent
 
 from .auth import Principal
 from .errors import BadRequest, Forbidden, ModelNotFound, Unprocessable, UpstreamFailure
+from .follower import KEEPALIVE, Batch
 from .ratelimit import reserve
-from .relay import KEEPALIVE, Batch
 
 TRACER = tracer("chatbot.gateway")
 

@@ -15,12 +15,9 @@ from chatbot_contracts import (
     DATA_FIELD,
     DATA_FIELD_BYTES,
     INFERENCE_GROUP,
-    AnyStreamEvent,
     ChatRequest,
     Delta,
     Done,
-    Error,
-    ErrorCode,
     Keys,
     StreamEvent,
     ToolCallDelta,
@@ -29,6 +26,7 @@ from chatbot_contracts import (
 )
 
 from .errors import Overloaded, TooManyInFlight
+from .follower import Batch, Follower
 from .metrics import GatewayMetrics
 from .settings import ChatSettings
 
@@ -71,28 +69,15 @@ _RESERVED = b"reserved"
 OWNER_GRACE_S = 86_400
 """How much longer than its stream a request's owner is remembered (to answer 410, not 404, after expiry)."""
 
-Batch = list[tuple[bytes, AnyStreamEvent]]
-"""Events read together, each with its stream entry id."""
-
-KEEPALIVE: Batch = []
-"""Yielded when nothing arrived for `keepalive_s`, so the caller can keep its connection warm."""
-
-
-def _ending(code: ErrorCode, message: str) -> Batch:
-    """A stream's end made by the gateway itself (such events have no entry id)."""
-    return [(b"", Error(code=code, message=message)), (b"", Done(reason="error"))]
-
 
 class Relay:
     """The gateway's view of the request streams."""
 
-    def __init__(
-        self, redis: aioredis.Redis, keys: Keys, settings: ChatSettings, metrics: GatewayMetrics | None = None, max_streams: int = 0
-    ) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, settings: ChatSettings, metrics: GatewayMetrics | None = None) -> None:
         self._metrics = metrics or GatewayMetrics()
         self.following = 0
-        """Streams this gateway follows now; each holds one pooled Redis connection in a blocking read."""
-        self._max_streams = max_streams
+        """Streams this gateway follows now."""
+        self._follower = Follower(redis, keys, settings.redis_outage_s)
         self._redis = redis
         self._keys = keys
         self._settings = settings
@@ -119,12 +104,15 @@ class Relay:
         owner, exists = await pipe.execute()
         return (owner.decode() if owner else None), bool(exists)
 
+    async def close(self) -> None:
+        await self._follower.close()
+
     def ensure_capacity(self) -> None:
-        """Refuse (503, nothing enqueued) a stream this gateway could not follow: its Redis connections are all reading."""
-        if self._max_streams and self.following >= self._max_streams:
+        """Refuse (503, nothing enqueued) a stream past this gateway's bound (`CHATBOT_MAX_STREAMS`)."""
+        if self.following >= self._settings.max_streams:
             raise Overloaded(
-                f"this gateway is following {self.following} streams, as many as its Redis connections allow "
-                "(CHATBOT_REDIS_MAX_CONNECTIONS); retry shortly, or through another gateway",
+                f"this gateway is following {self.following} streams, as many as it may (CHATBOT_MAX_STREAMS); "
+                "retry shortly, or through another gateway",
                 code="gateway_at_capacity",
                 headers={"Retry-After": str(self._settings.overload_retry_after_s)},
             )
@@ -254,55 +242,17 @@ class Relay:
             self.following -= 1
 
     async def _batches(self, request_id: str, deadline: float, after: bytes, keepalive_s: float) -> AsyncIterator[Batch]:
-        """The request's events from just after entry `after` to `done`, as they arrive.
+        """The request's events from just after entry `after` to `done`, as the follower reads them.
 
-        One blocking XREAD returns every event written since the previous read, so a fast
-        producer costs one round trip per batch, not per token. Past the deadline the stream
-        ends with an `error` and a `done` of its own making.
+        Each read returns every event written since the previous one, so a fast producer costs
+        one round trip per batch, not per token. Past the deadline the stream ends with an
+        `error` and a `done` of the gateway's making.
         """
-        key = self._keys.request_stream(request_id)
-        outage_since: float | None = None
-        # One pooled connection held for the whole stream: taking one from the pool and giving it
-        # back around every read (a lock, a liveness check, timers) cost more than the read.
-        reader = self._redis.client()
+        following = self._follower.follow(request_id, after, deadline, keepalive_s)
         try:
             while True:
-                remaining = deadline - time.time()
-                if remaining <= 0:
-                    log.warning("stream.deadline_exceeded", request_id=request_id)
-                    yield _ending("deadline_exceeded", "no answer arrived before the request's deadline")
+                yield await following.next()
+                if following.ended and not following.entries:
                     return
-                block_ms = max(1, int(min(remaining, keepalive_s) * 1000))
-                try:
-                    if outage_since is not None:
-                        # Back after an outage: a Redis that restarted empty no longer knows the request.
-                        if not await self._redis.exists(self._keys.request_owner(request_id)):
-                            log.error("stream.lost", request_id=request_id)
-                            yield _ending("internal", "Redis restarted and lost this request's events; send the request again")
-                            return
-                        outage_since = None
-                    response = await reader.xread({key: after}, count=512, block=block_ms)
-                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-                    # Redis is restarting: keep trying for a while; the client hears of it only if it lasts.
-                    outage_since = outage_since or time.monotonic()
-                    if time.monotonic() - outage_since > self._settings.redis_outage_s:
-                        log.error("stream.redis_unreachable", request_id=request_id, error=str(exc))
-                        yield _ending("internal", "the platform's Redis is unreachable; the answer could not be followed")
-                        return
-                    await asyncio.sleep(0.2)
-                    continue
-                if not response:
-                    yield KEEPALIVE
-                    continue
-                entries: list[tuple[bytes, dict[bytes, bytes]]] = response[0][1]  # type: ignore[index,assignment]
-                batch: Batch = []
-                for entry_id, fields in entries:
-                    event = stream_event_decoder.decode(fields[DATA_FIELD_BYTES])
-                    batch.append((entry_id, event))
-                    if isinstance(event, Done):
-                        yield batch
-                        return
-                after = entries[-1][0]
-                yield batch
         finally:
-            await reader.aclose()
+            self._follower.forget(following)

@@ -69,6 +69,8 @@ class ChatSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_MAX_INFLIGHT_PER_KEY`: requests one key may have running at once (0: no bound); past it, 429."""
     redis_outage_s: float = 10.0
     """`CHATBOT_REDIS_OUTAGE_S`: how long a stream waits for Redis to come back before ending with an error."""
+    max_streams: int = 10_000
+    """`CHATBOT_MAX_STREAMS`: streams one gateway follows at once; past it, new ones get 503 (nothing is enqueued)."""
     keepalive_s: float = 15.0
     """`CHATBOT_KEEPALIVE_S`: a `: keepalive` comment is sent after this much silence on a stream."""
     conversation_url: str = "http://127.0.0.1:8001"

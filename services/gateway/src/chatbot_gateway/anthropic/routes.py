@@ -15,8 +15,8 @@ from chatbot_contracts import ChatMessage, Delta, Done, Error, GenerationParams,
 
 from ..auth import Principal
 from ..errors import BadRequest, UpstreamFailure, error_type_for
+from ..follower import KEEPALIVE
 from ..generation import Generation, start
-from ..relay import KEEPALIVE
 from .schemas import Block, Message, MessagesRequest, MessageUsage, TextContent
 
 log = structlog.get_logger()

@@ -8,7 +8,7 @@ import msgspec
 
 from chatbot_contracts import AnyStreamEvent, Usage, json_encoder
 
-from ..relay import KEEPALIVE, Batch
+from ..follower import KEEPALIVE, Batch
 
 RETRY_MS = 3000
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -15,8 +15,8 @@ from chatbot_contracts import Delta, Done, Error, Restart, Started, TokenUsage, 
 
 from ..auth import Principal
 from ..errors import STATUS_BY_CODE, BadRequest, UpstreamFailure
+from ..follower import KEEPALIVE, Batch
 from ..generation import Generation, start
-from ..relay import KEEPALIVE, Batch
 from .schemas import (
     ChatCompletion,
     ChatCompletionChunk,

@@ -1,0 +1,333 @@
+"""Every request stream a gateway relays, read on one Redis connection: the reading half of the hot path.
+
+One blocking XREAD names every followed stream (and a wake-up stream of the gateway's own) and
+returns whatever any of them has: at a thousand streams of twenty tokens a second each, one round
+trip carries dozens of tokens instead of one, and the gateway holds one connection instead of a
+thousand. Each stream's consumer takes what was read for it (`Following.next`); a consumer that
+falls behind (a slow client) leaves its stream out of reads until it catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Coroutine
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+import redis.exceptions
+import structlog
+
+from chatbot_contracts import DATA_FIELD_BYTES, AnyStreamEvent, Done, Error, ErrorCode, Keys, stream_event_decoder
+
+log = structlog.get_logger()
+
+Batch = list[tuple[bytes, AnyStreamEvent]]
+"""Events read together, each with its stream entry id."""
+
+KEEPALIVE: Batch = []
+"""Returned when nothing arrived for `keepalive_s`, so the caller can keep its connection warm."""
+
+READ_AHEAD = 512
+"""Entries read for a stream and not yet taken by its consumer, past which the stream is left out of reads
+(a slow client slows its own stream; the gateway's memory stays bounded)."""
+
+GATHER_PER_STREAM_S = 5e-6
+MAX_GATHER_S = 0.005
+"""Between two reads, entries gather for 5 µs per followed stream, 5 ms at most: a read costs Redis and
+the gateway time for every stream it names, so at a thousand busy streams reads are spaced to carry
+many entries each, while a lone stream is read again at once."""
+
+BLOCK_MS = 5000
+"""Longest blocking read; below the socket timeout (`CHATBOT_REDIS_SOCKET_TIMEOUT_S`)."""
+
+OUTAGE_RETRY_S = 0.2
+WAKE_TTL_S = 3600
+"""The wake-up stream outlives its last wake by this much (it is not deleted: a gateway may stop without warning)."""
+
+
+def ending(code: ErrorCode, message: str) -> Batch:
+    """A stream's end made by the gateway itself (such events have no entry id)."""
+    return [(b"", Error(code=code, message=message)), (b"", Done(reason="error"))]
+
+
+def _entry_order(entry_id: bytes) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition(b"-")
+    return int(milliseconds), int(sequence or 0)
+
+
+class Following:
+    """One followed stream as its consumer sees it: entries read and not yet taken, and what wakes the consumer."""
+
+    __slots__ = (
+        "_deadline",
+        "_follower",
+        "_keepalive_s",
+        "_last",
+        "_loop",
+        "_timer",
+        "_waiter",
+        "after",
+        "ended",
+        "entries",
+        "key",
+        "request_id",
+    )
+
+    def __init__(self, follower: Follower, request_id: str, key: bytes, after: bytes, deadline: float, keepalive_s: float) -> None:
+        self.request_id = request_id
+        self.key = key
+        self.after = after
+        """The last entry read: the next read starts after it."""
+        self.entries: Batch = []
+        self.ended = False
+        """Its last event is read (`done`, or an ending of the gateway's making): it is read no more."""
+        self._follower = follower
+        self._loop = asyncio.get_running_loop()
+        self._keepalive_s = keepalive_s
+        self._last = self._loop.time()
+        self._deadline = self._last + (deadline - time.time())
+        self._waiter: asyncio.Future[None] | None = None
+        # One timer for keepalives and the deadline, moved only when it fires (not on every entry).
+        self._timer = self._loop.call_at(min(self._last + keepalive_s, self._deadline), self._on_timer)
+
+    def readable(self) -> bool:
+        return not self.ended and len(self.entries) < READ_AHEAD
+
+    async def next(self) -> Batch:
+        """The events read since the last call, waiting for some; `KEEPALIVE` after `keepalive_s` of silence."""
+        if not self.entries:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+            if not self.entries:
+                return KEEPALIVE
+        batch, self.entries = self.entries, []
+        if len(batch) >= READ_AHEAD and not self.ended:
+            self._follower.changed()  # it was left out of reads while it was this far ahead
+        return batch
+
+    def add(self, batch: Batch, now: float) -> None:
+        """Entries read for this stream."""
+        if not batch:
+            return
+        self.entries += batch
+        self.after = batch[-1][0]
+        self.ended = isinstance(batch[-1][1], Done)
+        self._last = now
+        self._wake()
+
+    def end(self, batch: Batch) -> None:
+        """Ends the stream with events of the gateway's making."""
+        self.ended = True
+        self.entries += batch
+        self._wake()
+
+    def close(self) -> None:
+        self._timer.cancel()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _on_timer(self) -> None:
+        if self.ended:
+            return
+        now = self._loop.time()
+        if now >= self._deadline:
+            log.warning("stream.deadline_exceeded", request_id=self.request_id)
+            self.end(ending("deadline_exceeded", "no answer arrived before the request's deadline"))
+            return
+        if now - self._last >= self._keepalive_s - 0.001:
+            self._last = now
+            self._wake()  # with nothing to take: a keepalive
+        self._timer = self._loop.call_at(min(self._last + self._keepalive_s, self._deadline), self._on_timer)
+
+
+class Follower:
+    """Reads every stream this gateway follows with one blocking XREAD at a time, on one connection.
+
+    A stream added while a read is in flight interrupts it through the gateway's wake-up stream
+    (the read names explicit entry ids, so nothing written meanwhile is missed). When Redis is
+    unreachable, reads are retried for `outage_s`, then every stream ends with an error; after an
+    outage, streams whose request Redis no longer knows (it restarted empty) end at once.
+    Keys must share one server: a Redis Cluster would need one read per slot.
+    """
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, outage_s: float) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._outage_s = outage_s
+        self._streams: dict[bytes, list[Following]] = {}
+        self._wake_key = keys.gateway_wake(uuid.uuid4().hex).encode()
+        self._woken_at = b"0-0"
+        self._changed = asyncio.Event()
+        self._reading = False
+        """A read is in flight: streams added since are not in it."""
+        self._waking = False
+        self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def follow(self, request_id: str, after: bytes, deadline: float, keepalive_s: float) -> Following:
+        """Starts reading the request's stream after entry `after`; `forget` it when done."""
+        key = self._keys.request_stream(request_id).encode()
+        following = Following(self, request_id, key, after, deadline, keepalive_s)
+        self._streams.setdefault(key, []).append(following)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        self.changed()
+        return following
+
+    def forget(self, following: Following) -> None:
+        following.close()
+        followings = self._streams.get(following.key)
+        if followings is not None and following in followings:
+            followings.remove(following)
+            if not followings:
+                del self._streams[following.key]
+
+    def changed(self) -> None:
+        """A stream is readable that may not be in the read in flight: interrupt that read."""
+        self._changed.set()
+        if self._reading and not self._waking:
+            self._waking = True
+            self._spawn(self._wake())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for task in list(self._background):
+            task.cancel()
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _wake(self) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xadd(self._wake_key, {b"w": b""}, maxlen=1, approximate=False)
+        pipe.expire(self._wake_key, WAKE_TTL_S)
+        try:
+            await pipe.execute()
+        except redis.exceptions.RedisError as exc:  # the read notices an outage by itself
+            log.debug("follower.wake_failed", error=str(exc))
+
+    def _positions(self) -> tuple[list[bytes], list[bytes]]:
+        """The streams to read now and the entry each is read after."""
+        keys: list[bytes] = []
+        after: list[bytes] = []
+        for key, followings in self._streams.items():
+            if len(followings) == 1:
+                if followings[0].readable():
+                    keys.append(key)
+                    after.append(followings[0].after)
+            elif any(following.readable() for following in followings):
+                # One stream followed twice (a client resuming it from two places): read after the
+                # earlier of the two, and give each only what it has not seen.
+                keys.append(key)
+                after.append(min((f.after for f in followings if not f.ended), key=_entry_order))
+        return keys, after
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = self._redis.client()  # one connection held for every read
+        outage_since: float | None = None
+        try:
+            while True:
+                self._changed.clear()
+                keys, after = self._positions()
+                if not keys:
+                    await self._changed.wait()
+                    continue
+                started = loop.time()
+                try:
+                    if outage_since is not None:
+                        await self._end_lost()
+                        outage_since = None
+                        continue
+                    self._reading = True
+                    reply = await reader.execute_command(  # type: ignore[no-untyped-call]
+                        "XREAD", "COUNT", READ_AHEAD, "BLOCK", BLOCK_MS, "STREAMS", *keys, self._wake_key, *after, self._woken_at
+                    )
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                    # Redis is restarting: keep trying for a while; clients hear of it only if it lasts.
+                    outage_since = outage_since or time.monotonic()
+                    if time.monotonic() - outage_since > self._outage_s:
+                        log.error("stream.redis_unreachable", streams=len(keys), error=str(exc))
+                        self._end_all(ending("internal", "the platform's Redis is unreachable; the answer could not be followed"))
+                    await asyncio.sleep(OUTAGE_RETRY_S)
+                    continue
+                except redis.exceptions.ResponseError as exc:
+                    log.error("stream.unreadable", streams=len(keys), error=str(exc))
+                    self._end_all(ending("internal", f"the answer's stream could not be read: {exc}"))
+                    continue
+                finally:
+                    self._reading = self._waking = False
+                if reply:
+                    self._dispatch(reply, loop.time())
+                gather = min(MAX_GATHER_S, len(keys) * GATHER_PER_STREAM_S) - (loop.time() - started)
+                if gather > 0.0002:
+                    await asyncio.sleep(gather)
+        except Exception:
+            # A reader that stopped would leave every stream waiting for its deadline: end them now; the
+            # next stream followed starts a new reader.
+            log.exception("follower.failed")
+            self._end_all(ending("internal", "the gateway stopped reading the answer's stream"))
+            self._task = None
+            raise
+        finally:
+            await reader.aclose()
+
+    def _dispatch(self, reply: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]], now: float) -> None:
+        for key, entries in reply:
+            if key == self._wake_key:
+                self._woken_at = entries[-1][0]
+                continue
+            followings = self._streams.get(key)
+            if not followings:
+                continue  # forgotten while the read was in flight
+            batch: Batch = []
+            try:
+                for entry_id, fields in entries:
+                    event = stream_event_decoder.decode(fields[DATA_FIELD_BYTES])
+                    batch.append((entry_id, event))
+                    if isinstance(event, Done):
+                        break
+            except (msgspec.DecodeError, KeyError) as exc:
+                log.error("stream.undecodable", key=key.decode(), error=str(exc))
+                for following in followings:
+                    if not following.ended:
+                        following.add(batch, now)
+                        following.end(ending("internal", "the answer's stream holds an event this gateway cannot read"))
+                continue
+            if len(followings) == 1:
+                if not followings[0].ended:
+                    followings[0].add(batch, now)
+                continue
+            for following in followings:
+                if not following.ended:
+                    seen = _entry_order(following.after)
+                    following.add([entry for entry in batch if _entry_order(entry[0]) > seen], now)
+
+    def _end_all(self, batch: Batch) -> None:
+        for followings in self._streams.values():
+            for following in followings:
+                if not following.ended:
+                    following.end(list(batch))
+
+    async def _end_lost(self) -> None:
+        """After an outage: a Redis that restarted empty no longer knows these requests."""
+        followings = [following for followings in self._streams.values() for following in followings if not following.ended]
+        pipe = self._redis.pipeline(transaction=False)
+        for following in followings:
+            pipe.exists(self._keys.request_owner(following.request_id))
+        for following, known in zip(followings, await pipe.execute(), strict=True):
+            if not known:
+                log.error("stream.lost", request_id=following.request_id)
+                following.end(ending("internal", "Redis restarted and lost this request's events; send the request again"))
