@@ -191,6 +191,49 @@ def test_a_gateway_refuses_streams_past_its_bound(platform: LocalPlatform, slow_
     )
 
 
+def test_a_busy_worker_leaves_the_requests_it_has_no_room_for_to_others(
+    platform: LocalPlatform, slow_upstream: FakeOpenAI, redis_url: str, namespace: str
+) -> None:
+    """A worker reads a request only when it has a free slot: the rest stay queued (counted as lag, which
+    autoscaling watches) and a worker that starts meanwhile takes them at once, not after the claim time."""
+    platform.env["CHATBOT_CLAIM_IDLE_S"] = "60"  # nothing is claimed during the test: only reads move requests
+    slow_upstream.reply = "slow " * 200  # 10 s each
+    url = platform.start_gateway()
+    platform.start_worker("busy", CHATBOT_WORKER_CONCURRENCY="2")
+    platform.wait_ready(url)
+    client = Client(url, platform.admin_key)
+    conversation = client.conversation()
+    finished: list[str] = []
+
+    def follow(i: int) -> None:
+        events = list(client.open(f"/api/v1/conversations/{conversation}/messages", {"content": f"one of four {i}"}))
+        finished.append(events[-1].event)
+
+    threads = [threading.Thread(target=follow, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.1)
+    keys = Keys(namespace)
+    queue = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 10
+    while len(slow_upstream.requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert len(slow_upstream.requests) == 2
+    assert queue.xpending(keys.chat_requests, "inference")["pending"] == 2, "the busy worker holds only what it runs"
+    assert queue.xinfo_groups(keys.chat_requests)[0]["lag"] == 2, "the other two wait in the queue"
+    platform.start_worker("idle", CHATBOT_WORKER_CONCURRENCY="2")
+    deadline = time.monotonic() + 8
+    while len(slow_upstream.requests) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(slow_upstream.requests) == 4 and not finished, "the new worker took them while the first two still ran"
+    running = {consumer["name"]: consumer["pending"] for consumer in queue.xinfo_consumers(keys.chat_requests, "inference")}
+    assert sorted(running.values()) == [2, 2], running
+    for thread in threads:
+        thread.join(timeout=30)
+    assert finished == ["done"] * 4
+
+
 def test_a_slow_reader_does_not_make_the_gateway_buffer(platform: LocalPlatform, slow_upstream: FakeOpenAI) -> None:
     slow_upstream.reply = "x" * 60 + " "
     slow_upstream.reply *= 40_000  # about 2.4 MB of answer, produced as fast as possible

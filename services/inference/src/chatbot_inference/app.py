@@ -25,7 +25,7 @@ from faststream.redis.message import RedisStreamMessage
 from prometheus_client import start_http_server
 
 from chatbot_contracts import DATA_FIELD_BYTES, INFERENCE_GROUP, Keys, Registry, chat_request_decoder
-from chatbot_contracts.consumers import consumer_broker, ensure_groups, keep_consuming, the_message
+from chatbot_contracts.consumers import consumer_broker, ensure_groups, keep_consuming, read_only_what_fits, the_message
 from chatbot_contracts.redis import connect
 from chatbot_contracts.registry import RegistryWatcher
 
@@ -74,6 +74,8 @@ class WorkerApp:
         )
         self.reader(self.on_request)
         self.claimer(self.on_request)
+        read_only_what_fits(self.reader)
+        read_only_what_fits(self.claimer)
 
     async def on_request(self, message: RedisStreamMessage) -> None:
         payload = message.raw_message["data"].get(DATA_FIELD_BYTES) or b""
