@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import hiredis
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -24,6 +27,40 @@ class RedisSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_REDIS_SOCKET_TIMEOUT_S`: longest wait for a reply; above the longest blocking read (5 s)."""
 
 
+class _PackedInC:
+    """Commands packed by hiredis, as redis-py's synchronous client packs them; its asyncio client packs
+    in Python (an XREAD naming 1,000 streams: 860 µs, 200 µs with hiredis; an XADD: 3.2 µs, 0.8)."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        try:
+            name = args[0].encode() if isinstance(args[0], str) else args[0]
+            if b" " in name:  # a command of two words ("CLIENT SETNAME") goes as two arguments
+                return [hiredis.pack_command((*name.split(), *args[1:]))]
+            return [hiredis.pack_command((name, *args[1:]))]
+        except TypeError:  # what hiredis does not take (a bytearray) or refuses (None): as redis-py would
+            packed: list[bytes] = super().pack_command(*args)  # type: ignore[misc]
+            return packed
+
+
+class _Connection(_PackedInC, aioredis.Connection):
+    pass
+
+
+class _SSLConnection(_PackedInC, aioredis.SSLConnection):
+    pass
+
+
+class _UnixDomainSocketConnection(_PackedInC, aioredis.UnixDomainSocketConnection):
+    pass
+
+
+_PACKED_IN_C: dict[type[Any], type[Any]] = {
+    aioredis.Connection: _Connection,
+    aioredis.SSLConnection: _SSLConnection,
+    aioredis.UnixDomainSocketConnection: _UnixDomainSocketConnection,
+}
+
+
 def connect(settings: RedisSettings) -> aioredis.Redis:
     """A client over a blocking pool: callers wait for a free connection instead of failing.
 
@@ -43,4 +80,5 @@ def connect(settings: RedisSettings) -> aioredis.Redis:
         retry=Retry(NoBackoff(), 1),
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
     )
+    pool.connection_class = _PACKED_IN_C.get(pool.connection_class, pool.connection_class)
     return aioredis.Redis(connection_pool=pool)

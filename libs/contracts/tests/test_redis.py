@@ -1,0 +1,52 @@
+"""The platform's Redis client: commands packed in C are the ones redis-py would send."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from chatbot_contracts.redis import RedisSettings, connect
+
+COMMANDS = [
+    ("SET", "key", "välue"),
+    ("XADD", b"chat.stream.{r1}", "MAXLEN", "~", 100, "*", "d", b"\x00\xff"),
+    ("XREAD", "COUNT", 512, "BLOCK", 5000, "STREAMS", *[f"k{i}" for i in range(300)], *["0-0"] * 300),
+    ("CLIENT SETNAME", "gateway"),
+    (b"XINFO GROUPS", b"stream"),
+    ("ZADD", "workers", 1700000000.25, "worker-1"),
+    ("SET", "key", bytearray(b"bytes"), "PX", -1),
+    ("SET", "key", memoryview(b"view")),
+]
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = connect(RedisSettings(url=redis_url))
+    yield client
+    await client.aclose()
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[str(c[0]) for c in COMMANDS])
+def test_commands_are_packed_as_redis_py_packs_them(command: tuple[object, ...]) -> None:
+    ours = connect(RedisSettings()).connection_pool.connection_class()
+    theirs = aioredis.Connection()
+    assert type(ours) is not aioredis.Connection
+    assert b"".join(ours.pack_command(*command)) == b"".join(theirs.pack_command(*command))
+
+
+def test_what_redis_py_refuses_is_refused() -> None:
+    ours = connect(RedisSettings()).connection_pool.connection_class()
+    for value in (None, True):
+        with pytest.raises(redis.exceptions.DataError):
+            ours.pack_command("SET", "key", value)
+
+
+async def test_values_round_trip_through_a_real_redis(client: aioredis.Redis, namespace: str) -> None:
+    key = f"{namespace}packed"
+    for value, stored in (("välue", "välue".encode()), (b"\x00\xff", b"\x00\xff"), (42, b"42"), (2.5, b"2.5"), (bytearray(b"ba"), b"ba")):
+        await client.set(key, value, ex=60)
+        assert await client.get(key) == stored
+    await client.delete(key)
