@@ -216,9 +216,9 @@ def test_a_busy_worker_leaves_the_requests_it_has_no_room_for_to_others(
     keys = Keys(namespace)
     queue = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + 10
-    while len(slow_upstream.requests) < 2 and time.monotonic() < deadline:
+    while (len(slow_upstream.requests) < 2 or queue.xlen(keys.chat_requests) < 4) and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)
+    time.sleep(0.3)
     assert len(slow_upstream.requests) == 2
     assert queue.xpending(keys.chat_requests, "inference")["pending"] == 2, "the busy worker holds only what it runs"
     assert queue.xinfo_groups(keys.chat_requests)[0]["lag"] == 2, "the other two wait in the queue"

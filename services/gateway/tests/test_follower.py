@@ -104,12 +104,12 @@ async def test_a_consumer_that_falls_behind_holds_back_only_its_own_stream(
 
 
 async def test_silence_gives_keepalives_and_the_deadline_ends_the_stream(follower: Follower) -> None:
-    following = follower.follow("silent", b"0-0", time.time() + 0.35, 0.1)
+    following = follower.follow("silent", b"0-0", time.time() + 0.8, 0.1)
     batches = []
     while not (following.ended and not following.entries):
         batches.append(await asyncio.wait_for(following.next(), 2))
     follower.forget(following)
-    assert batches[:3] == [KEEPALIVE] * 3
+    assert len(batches) >= 4 and all(batch is KEEPALIVE for batch in batches[:-1])
     error, done = batches[-1]
     assert isinstance(error[1], Error) and error[1].code == "deadline_exceeded"
     assert isinstance(done[1], Done) and done[1].reason == "error"
