@@ -280,7 +280,6 @@ class Follower:
             log.exception("follower.failed")
             self._end_all(ending("internal", "the gateway stopped reading the answer's stream"))
             self._task = None
-            raise
         finally:
             await reader.aclose()
 
