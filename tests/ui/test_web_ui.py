@@ -69,7 +69,9 @@ def test_an_answer_streams_in_as_it_is_written(page: Page, stack: Stack, steps: 
     seen: list[str] = []
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and page.locator("article.bubble.streaming").count():
-        text = streaming.inner_text().strip() if streaming.count() else ""
+        # One look that does not wait: the bubble may stop streaming between two calls.
+        texts = streaming.all_inner_texts()
+        text = texts[0].strip() if texts else ""
         if text and (not seen or text != seen[-1]):
             seen.append(text)
             if len(seen) == 3:
