@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from chatbot_contracts.redis import RedisSettings, connect
+from chatbot_contracts.redis import RedisSettings, connect, round_trip
 
 COMMANDS = [
     ("SET", "key", "välue"),
@@ -50,3 +50,25 @@ async def test_values_round_trip_through_a_real_redis(client: aioredis.Redis, na
         await client.set(key, value, ex=60)
         assert await client.get(key) == stored
     await client.delete(key)
+
+
+async def test_a_round_trip_answers_each_command_in_order_and_a_refusal_in_its_place(client: aioredis.Redis, namespace: str) -> None:
+    stream, text = f"{namespace}rt.stream", f"{namespace}rt.text"
+    await client.set(text, "not a stream", ex=60)
+    replies = await round_trip(
+        client, [("XADD", stream, "*", "d", "1"), ("XADD", text, "*", "d", "2"), ("EXPIRE", stream, 60), ("XLEN", stream)]
+    )
+    assert isinstance(replies[0], bytes) and replies[0].count(b"-") == 1, "the entry id"
+    assert isinstance(replies[1], redis.exceptions.ResponseError) and "WRONGTYPE" in str(replies[1])
+    assert replies[2:] == [1, 1], "the commands after the refused one ran"
+    await client.delete(stream, text)
+
+
+async def test_a_round_trip_on_a_connection_redis_dropped_is_sent_again_on_a_new_one(client: aioredis.Redis, namespace: str) -> None:
+    [held] = await round_trip(client, [("CLIENT", "ID")])  # the pool's one connection, now idle in it
+    kwargs = client.connection_pool.connection_kwargs
+    other = aioredis.Redis(host=kwargs.get("host", "127.0.0.1"), port=kwargs.get("port", 6379), db=kwargs.get("db", 0))
+    await other.execute_command("CLIENT", "KILL", "ID", held)
+    await other.aclose()
+    [now] = await round_trip(client, [("CLIENT", "ID")])
+    assert now != held

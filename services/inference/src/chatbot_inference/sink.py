@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from chatbot_contracts import DATA_FIELD, Delta, InferenceEvent, StreamEvent, ToolCallDelta, encode
+from chatbot_contracts.redis import round_trip
 
 Event = StreamEvent | InferenceEvent
 
@@ -70,7 +71,7 @@ class SharedPipeline:
     async def _send(self) -> None:
         while self._ready:
             sinks, self._ready = list(self._ready), {}
-            pipe = self._redis.pipeline(transaction=False)
+            pipe = self._redis.pipeline(transaction=False)  # collects the commands; `round_trip` sends them
             spans: list[tuple[StreamSink, int, int]] = []
             for sink in sinks:
                 start = len(pipe.command_stack)
@@ -82,7 +83,7 @@ class SharedPipeline:
                     continue
                 spans.append((sink, start, len(pipe.command_stack)))
             try:
-                results = await pipe.execute(raise_on_error=False) if pipe.command_stack else []
+                results = await round_trip(self._redis, [args for args, _ in pipe.command_stack]) if pipe.command_stack else []
             except Exception as exc:  # the round trip failed: none of it is known to be stored
                 for sink, _, _ in spans:
                     sink.written(exc)
