@@ -13,7 +13,7 @@ from chatbot_inference.providers.http import client_session
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """The provider calls' session, as a worker makes it."""
-    async with client_session(connect_timeout_s=5.0, idle_timeout_s=10.0) as session:
+    async with client_session(connect_timeout_s=5.0) as session:
         yield session
 
 

@@ -97,14 +97,14 @@ async def test_a_proxy_named_in_the_environment_carries_the_calls(
     monkeypatch.delenv("no_proxy", raising=False)
     spec = ModelSpec(provider="openai", upstream_model="fake-model", base_url="http://provider.invalid/v1", max_output_tokens=256)
     try:
-        async with client_session(connect_timeout_s=5.0, idle_timeout_s=10.0) as session:
+        async with client_session(connect_timeout_s=5.0) as session:
             events = [event async for event in OpenAIProvider(session).stream(new_request(), spec)]
         assert text_of(events) == "Through the proxy." and proxy.accepted == 1, "the host is unknown: only the proxy could answer"
     finally:
         proxy.stop()
     for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
-    async with client_session(connect_timeout_s=5.0, idle_timeout_s=10.0) as session:
+    async with client_session(connect_timeout_s=5.0) as session:
         assert not session.trust_env, "with no proxy configured, calls do not read the environment (and .netrc) each time"
 
 
