@@ -94,7 +94,16 @@ class LlamaCppProvider:
             raise ProviderError("internal", f"llamacpp: llama-cpp-python is not installed in this worker; {INSTALL_HINT}") from exc
         file = model_file(spec)
         try:
-            llama = Llama(model_path=file, n_ctx=spec.context_window, n_threads=self._threads, chat_format=spec.chat_format, verbose=False)
+            # Flash attention: without it, a whole prompt evaluated as one batch came out wrong on AMD EPYC
+            # (AVX2) machines (SmolLM2 answered in broken French); one token at a time was right.
+            llama = Llama(
+                model_path=file,
+                n_ctx=spec.context_window,
+                n_threads=self._threads,
+                chat_format=spec.chat_format,
+                flash_attn=True,
+                verbose=False,
+            )
         except (ValueError, OSError) as exc:
             raise ProviderError("internal", f"llamacpp: cannot load {file}: {exc}") from exc
         return _Model(llama)
