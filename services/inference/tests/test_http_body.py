@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -11,15 +10,15 @@ from chatbot_inference.providers.http import Body
 
 
 class _Arriving:
-    """A response whose body arrives in the given pieces (`content.iter_any()` is all `Body` reads)."""
+    """A response whose body arrives in the given pieces (`content.readany()` is all `Body` reads: as aiohttp's,
+    it returns what has arrived, and `b""` only at the end)."""
 
     def __init__(self, pieces: list[bytes]) -> None:
         self.content = self
-        self._pieces = pieces
+        self._pieces = iter([piece for piece in pieces if piece])
 
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        for piece in self._pieces:
-            yield piece
+    async def readany(self) -> bytes:
+        return next(self._pieces, b"")
 
 
 def cut_everywhere(raw: bytes) -> list[list[bytes]]:

@@ -6,12 +6,13 @@ import asyncio
 import math
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 
-from chatbot_contracts import DATA_FIELD, Delta, InferenceEvent, StreamEvent, ToolCallDelta, encode
+from chatbot_contracts import DATA_FIELD_BYTES, Delta, InferenceEvent, StreamEvent, ToolCallDelta, encode
 from chatbot_contracts.redis import round_trip
 
 Event = StreamEvent | InferenceEvent
+Command = tuple[bytes | str | int, ...]
+"""One Redis command, as `round_trip` sends it."""
 
 
 def coalesce(events: list[Event]) -> list[Event]:
@@ -71,19 +72,20 @@ class SharedPipeline:
     async def _send(self) -> None:
         while self._ready:
             sinks, self._ready = list(self._ready), {}
-            pipe = self._redis.pipeline(transaction=False)  # collects the commands; `round_trip` sends them
+            # Plain command tuples, not a redis-py pipeline: its command methods cost more than the write.
+            commands: list[Command] = []
             spans: list[tuple[StreamSink, int, int]] = []
             for sink in sinks:
-                start = len(pipe.command_stack)
+                start = len(commands)
                 try:
-                    sink.fill(pipe)
+                    sink.fill(commands)
                 except Exception as exc:  # a stream that cannot be written fails alone
-                    del pipe.command_stack[start:]
+                    del commands[start:]
                     sink.written(exc)
                     continue
-                spans.append((sink, start, len(pipe.command_stack)))
+                spans.append((sink, start, len(commands)))
             try:
-                results = await round_trip(self._redis, [args for args, _ in pipe.command_stack]) if pipe.command_stack else []
+                results = await round_trip(self._redis, commands) if commands else []
             except Exception as exc:  # the round trip failed: none of it is known to be stored
                 for sink, _, _ in spans:
                     sink.written(exc)
@@ -178,8 +180,8 @@ class StreamSink:
             self._deadline.cancel()
             self._deadline = None
 
-    def fill(self, pipe: Pipeline) -> None:
-        """Queue the commands for what was pushed on `pipe` (the shared pipeline calls it as it sends)."""
+    def fill(self, commands: list[Command]) -> None:
+        """Add the commands for what was pushed to `commands` (the shared pipeline calls it as it sends)."""
         self._drop_deadline()
         events, self._pending = coalesce(self._pending), []
         closing = self._close_sent = self._closing
@@ -188,15 +190,15 @@ class StreamSink:
         first, self._first_write = self._first_write, False
         for event in events:
             if isinstance(event, StreamEvent):
-                pipe.xadd(self._stream_key, {DATA_FIELD: encode(event)})
+                commands.append((b"XADD", self._stream_key, b"*", DATA_FIELD_BYTES, encode(event)))
             else:
-                pipe.xadd(self._events_key, {DATA_FIELD: encode(event)}, maxlen=self._events_maxlen, approximate=True)
+                commands.append((b"XADD", self._events_key, b"MAXLEN", b"~", self._events_maxlen, b"*", DATA_FIELD_BYTES, encode(event)))
         if closing:
-            pipe.expire(self._stream_key, self._closed_ttl_s)
+            commands.append((b"EXPIRE", self._stream_key, self._closed_ttl_s))
             if self._release is not None:
-                pipe.zrem(*self._release)
+                commands.append((b"ZREM", *self._release))
         elif first:
-            pipe.expire(self._stream_key, self._open_ttl_s)
+            commands.append((b"EXPIRE", self._stream_key, self._open_ttl_s))
 
     def written(self, error: BaseException | None) -> None:
         """The pipeline with this stream's last `fill` has run; `error` is what refused it, if anything did."""

@@ -44,14 +44,11 @@ class Body:
 
     async def lines(self) -> AsyncIterator[bytes]:
         """Each line as it arrives, without its ending (CR, LF or CRLF); a last line without one too."""
-        pending = b""
-        async for chunk in self.response.content.iter_any():
-            pending += chunk
-            lines = pending.splitlines(keepends=True)
-            # The last piece may be cut: no ending yet, or a CR whose LF is in the next chunk.
-            pending = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+        content, pending = self.response.content, b""
+        while chunk := await content.readany():
+            lines, pending = _cut(pending + chunk)
             for line in lines:
-                yield line.rstrip(b"\r\n")
+                yield line
         if pending:
             yield pending.rstrip(b"\r\n")
 
@@ -59,18 +56,33 @@ class Body:
         """The data of each server-sent event (comments and the other fields, which no adapter needs, skipped).
 
         As the HTML standard says: `data` lines join with LF, one space after the colon is dropped,
-        an empty line ends the event, and an event the body ends without ending is not one.
+        an empty line ends the event, and an event the body ends without ending is not one. Read
+        straight from the body, not through `lines`: one generator less for every token.
         """
+        content, pending, ended = self.response.content, b"", False
         data: list[str] = []
-        async for line in self.lines():
-            if not line:
-                if data:
-                    yield "\n".join(data)
-                    data = []
-                continue
-            field, _, value = line.partition(b":")
-            if field == b"data":
-                data.append((value[1:] if value.startswith(b" ") else value).decode())
+        while not ended:
+            if chunk := await content.readany():
+                lines, pending = _cut(pending + chunk)
+            else:  # the end: a last line without its ending is one too (it may end with a CR)
+                lines, pending, ended = ([pending.rstrip(b"\r\n")] if pending else []), b"", True
+            for line in lines:
+                if not line:
+                    if data:
+                        yield "\n".join(data)
+                        data = []
+                    continue
+                field, _, value = line.partition(b":")
+                if field == b"data":
+                    data.append((value[1:] if value.startswith(b" ") else value).decode())
+
+
+def _cut(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """The complete lines in `buffer`, without their endings, and the rest: a piece with no ending yet, or
+    one ending in a CR whose LF may come next."""
+    lines = buffer.splitlines(keepends=True)
+    rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+    return [line.rstrip(b"\r\n") for line in lines], rest
 
 
 class _ErrorBody(msgspec.Struct):
