@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -54,10 +54,16 @@ EXPOSED_HEADERS = ["x-request-id", "x-chatbot-overhead-ms", "retry-after", "x-ra
 _SECURITY_HEADER_LIST = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
 
 
-async def add_security_headers(message: Message, scope: Scope) -> None:
-    """The same hardening headers on every response: errors, unmatched routes and streams included."""
-    if message["type"] == "http.response.start":
-        message["headers"] = [*message.get("headers", []), *_SECURITY_HEADER_LIST]
+def on_response_start(metrics: GatewayMetrics) -> Callable[[Message, Scope], Awaitable[None]]:
+    """The `before_send` hook: on every response (errors, unmatched routes and streams included) the same
+    hardening headers, and its count. One hook, as it runs for every message: each chunk of every stream."""
+
+    async def hook(message: Message, scope: Scope) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), *_SECURITY_HEADER_LIST]
+            metrics.count_response(message, scope)
+
+    return hook
 
 
 def request_limits(max_url_bytes: int, max_header_bytes: int) -> Callable[[ASGIApp], ASGIApp]:
@@ -162,7 +168,7 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
             request_limits(settings.server.max_url_bytes, settings.server.max_header_bytes),
             DefineMiddleware(KeyAuthMiddleware, exclude="^/schema"),
         ],
-        before_send=[add_security_headers, metrics.count_response],
+        before_send=[on_response_start(metrics)],
         cors_config=CORSConfig(allow_origins=origins, allow_headers=["*"], expose_headers=EXPOSED_HEADERS) if origins else None,
         logging_config=None,
         exception_handlers=EXCEPTION_HANDLERS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -53,16 +53,36 @@ class Generation:
         self.cancel = cancel
         """Stop the generation (for a client that left: these protocols have no resume)."""
 
-    async def batches(self) -> AsyncIterator[Batch]:
-        for batch in self.prelude:
-            yield batch
-        async for batch in self.rest:
-            yield batch
+    def batches(self) -> AsyncIterator[Batch]:
+        """The prelude, then the rest."""
+        return _Replayed(self.prelude, self.rest)
 
     async def events(self) -> AsyncIterator[Any]:
         async for batch in self.batches():
             for _, event in batch:
                 yield event
+
+
+class _Replayed:
+    """Batches already read, then an iterator's own: no generator of its own between each batch and its reader
+    (every layer costs a little on every token)."""
+
+    __slots__ = ("_prelude", "_rest")
+
+    def __init__(self, prelude: list[Batch], rest: AsyncIterator[Batch]) -> None:
+        self._prelude = iter(prelude)
+        self._rest = rest
+
+    def __aiter__(self) -> _Replayed:
+        return self
+
+    def __anext__(self) -> Awaitable[Batch]:
+        batch = next(self._prelude, None)
+        return self._rest.__anext__() if batch is None else _ready(batch)
+
+
+async def _ready(batch: Batch) -> Batch:
+    return batch
 
 
 def _decides(batch: Batch) -> bool:

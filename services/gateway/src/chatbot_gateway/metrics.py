@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Response, get
 from litestar.datastructures import State
-from litestar.types import Message, Scope
+from litestar.types import HTTPResponseStartEvent, Scope
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from .auth import PUBLIC
@@ -32,10 +32,8 @@ class GatewayMetrics:
             registry=r,
         )
 
-    async def count_response(self, message: Message, scope: Scope) -> None:
-        """`before_send` hook: one count per response, by its route template."""
-        if message["type"] != "http.response.start":
-            return
+    def count_response(self, message: HTTPResponseStartEvent, scope: Scope) -> None:
+        """One count per response (given its `http.response.start` message), by its route template."""
         handler: Any = scope.get("route_handler")
         route = next(iter(handler.paths)) if handler is not None and getattr(handler, "paths", None) else "unmatched"
         self.requests.labels(route, scope.get("method", ""), str(message["status"])).inc()

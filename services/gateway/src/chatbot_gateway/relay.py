@@ -224,35 +224,27 @@ class Relay:
     async def batches(
         self, request_id: str, deadline: float, after: bytes = b"0-0", keepalive_s: float = 15.0, enqueued_at: float | None = None
     ) -> AsyncIterator[Batch]:
-        """The request's events from just after entry `after` to `done`, as they arrive, counted as a stream in flight.
+        """The request's events from just after entry `after` to `done`, as the follower reads them, counted as a
+        stream in flight.
 
-        Given `enqueued_at` (the request was enqueued by this gateway just now), the time to its
-        first token as the gateway sees it is observed.
+        Each batch holds every event written since the previous one. Past the deadline the stream
+        ends with an `error` and a `done` of the gateway's making. Given `enqueued_at` (the request
+        was enqueued by this gateway just now), the time to its first token as the gateway sees it
+        is observed.
         """
         self._metrics.streams.inc()
         self.following += 1
+        following = self._follower.follow(request_id, after, deadline, keepalive_s)
         try:
-            async for batch in self._batches(request_id, deadline, after, keepalive_s):
+            while True:
+                batch = await following.next()
                 if enqueued_at is not None and any(isinstance(event, Delta | ToolCallDelta) for _, event in batch):
                     self._metrics.time_to_first_token.observe(time.time() - enqueued_at)
                     enqueued_at = None
                 yield batch
-        finally:
-            self._metrics.streams.dec()
-            self.following -= 1
-
-    async def _batches(self, request_id: str, deadline: float, after: bytes, keepalive_s: float) -> AsyncIterator[Batch]:
-        """The request's events from just after entry `after` to `done`, as the follower reads them.
-
-        Each read returns every event written since the previous one, so a fast producer costs
-        one round trip per batch, not per token. Past the deadline the stream ends with an
-        `error` and a `done` of the gateway's making.
-        """
-        following = self._follower.follow(request_id, after, deadline, keepalive_s)
-        try:
-            while True:
-                yield await following.next()
                 if following.ended and not following.entries:
                     return
         finally:
             self._follower.forget(following)
+            self._metrics.streams.dec()
+            self.following -= 1

@@ -87,6 +87,7 @@ class _Completion:
         self.tool_calls = _ToolCalls()
         self.usage: TokenUsage | None = None
         self.finish_reason = "stop"
+        self.role_sent = False
 
     def _chunk(self, delta: ChunkDelta, finish_reason: str | None = None) -> bytes:
         chunk = ChatCompletionChunk(
@@ -101,61 +102,59 @@ class _Completion:
         """The chunks, then `[DONE]`; a client that leaves before the end cancels the generation (no resume here)."""
         ended = False
         try:
-            async for chunk in self._sse(generation.batches(), include_usage):
-                yield chunk
+            async for batch in generation.batches():
+                chunk, last = self._render(batch, include_usage)
+                if chunk:
+                    yield chunk
+                if last:
+                    break
             ended = True
         finally:
             if not ended:
                 log.info("stream.abandoned", request_id=generation.chat.request_id)
                 generation.cancel()
 
-    async def _sse(self, all_batches: AsyncIterator[Batch], include_usage: bool) -> AsyncIterator[bytes]:
-        role_sent = False
-        async for batch in all_batches:
-            if batch is KEEPALIVE:
-                yield b": keepalive\n\n"
-                continue
-            out: list[bytes] = []
-            if not role_sent:
-                out.append(self._chunk(ChunkDelta(role="assistant", content="")))
-                role_sent = True
-            pending: list[str] = []
-            for _, event in batch:
-                match event:
-                    case Started(model=model):
-                        self.model = model
-                    case Delta(text=text):
-                        pending.append(text)
-                    case ToolCallDelta():
-                        out.extend(self._text_chunk(pending))
-                        out.append(self._chunk(ChunkDelta(tool_calls=[_chunk_tool_call(event)])))
-                        self.tool_calls.add(event)
-                    case Usage(usage=usage):
-                        self.usage = usage
-                    case Restart() if self.text or pending or self.tool_calls:
-                        # Text already on the wire cannot be taken back in OpenAI's protocol.
-                        out.append(_error_event("upstream_error", "the generation restarted after text was sent; retry the request"))
-                        yield b"".join(out)
-                        return
-                    case Error(code=code, message=message):
-                        out.extend(self._text_chunk(pending))
-                        out.append(_error_event(code, message))
-                        yield b"".join(out)
-                        return
-                    case Done(reason=reason):
-                        out.extend(self._text_chunk(pending))
-                        out.append(self._chunk(ChunkDelta(), _finish_reason(reason)))
-                        if include_usage and self.usage is not None:
-                            usage_chunk = ChatCompletionChunk(
-                                id=self.id, created=self.created, model=self.model, choices=[], usage=_usage(self.usage)
-                            )
-                            out.append(b"data: " + json_encoder.encode(usage_chunk) + b"\n\n")
-                        out.append(b"data: [DONE]\n\n")
-                        yield b"".join(out)
-                        return
-            out.extend(self._text_chunk(pending))
-            if out:
-                yield b"".join(out)
+    def _render(self, batch: Batch, include_usage: bool) -> tuple[bytes, bool]:
+        """One batch's chunks, and whether they end the stream."""
+        if batch is KEEPALIVE:
+            return b": keepalive\n\n", False
+        out: list[bytes] = []
+        if not self.role_sent:
+            out.append(self._chunk(ChunkDelta(role="assistant", content="")))
+            self.role_sent = True
+        pending: list[str] = []
+        for _, event in batch:
+            match event:
+                case Started(model=model):
+                    self.model = model
+                case Delta(text=text):
+                    pending.append(text)
+                case ToolCallDelta():
+                    out.extend(self._text_chunk(pending))
+                    out.append(self._chunk(ChunkDelta(tool_calls=[_chunk_tool_call(event)])))
+                    self.tool_calls.add(event)
+                case Usage(usage=usage):
+                    self.usage = usage
+                case Restart() if self.text or pending or self.tool_calls:
+                    # Text already on the wire cannot be taken back in OpenAI's protocol.
+                    out.append(_error_event("upstream_error", "the generation restarted after text was sent; retry the request"))
+                    return b"".join(out), True
+                case Error(code=code, message=message):
+                    out.extend(self._text_chunk(pending))
+                    out.append(_error_event(code, message))
+                    return b"".join(out), True
+                case Done(reason=reason):
+                    out.extend(self._text_chunk(pending))
+                    out.append(self._chunk(ChunkDelta(), _finish_reason(reason)))
+                    if include_usage and self.usage is not None:
+                        usage_chunk = ChatCompletionChunk(
+                            id=self.id, created=self.created, model=self.model, choices=[], usage=_usage(self.usage)
+                        )
+                        out.append(b"data: " + json_encoder.encode(usage_chunk) + b"\n\n")
+                    out.append(b"data: [DONE]\n\n")
+                    return b"".join(out), True
+        out.extend(self._text_chunk(pending))
+        return b"".join(out), False
 
     def _text_chunk(self, pending: list[str]) -> list[bytes]:
         if not pending:
