@@ -8,8 +8,9 @@ bench/results/latest.png. Not a test: it measures and reports each target as met
   collector and two inference workers, on a Redis of its own.
 - LiteLLM's proxy (`litellm[proxy]`, the version pinned below, in its own virtual environment
   under bench/.venv-litellm) runs one worker with a master key, pointed at the same upstream.
-- The load client is this process (asyncio + aiohttp). Loads alternate between the targets, so
-  that machine noise hits all alike.
+- The load client is this process (`loadclient.py`: asyncio protocols and httptools, cheap per
+  token, as it shares the cores with the targets). Loads alternate between the targets, so that
+  machine noise hits all alike.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
+import uvloop
+from loadclient import Client, Sample
 
 from chatbot_devtools.platform import LocalPlatform, registry_toml
 from chatbot_devtools.redis_server import RedisServer, free_port
@@ -38,7 +40,6 @@ LITELLM = "litellm[proxy]==1.108.7"
 LITELLM_CONSTRAINTS = ROOT / "bench" / "litellm-constraints.txt"
 LITELLM_VENV = ROOT / "bench" / ".venv-litellm"
 TOKENS = 50
-TOKEN = b"tok "
 
 
 @dataclass
@@ -51,85 +52,44 @@ class Target:
     """The processes whose peak memory is reported."""
 
 
-@dataclass
-class Sample:
-    ttft: float | None = None
-    gaps: list[float] = field(default_factory=list)
-    total: float = 0.0
-    tokens: int = 0
-    error: str | None = None
-
-
-async def stream_once(client: aiohttp.ClientSession, target: Target, max_tokens: int, model: str | None = None) -> Sample:
-    """One streamed chat completion; token times from the raw bytes (no JSON decoding, so the client stays cheap)."""
-    sample = Sample()
-    body = {"model": model or target.model, "stream": True, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "go"}]}
-    started = last = time.perf_counter()
-    try:
-        async with client.post(
-            f"{target.base_url}/chat/completions", json=body, headers={"Authorization": f"Bearer {target.key}"}
-        ) as response:
-            if response.status != 200:
-                sample.error = f"HTTP {response.status}"
-                await response.read()
-                return sample
-            done = False
-            async for raw in response.content.iter_any():
-                now = time.perf_counter()
-                count = raw.count(TOKEN)
-                if count:
-                    if sample.ttft is None:
-                        sample.ttft = now - started
-                    else:
-                        sample.gaps.append(now - last)
-                    sample.gaps.extend([0.0] * (count - 1))
-                    sample.tokens += count
-                    last = now
-                done = done or b"[DONE]" in raw
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        sample.error = type(exc).__name__
-        return sample
-    sample.total = time.perf_counter() - started
-    if not done or sample.tokens != max_tokens:
-        sample.error = f"incomplete: {sample.tokens}/{max_tokens} tokens"
-    return sample
-
-
-def _client() -> aiohttp.ClientSession:
-    """The load client: aiohttp, whose C parser keeps the client's CPU small (httpx's streaming cost about
-    4.7 ms of CPU per 50-token request here, more than the gateway, on the same two cores as the targets)."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=120))
+async def stream_once(client: Client, target: Target, max_tokens: int, model: str | None = None) -> Sample:
+    return await client.stream(target.key, model or target.model, max_tokens)
 
 
 async def throughput(target: Target, concurrency: int, seconds: float) -> list[Sample]:
     """`concurrency` clients, each sending one request after the other for `seconds`."""
     samples: list[Sample] = []
     deadline = time.perf_counter() + seconds
-    async with _client() as client:
+    client = Client(target.base_url)
 
-        async def loop() -> None:
-            while time.perf_counter() < deadline:
-                samples.append(await stream_once(client, target, TOKENS))
+    async def loop() -> None:
+        while time.perf_counter() < deadline:
+            samples.append(await stream_once(client, target, TOKENS))
 
-        await asyncio.gather(*(loop() for _ in range(concurrency)))
+    await asyncio.gather(*(loop() for _ in range(concurrency)))
+    client.close()
     return samples
 
 
 async def sequential(target: Target, count: int) -> list[Sample]:
-    async with _client() as client:
-        await stream_once(client, target, TOKENS)  # connections warm
-        return [await stream_once(client, target, TOKENS) for _ in range(count)]
+    client = Client(target.base_url)
+    await stream_once(client, target, TOKENS)  # connection warm
+    samples = [await stream_once(client, target, TOKENS) for _ in range(count)]
+    client.close()
+    return samples
 
 
 async def many_streams(target: Target, streams: int, tokens: int, model: str) -> list[Sample]:
     """`streams` paced streams at once (started over a second, as clients would arrive)."""
-    async with _client() as client:
+    client = Client(target.base_url)
 
-        async def one(i: int) -> Sample:
-            await asyncio.sleep(i / streams)
-            return await stream_once(client, target, tokens, model)
+    async def one(i: int) -> Sample:
+        await asyncio.sleep(i / streams)
+        return await stream_once(client, target, tokens, model)
 
-        return list(await asyncio.gather(*(one(i) for i in range(streams))))
+    samples = list(await asyncio.gather(*(one(i) for i in range(streams))))
+    client.close()
+    return samples
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -299,7 +259,7 @@ def main() -> None:
         load: dict[str, list[Sample]] = {t.name: [] for t in targets}
         for round_ in range(args.rounds):
             for target in targets:
-                load[target.name] += asyncio.run(throughput(target, 32, args.seconds))
+                load[target.name] += uvloop.run(throughput(target, 32, args.seconds))
                 print(f"bench: throughput round {round_ + 1} {target.name}: {len(load[target.name])} requests so far", flush=True)
         measured = {name: summarize(samples, args.seconds * args.rounds) for name, samples in load.items()}
 
@@ -310,16 +270,16 @@ def main() -> None:
             for target in targets:
                 waited = wait_idle(children(os.getpid())[1:])
                 print(f"bench: latency {target.name} (machine idle after {waited:.1f} s)", flush=True)
-                single[target.name] += [s.ttft for s in asyncio.run(sequential(target, args.latency_requests // 2)) if s.ttft]
+                single[target.name] += [s.ttft for s in uvloop.run(sequential(target, args.latency_requests // 2)) if s.ttft]
         ttft = {name: quantile(values, 0.5) * 1000 for name, values in single.items()}
 
         # 3. Many paced streams through this platform (and through the upstream alone, for the client's own noise).
         tokens = 20 * args.stream_seconds
         wait_idle(children(os.getpid())[1:])
-        floor_streams = asyncio.run(
+        floor_streams = uvloop.run(
             many_streams(Target("paced upstream", paced, "bench-model", "none"), args.streams, tokens, "bench-model")
         )
-        ours_streams = asyncio.run(many_streams(ours, args.streams, tokens, "bench-paced"))
+        ours_streams = uvloop.run(many_streams(ours, args.streams, tokens, "bench-paced"))
         nominal = 1000 / 20
         many = {
             "floor_gap_p99": quantile([g for s in floor_streams if not s.error for g in s.gaps if g > 0], 0.99) * 1000 - nominal,

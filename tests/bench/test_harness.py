@@ -1,0 +1,108 @@
+"""The benchmark's own parts: the fake upstream as the OpenAI SDK sees it, and the load client's measurements."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import openai
+import pytest
+
+from chatbot_devtools.redis_server import free_port
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+loadclient = _module("loadclient")
+
+
+def _upstream(tokens_per_s: float) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(BENCH / "upstream.py"), "--port", str(port), "--tokens-per-s", str(tokens_per_s)])
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{url}/models", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def instant() -> Iterator[str]:
+    yield from _upstream(0)
+
+
+@pytest.fixture(scope="module")
+def paced() -> Iterator[str]:
+    yield from _upstream(50)
+
+
+def test_the_official_sdk_reads_the_fake_upstream(instant: str) -> None:
+    client = openai.OpenAI(base_url=instant, api_key="none", max_retries=0)
+    assert [model.id for model in client.models.list()] == ["bench-model"]
+    chunks = list(
+        client.chat.completions.create(
+            model="bench-model",
+            messages=[{"role": "user", "content": "go"}],
+            stream=True,
+            max_tokens=7,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text == "tok " * 7
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 7
+    whole = client.chat.completions.create(model="bench-model", messages=[{"role": "user", "content": "go"}], max_tokens=3)
+    assert whole.choices[0].message.content == "tok " * 3 and whole.usage is not None and whole.usage.total_tokens == 13
+
+
+async def test_the_load_client_times_each_token_of_a_paced_stream(paced: str) -> None:
+    client = loadclient.Client(paced)
+    first = await client.stream("none", "bench-model", 5)
+    second = await client.stream("none", "bench-model", 5)
+    client.close()
+    for sample in (first, second):
+        assert sample.error is None and sample.tokens == 5 and sample.ttft is not None
+        # 50 tokens/s: the four gaps after the first token are each at least most of 20 ms apart.
+        assert len(sample.gaps) == 4 and min(sample.gaps) > 0.015, sample.gaps
+        assert sample.total >= sum(sample.gaps)
+
+
+async def test_the_load_client_reuses_its_connection_and_counts_what_went_wrong(instant: str) -> None:
+    client = loadclient.Client(instant)
+    samples, connections = [], []
+    for _ in range(3):
+        samples.append(await client.stream("none", "bench-model", 50))
+        await asyncio.sleep(0.05)  # time for a close by the server to arrive
+        connections += [c for c in client._idle if not c.closed]
+    assert [(s.error, s.tokens, len(s.gaps)) for s in samples] == [(None, 50, 49)] * 3
+    assert len(connections) == 3 and len(set(map(id, connections))) == 1  # one connection, kept alive by both ends
+    client.close()
+    refused = await loadclient.Client(f"http://127.0.0.1:{free_port()}/v1").stream("none", "bench-model", 5)
+    assert refused.error == "ConnectionRefusedError"
