@@ -88,6 +88,8 @@ class _Completion:
         self.usage: TokenUsage | None = None
         self.finish_reason = "stop"
         self.role_sent = False
+        self._text_around: tuple[bytes, bytes] | None = None
+        """A text chunk's bytes before and after its text (for the current model)."""
 
     def _chunk(self, delta: ChunkDelta, finish_reason: str | None = None) -> bytes:
         chunk = ChatCompletionChunk(
@@ -127,6 +129,7 @@ class _Completion:
             match event:
                 case Started(model=model):
                     self.model = model
+                    self._text_around = None
                 case Delta(text=text):
                     pending.append(text)
                 case ToolCallDelta():
@@ -162,13 +165,20 @@ class _Completion:
         text = "".join(pending)
         pending.clear()
         self.text.append(text)
-        return [self._chunk(ChunkDelta(content=text))]
+        if self._text_around is None:
+            # The chunk for a marker, cut around it: every text chunk is then one string encoded, not a struct.
+            before, marker, after = self._chunk(ChunkDelta(content=_MARKER)).partition(_ENCODED_MARKER)
+            assert marker, "the marker is in the chunk"
+            self._text_around = (before, after)
+        before, after = self._text_around
+        return [before + json_encoder.encode(text) + after]
 
     async def collect(self, generation: Generation) -> ChatCompletion:
         async for event in generation.events():
             match event:
                 case Started(model=model):
                     self.model = model
+                    self._text_around = None
                 case Delta(text=text):
                     self.text.append(text)
                 case ToolCallDelta():
@@ -227,6 +237,10 @@ def _chunk_tool_call(piece: ToolCallDelta) -> ChunkToolCall:
         type="function" if first else None,
         function=ChunkFunction(name=piece.name, arguments=piece.arguments),
     )
+
+
+_MARKER = "\u0000marker\u0000"
+_ENCODED_MARKER = json_encoder.encode(_MARKER)
 
 
 def _finish_reason(reason: str) -> str:
