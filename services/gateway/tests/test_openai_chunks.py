@@ -18,7 +18,9 @@ def _expected(model: str, text: str) -> bytes:
 @pytest.mark.parametrize("text", ["tok ", 'a "quoted" \\ line\n', "café ✓ 🙂", "\u0000marker\u0000", "\x1f\t"])
 def test_a_text_chunk_is_the_encoded_chunk(text: str) -> None:
     completion = _Completion("r1", 7, "alias")
-    body, last = completion._render([(b"1-0", Started(model="model-a", provider="openai")), (b"1-1", Delta(text=text))], include_usage=False)
+    body, last = completion._render(
+        [(b"1-0", Started(model="model-a", provider="openai")), (b"1-1", Delta(text=text))], include_usage=False
+    )
     _, chunk = body.split(b"\n\n", 1)
     assert not last and chunk == _expected("model-a", text)
     # The model named by a later `started` (a retry on a fallback model) is in the chunks after it.
