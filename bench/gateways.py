@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -118,6 +119,11 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def wait_idle(pids: list[int], busy: float = 0.1, within_s: float = 30.0) -> float:
@@ -279,7 +285,18 @@ def main() -> None:
         floor_streams = uvloop.run(
             many_streams(Target("paced upstream", paced, "bench-model", "none"), args.streams, tokens, "bench-model")
         )
+        parts = {
+            "gateway": [p.pid for p in platform.processes if p.service == "gateway"],
+            "workers": [p.pid for p in platform.processes if p.service == "inference"],
+            "Redis": [redis.process.pid] if redis.process else [],
+            "other services": [p.pid for p in platform.processes if p.service not in ("gateway", "inference")],
+            "upstream": [paced_process.pid],
+        }
+        cpu_before = {name: cpu_seconds(pids) for name, pids in parts.items()} | {"load client": own_cpu_seconds()}
         ours_streams = uvloop.run(many_streams(ours, args.streams, tokens, "bench-paced"))
+        delivered = max(1, sum(s.tokens for s in ours_streams))
+        cpu_after = {name: cpu_seconds(pids) for name, pids in parts.items()} | {"load client": own_cpu_seconds()}
+        cpu_per_token = {name: (cpu_after[name] - cpu_before[name]) / delivered * 1e6 for name in cpu_before}
         nominal = 1000 / 20
         many = {
             "floor_gap_p99": quantile([g for s in floor_streams if not s.error for g in s.gaps if g > 0], 0.99) * 1000 - nominal,
@@ -287,6 +304,7 @@ def main() -> None:
             "errors": sum(1 for s in ours_streams if s.error),
             "floor_errors": sum(1 for s in floor_streams if s.error),
             "kinds": Counter(str(s.error).split(":")[0] for s in ours_streams if s.error).most_common(3),
+            "cpu_per_token": cpu_per_token,
         }
         rss = {t.name: max((peak_rss_mb(pid) for pid in t.pids), default=float("nan")) for t in targets}
         gateway_rss = peak_rss_mb(next(p.pid for p in platform.processes if p.service == "gateway"))
@@ -336,6 +354,14 @@ def write_results(
     ]  # fmt: skip
     lines += ["", "| target | met | measured |", "|---|---|---|"]
     lines += [f"| {name} | {'yes' if ok else '**no**'} | {detail} |" for name, ok, detail in targets_met]
+    cpu = many["cpu_per_token"]
+    ours_cpu = sum(v for k, v in cpu.items() if k not in ("upstream", "load client"))
+    lines += [
+        "",
+        f"CPU per token delivered in target 3 (µs): {', '.join(f'{k} {v:.1f}' for k, v in cpu.items())}; "
+        f"the platform {ours_cpu:.1f}, the bench's upstream and client {cpu['upstream'] + cpu['load client']:.1f}. "
+        f"At {args.streams * 20:,} tokens/s, {os.cpu_count()} cores allow {(os.cpu_count() or 1) * 1e6 / (args.streams * 20):.0f} µs per token in all.",
+    ]
     lines += ["", "Target 4 (conversation queries) is in `conversations.md`."]
     (RESULTS / "latest.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
