@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -72,3 +75,31 @@ async def test_a_round_trip_on_a_connection_redis_dropped_is_sent_again_on_a_new
     await other.aclose()
     [now] = await round_trip(client, [("CLIENT", "ID")])
     assert now != held
+
+
+@pytest.fixture
+def unix_redis(tmp_path: Path) -> Iterator[Path]:
+    """A redis-server of its own listening on a Unix socket only."""
+    socket_path = tmp_path / "redis.sock"
+    server = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", str(socket_path), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield socket_path
+    finally:
+        server.terminate()
+        server.wait(5)
+
+
+async def test_a_redis_on_a_unix_socket_is_reached_by_its_url(unix_redis: Path) -> None:
+    """`REDIS_URL=unix:///…` (a local Redis without TCP): the pool's TCP-only options are not passed to it."""
+    client = connect(RedisSettings(url=f"unix://{unix_redis}?db=0"))
+    assert type(client.connection_pool.connection_class()) is not aioredis.UnixDomainSocketConnection  # packed in C too
+    await client.set("k", "v")
+    replies = await round_trip(client, [("GET", "k"), ("INCR", "k")])
+    assert replies[0] == b"v" and isinstance(replies[1], redis.exceptions.ResponseError)
+    await client.aclose()

@@ -19,7 +19,7 @@ class RedisSettings(msgspec.Struct, kw_only=True, frozen=True):
     """Where Redis is and how the platform's names are placed in it."""
 
     url: str = msgspec.field(name="REDIS_URL", default="redis://127.0.0.1:6379/0")
-    """`REDIS_URL`: the Redis server (redis:// or rediss://)."""
+    """`REDIS_URL`: the Redis server (redis://, rediss://, or unix:// for a local socket)."""
     redis_namespace: str = ""
     """`CHATBOT_REDIS_NAMESPACE`: a prefix for every key, so deployments can share one Redis."""
     redis_max_connections: int = 2048
@@ -78,7 +78,7 @@ def connect(settings: RedisSettings) -> aioredis.Redis:
         timeout=10,
         socket_connect_timeout=settings.redis_connect_timeout_s,
         socket_timeout=settings.redis_socket_timeout_s,
-        socket_keepalive=True,
+        **({} if settings.url.startswith("unix:") else {"socket_keepalive": True}),
         health_check_interval=30,
         retry=Retry(NoBackoff(), 1),
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
