@@ -53,10 +53,6 @@ class Target:
     """The processes whose peak memory is reported."""
 
 
-async def stream_once(client: Client, target: Target, max_tokens: int, model: str | None = None) -> Sample:
-    return await client.stream(target.key, model or target.model, max_tokens)
-
-
 async def throughput(target: Target, concurrency: int, seconds: float) -> list[Sample]:
     """`concurrency` clients, each sending one request after the other for `seconds`."""
     samples: list[Sample] = []
@@ -65,7 +61,7 @@ async def throughput(target: Target, concurrency: int, seconds: float) -> list[S
 
     async def loop() -> None:
         while time.perf_counter() < deadline:
-            samples.append(await stream_once(client, target, TOKENS))
+            samples.append(await client.stream(target.key, target.model, TOKENS))
 
     await asyncio.gather(*(loop() for _ in range(concurrency)))
     client.close()
@@ -74,8 +70,8 @@ async def throughput(target: Target, concurrency: int, seconds: float) -> list[S
 
 async def sequential(target: Target, count: int) -> list[Sample]:
     client = Client(target.base_url)
-    await stream_once(client, target, TOKENS)  # connection warm
-    samples = [await stream_once(client, target, TOKENS) for _ in range(count)]
+    await client.stream(target.key, target.model, TOKENS)  # connection warm
+    samples = [await client.stream(target.key, target.model, TOKENS) for _ in range(count)]
     client.close()
     return samples
 
@@ -86,7 +82,7 @@ async def many_streams(target: Target, streams: int, tokens: int, model: str) ->
 
     async def one(i: int) -> Sample:
         await asyncio.sleep(i / streams)
-        return await stream_once(client, target, tokens, model)
+        return await client.stream(target.key, model, tokens)
 
     samples = list(await asyncio.gather(*(one(i) for i in range(streams))))
     client.close()

@@ -36,34 +36,23 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._parser = httptools.HttpResponseParser(self)
-        self._sample = Sample()
+        self.sample = Sample()
+        """The response in flight, measured as it arrives."""
+        self.status = 0
+        self.body_done = False
+        """The body held `[DONE]`."""
         self._started = self._last = 0.0
-        self._status = 0
         self._keep_alive = False
-        self._body_done = False
         self._ended: asyncio.Future[str | None] | None = None
 
     def send(self, request: bytes) -> asyncio.Future[str | None]:
         """Write `request`; the future settles with None when its response has ended, else with what went wrong."""
         assert self.transport is not None
-        self._sample, self._status, self._body_done = Sample(), 0, False
+        self.sample, self.status, self.body_done = Sample(), 0, False
         self._ended = asyncio.get_running_loop().create_future()
         self._started = self._last = time.perf_counter()
         self.transport.write(request)
         return self._ended
-
-    @property
-    def sample(self) -> Sample:
-        return self._sample
-
-    @property
-    def finished_body(self) -> bool:
-        """The body held `[DONE]`."""
-        return self._body_done
-
-    @property
-    def status(self) -> int:
-        return self._status
 
     def keep_alive(self) -> bool:
         return not self.closed and self._keep_alive
@@ -89,16 +78,16 @@ class _Connection(asyncio.Protocol):
 
     # httptools' callbacks
     def on_headers_complete(self) -> None:
-        self._status = self._parser.get_status_code()
+        self.status = self._parser.get_status_code()
         self._keep_alive = self._parser.should_keep_alive()  # known once the headers are (llhttp forgets it after the body)
 
     def on_body(self, body: bytes) -> None:
-        if self._status != 200:
+        if self.status != 200:
             return
         count = body.count(TOKEN)
         if count:
             now = time.perf_counter()
-            sample = self._sample
+            sample = self.sample
             if sample.ttft is None:
                 sample.ttft = now - self._started
             else:
@@ -108,10 +97,10 @@ class _Connection(asyncio.Protocol):
             sample.tokens += count
             self._last = now
         if b"[DONE]" in body:
-            self._body_done = True
+            self.body_done = True
 
     def on_message_complete(self) -> None:
-        self._sample.total = time.perf_counter() - self._started
+        self.sample.total = time.perf_counter() - self._started
         self._end(None)
 
     def _end(self, outcome: str | None) -> None:
@@ -160,7 +149,7 @@ class Client:
             sample.error = outcome
         elif connection.status != 200:
             sample.error = f"HTTP {connection.status}"
-        elif not connection.finished_body or sample.tokens != max_tokens:
+        elif not connection.body_done or sample.tokens != max_tokens:
             sample.error = f"incomplete: {sample.tokens}/{max_tokens} tokens"
         if outcome is None and connection.keep_alive():
             self._idle.append(connection)
