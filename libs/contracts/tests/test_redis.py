@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from chatbot_contracts.redis import RedisSettings, connect, round_trip
+from chatbot_contracts.redis import Link, RedisSettings, connect
 
 COMMANDS = [
     ("SET", "key", "välue"),
@@ -58,8 +58,8 @@ async def test_values_round_trip_through_a_real_redis(client: aioredis.Redis, na
 async def test_a_round_trip_answers_each_command_in_order_and_a_refusal_in_its_place(client: aioredis.Redis, namespace: str) -> None:
     stream, text = f"{namespace}rt.stream", f"{namespace}rt.text"
     await client.set(text, "not a stream", ex=60)
-    replies = await round_trip(
-        client, [("XADD", stream, "*", "d", "1"), ("XADD", text, "*", "d", "2"), ("EXPIRE", stream, 60), ("XLEN", stream)]
+    replies = await Link(client).round_trip(
+        [("XADD", stream, "*", "d", "1"), ("XADD", text, "*", "d", "2"), ("EXPIRE", stream, 60), ("XLEN", stream)]
     )
     assert isinstance(replies[0], bytes) and replies[0].count(b"-") == 1, "the entry id"
     assert isinstance(replies[1], redis.exceptions.ResponseError) and "WRONGTYPE" in str(replies[1])
@@ -68,13 +68,33 @@ async def test_a_round_trip_answers_each_command_in_order_and_a_refusal_in_its_p
 
 
 async def test_a_round_trip_on_a_connection_redis_dropped_is_sent_again_on_a_new_one(client: aioredis.Redis, namespace: str) -> None:
-    [held] = await round_trip(client, [("CLIENT", "ID")])  # the pool's one connection, now idle in it
+    link = Link(client)
+    [held] = await link.round_trip([("CLIENT", "ID")])
+    [again] = await link.round_trip([("CLIENT", "ID")])
+    assert again == held, "the link keeps its connection"
     kwargs = client.connection_pool.connection_kwargs
     other = aioredis.Redis(host=kwargs.get("host", "127.0.0.1"), port=kwargs.get("port", 6379), db=kwargs.get("db", 0))
     await other.execute_command("CLIENT", "KILL", "ID", held)
     await other.aclose()
-    [now] = await round_trip(client, [("CLIENT", "ID")])
+    [now] = await link.round_trip([("CLIENT", "ID")])
     assert now != held
+
+
+async def test_a_round_trip_takes_replies_that_arrive_in_pieces(client: aioredis.Redis, namespace: str) -> None:
+    """Replies larger than one socket read: the reader waits for the rest of each."""
+    key, value = f"{namespace}rt.big", b"x" * 300_000
+    link = Link(client)
+    replies = await link.round_trip([("SET", key, value, "EX", 60), ("GET", key), ("GET", key), ("DEL", key)])
+    assert replies == [b"OK", value, value, 1]
+
+
+async def test_a_round_trip_that_redis_does_not_answer_in_time_fails_and_leaves_the_link_usable(redis_url: str, namespace: str) -> None:
+    client = connect(RedisSettings(url=redis_url, redis_socket_timeout_s=0.2))
+    link = Link(client)
+    with pytest.raises(redis.exceptions.TimeoutError, match=r"no reply from Redis within 0\.2 s"):
+        await link.round_trip([("BLPOP", f"{namespace}rt.never", 2)])  # twice: the retry times out too
+    assert await link.round_trip([("PING",)]) == [b"PONG"]
+    await client.aclose()
 
 
 @pytest.fixture
@@ -100,6 +120,6 @@ async def test_a_redis_on_a_unix_socket_is_reached_by_its_url(unix_redis: Path) 
     client = connect(RedisSettings(url=f"unix://{unix_redis}?db=0"))
     assert type(client.connection_pool.connection_class()) is not aioredis.UnixDomainSocketConnection  # packed in C too
     await client.set("k", "v")
-    replies = await round_trip(client, [("GET", "k"), ("INCR", "k")])
+    replies = await Link(client).round_trip([("GET", "k"), ("INCR", "k")])
     assert replies[0] == b"v" and isinstance(replies[1], redis.exceptions.ResponseError)
     await client.aclose()

@@ -8,11 +8,11 @@ import math
 import redis.asyncio as aioredis
 
 from chatbot_contracts import DATA_FIELD_BYTES, Delta, InferenceEvent, StreamEvent, ToolCallDelta, encode
-from chatbot_contracts.redis import round_trip
+from chatbot_contracts.redis import Link
 
 Event = StreamEvent | InferenceEvent
 Command = tuple[bytes | str | int, ...]
-"""One Redis command, as `round_trip` sends it."""
+"""One Redis command, as `Link.round_trip` sends it."""
 
 
 def coalesce(events: list[Event]) -> list[Event]:
@@ -49,13 +49,14 @@ class SharedPipeline:
 
     A stream with events to write says so (`ready`); the sender puts what every ready stream has
     into one pipeline and runs it, and what streams push while that round trip is in flight goes
-    out together in the next: at a thousand streams a worker sends tens of pipelines a second,
-    not thousands, and a token costs no task wake-up of its own. A lone write goes at once. A
+    out together in the next: at a thousand paced streams a worker sends about 550 pipelines a
+    second for its 10,000 tokens, and a token costs no task wake-up of its own. A lone write goes at once. A
     refused command fails only its own stream's write; a lost round trip fails every write in it.
     """
 
     def __init__(self, redis: aioredis.Redis) -> None:
-        self._redis = redis
+        self._link = Link(redis)
+        """One connection held for every round."""
         self._ready: dict[StreamSink, None] = {}
         """Streams with something to write, in the order they asked."""
         self._sender: asyncio.Task[None] | None = None
@@ -85,7 +86,7 @@ class SharedPipeline:
                     continue
                 spans.append((sink, start, len(commands)))
             try:
-                results = await round_trip(self._redis, commands) if commands else []
+                results = await self._link.round_trip(commands) if commands else []
             except Exception as exc:  # the round trip failed: none of it is known to be stored
                 for sink, _, _ in spans:
                     sink.written(exc)
