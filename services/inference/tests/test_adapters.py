@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import pytest
 
 from chatbot_contracts import ChatMessage, ChatRequest, Delta, Done, ModelSpec, TokenUsage
@@ -17,6 +16,7 @@ from chatbot_devtools.serve import ThreadedServer
 from chatbot_devtools.tcp_proxy import TcpProxy
 from chatbot_inference.providers import AnthropicProvider, GeminiProvider, OllamaProvider, OpenAIProvider, Provider, ProviderError
 from chatbot_inference.providers.http import client_session
+from chatbot_inference.providers.wire import Client
 
 REPLY = "Tokens arrive one by one, and every one of them counts."
 
@@ -26,7 +26,7 @@ class Case:
     name: str
     fake: type[FakeUpstream]
     suffix: str
-    adapter: Callable[[aiohttp.ClientSession], Provider]
+    adapter: Callable[[Client], Provider]
     error_after_code: str
 
 
@@ -53,7 +53,7 @@ def fake(case: Case) -> AsyncIterator[FakeUpstream]:
 
 
 @pytest.fixture
-def adapter(case: Case, http: aiohttp.ClientSession) -> Provider:
+def adapter(case: Case, http: Client) -> Provider:
     return case.adapter(http)
 
 
@@ -89,7 +89,7 @@ async def test_calls_one_after_another_reuse_one_connection(
 async def test_a_proxy_named_in_the_environment_carries_the_calls(
     monkeypatch: pytest.MonkeyPatch, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
 ) -> None:
-    """Behind a corporate proxy (`HTTP_PROXY`/`HTTPS_PROXY`), provider calls go through it; without one, none is looked up."""
+    """Behind a corporate proxy (`HTTP_PROXY`), provider calls go through it."""
     fake_openai.reply = "Through the proxy."
     proxy = TcpProxy().start(int(fake_openai.base_url.rsplit(":", 1)[1].split("/")[0]))
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
@@ -102,10 +102,6 @@ async def test_a_proxy_named_in_the_environment_carries_the_calls(
         assert text_of(events) == "Through the proxy." and proxy.accepted == 1, "the host is unknown: only the proxy could answer"
     finally:
         proxy.stop()
-    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    async with client_session(connect_timeout_s=5.0) as session:
-        assert not session.trust_env, "with no proxy configured, calls do not read the environment (and .netrc) each time"
 
 
 async def test_exact_text_then_reported_usage_then_done(call: Callable[..., Awaitable[list[Any]]], fake: FakeUpstream) -> None:
@@ -179,7 +175,7 @@ async def test_cancelling_the_consumer_closes_the_upstream_call(
 
 
 async def test_anthropic_takes_the_system_prompt_top_level_and_usage_without_double_counting(
-    fake_anthropic: FakeAnthropic, http: aiohttp.ClientSession, new_request: Callable[..., ChatRequest]
+    fake_anthropic: FakeAnthropic, http: Client, new_request: Callable[..., ChatRequest]
 ) -> None:
     fake_anthropic.reply = REPLY
     fake_anthropic.cache_read_tokens = 3
@@ -207,7 +203,7 @@ async def test_anthropic_takes_the_system_prompt_top_level_and_usage_without_dou
 
 
 async def test_anthropic_refusal_and_gemini_safety_stop_as_content_filter(
-    fake_anthropic: FakeAnthropic, fake_gemini: FakeGemini, http: aiohttp.ClientSession, new_request: Callable[..., ChatRequest]
+    fake_anthropic: FakeAnthropic, fake_gemini: FakeGemini, http: Client, new_request: Callable[..., ChatRequest]
 ) -> None:
     for provider, fake in ((AnthropicProvider(http), fake_anthropic), (GeminiProvider(http), fake_gemini)):
         fake.reply = REPLY
@@ -219,7 +215,7 @@ async def test_anthropic_refusal_and_gemini_safety_stop_as_content_filter(
 
 
 async def test_gemini_maps_roles_and_a_blocked_prompt(
-    fake_gemini: FakeGemini, http: aiohttp.ClientSession, new_request: Callable[..., ChatRequest]
+    fake_gemini: FakeGemini, http: Client, new_request: Callable[..., ChatRequest]
 ) -> None:
     spec = ModelSpec(provider="gemini", upstream_model="gemini-fake", base_url=fake_gemini.base_url, api_key_env="G")
     messages = [
@@ -241,7 +237,7 @@ async def test_gemini_maps_roles_and_a_blocked_prompt(
 
 
 async def test_gemini_says_an_invalid_key_is_an_authentication_failure(
-    fake_gemini: FakeGemini, http: aiohttp.ClientSession, new_request: Callable[..., ChatRequest]
+    fake_gemini: FakeGemini, http: Client, new_request: Callable[..., ChatRequest]
 ) -> None:
     fake_gemini.faults.append(Fault(status=400, message="API key not valid. Please pass a valid API key."))
     spec = ModelSpec(provider="gemini", upstream_model="m", base_url=fake_gemini.base_url)
@@ -250,7 +246,7 @@ async def test_gemini_says_an_invalid_key_is_an_authentication_failure(
     assert caught.value.code == "authentication"
 
 
-async def test_ollama_sends_options(fake_ollama: FakeOllama, http: aiohttp.ClientSession, new_request: Callable[..., ChatRequest]) -> None:
+async def test_ollama_sends_options(fake_ollama: FakeOllama, http: Client, new_request: Callable[..., ChatRequest]) -> None:
     spec = ModelSpec(provider="ollama", upstream_model="llama-fake:latest", base_url=fake_ollama.base_url, max_output_tokens=64)
     await _drain(OllamaProvider(http).stream(new_request(params={"temperature": 0.3, "seed": 5, "max_tokens": 500}), spec))
     assert fake_ollama.requests[0]["options"] == {"temperature": 0.3, "seed": 5, "num_predict": 64}
