@@ -80,6 +80,17 @@ async def test_a_round_trip_on_a_connection_redis_dropped_is_sent_again_on_a_new
     assert now != held
 
 
+async def test_a_round_trip_packs_what_hiredis_does_not_take_as_redis_py_would(client: aioredis.Redis, namespace: str) -> None:
+    key = f"{namespace}rt.packed"
+    link = Link(client)
+    assert await link.round_trip([("SET", key, bytearray(b"ba"), "EX", 60), ("GET", key), ("DEL", key)]) == [b"OK", b"ba", 1]
+    [held] = await link.round_trip([("CLIENT", "ID")])
+    with pytest.raises(redis.exceptions.DataError):
+        await link.round_trip([("SET", key, None)])
+    assert await link.round_trip([("CLIENT", "ID")]) == [held], "a command refused before sending leaves the connection as it was"
+    assert await link.round_trip([(b"SET", key, memoryview(b"mv"), b"EX", 60), (b"GET", key), (b"DEL", key)]) == [b"OK", b"mv", 1]
+
+
 async def test_a_round_trip_takes_replies_that_arrive_in_pieces(client: aioredis.Redis, namespace: str) -> None:
     """Replies larger than one socket read: the reader waits for the rest of each."""
     key, value = f"{namespace}rt.big", b"x" * 300_000

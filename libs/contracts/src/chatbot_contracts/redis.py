@@ -108,8 +108,9 @@ class Link:
         for last_try in (False, True):
             if self._connection is None:
                 self._connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+            packed = _packed(self._connection, commands)  # a value Redis cannot take fails here, the connection untouched
             try:
-                return await _exchange(self._connection, commands)
+                return await _exchange(self._connection, packed, len(commands))
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                 await self._drop()
                 if last_try:
@@ -125,7 +126,17 @@ class Link:
         await self._pool.release(connection)
 
 
-async def _exchange(connection: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
+def _packed(connection: Any, commands: Sequence[Sequence[Any]]) -> bytes:
+    """The round's bytes, packed by hiredis in one pass (redis-py's `pack_commands` costs a Python call and checks per
+    command); what hiredis does not take is packed as redis-py packs it. A command's name is one word each:
+    `("CLIENT", "ID")`, not `("CLIENT ID",)`."""
+    try:
+        return b"".join([hiredis.pack_command(command if isinstance(command, tuple) else tuple(command)) for command in commands])
+    except TypeError:
+        return b"".join(connection.pack_commands(commands))
+
+
+async def _exchange(connection: Any, packed: bytes, count: int) -> list[Any]:
     if not connection.is_connected:
         await connection.connect()
     parser = connection._parser
@@ -133,9 +144,9 @@ async def _exchange(connection: Any, commands: Sequence[Sequence[Any]]) -> list[
     replies: list[Any] = []
     try:
         async with asyncio.timeout(connection.socket_timeout):
-            connection._writer.writelines(connection.pack_commands(commands))
+            connection._writer.write(packed)
             await connection._writer.drain()
-            while len(replies) < len(commands):
+            while len(replies) < count:
                 reply = reader.gets()
                 if reply is NOT_ENOUGH_DATA:
                     await parser.read_from_socket()
