@@ -123,3 +123,25 @@ async def test_a_forgotten_stream_is_read_no_more(follower: Follower, redis: aio
     await write(redis, namespace, "stays", "kept", done=True)
     assert texts(await read_to_end(follower, stays)) == ["kept"]
     assert gone.entries == []
+
+
+async def test_a_reader_that_fails_ends_its_streams_and_the_next_stream_gets_a_new_one(
+    follower: Follower, redis: aioredis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the read loop must not leave clients waiting for their deadline: their streams end with an error now."""
+    dispatch = Follower._dispatch
+
+    def broken(self: Follower, *args: object) -> None:
+        monkeypatch.setattr(Follower, "_dispatch", dispatch)  # fails once
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Follower, "_dispatch", broken)
+    waiting = [follower.follow(f"w{i}", b"0-0", time.time() + 30, 15.0) for i in range(3)]
+    await write(redis, namespace, "w0", "lost to the bug")
+    for following in waiting:
+        seen = await read_to_end(follower, following)
+        assert [type(event) for _, event in seen] == [Error, Done]
+        assert isinstance(seen[0][1], Error) and seen[0][1].message == "the gateway stopped reading the answer's stream"
+    later = follower.follow("later", b"0-0", time.time() + 30, 15.0)
+    await write(redis, namespace, "later", "read", done=True)
+    assert texts(await read_to_end(follower, later)) == ["read"]
