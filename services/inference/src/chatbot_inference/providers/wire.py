@@ -19,7 +19,7 @@ import ssl
 import time
 import urllib.request
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import SplitResult, quote, unquote, urlsplit
@@ -55,13 +55,11 @@ class Response:
     """One response: its status, its headers (names in lower case) and its body, read as it arrives."""
 
     def __init__(self, connection: _Connection) -> None:
-        self._connection = connection
         self.status = connection.status
         self.headers: Mapping[str, str] = connection.headers
-
-    async def readany(self) -> bytes:
-        """The body's bytes received since the last read, waiting for some; `b""` once the body has ended."""
-        return await self._connection.readany()
+        self.readany: Callable[[], Awaitable[bytes]] = connection.readany
+        """The body's bytes received since the last read, waiting for some; `b""` once the body has ended (the
+        connection's own method: no layer of its own on every chunk)."""
 
     async def read(self) -> bytes:
         """The rest of the body."""
