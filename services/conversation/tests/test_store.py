@@ -17,6 +17,8 @@ from chatbot_conversation.db.engine import Database
 from chatbot_conversation.errors import Invalid, NotFound, TooLarge
 from chatbot_conversation.service import ConversationService, Principal
 
+LIMITS = importers.ImportLimits(max_message_chars=5000, max_messages=10_000, time_s=10.0)
+
 FIXTURES = Path(__file__).with_name("fixtures")
 ALICE = Principal(owner="alice")
 BOB = Principal(owner="bob")
@@ -258,7 +260,7 @@ async def test_export_then_import_gives_the_same_tree(service: ConversationServi
     made = await service.create(ALICE, NewConversation(title="Round trip", model="fast", system_prompt="Be brief.", tags=["a"]))
     await service_tree(service, made.id)
     exported = await service.export(ALICE, made.id)
-    [imported] = await service.store_import(BOB, importers.parse(msgspec.json.encode(exported)))
+    [imported] = await service.store_import(BOB, importers.parse(msgspec.json.encode(exported), LIMITS))
     original, copy = await service.get(ALICE, made.id), await service.get(BOB, imported.id)
     assert (copy.title, copy.model, copy.system_prompt, copy.tags) == ("Round trip", "fast", "Be brief.", ["a"])
     assert shape(copy) == shape(original)
@@ -284,7 +286,7 @@ async def service_tree(service: ConversationService, conversation_id: str) -> tu
 
 async def test_a_chatgpt_export_imports_with_its_branches(service: ConversationService) -> None:
     raw = (FIXTURES / "chatgpt_conversations.json").read_bytes()
-    imported = await service.store_import(ALICE, importers.parse(raw))
+    imported = await service.store_import(ALICE, importers.parse(raw, LIMITS))
     assert [c.title for c in imported] == ["Sourdough troubleshooting", "Regex help"]
     bread = await service.get(ALICE, imported[0].id)
     contents = {m.id: m.content for m in bread.messages}
@@ -317,7 +319,7 @@ async def test_a_chatgpt_export_imports_with_its_branches(service: ConversationS
         ),
         (
             b'{"format": "chatbot-llm/conversation@1", "title": "t", "messages": [{"id": "1", "parent_id": "9", "role": "user", "content": "x"}]}',
-            "$.messages[0].parent_id: no message 9",
+            "its parent 9 is not in the conversation - at `$.messages[0].parent_id`",
         ),
         (
             b'{"format": "chatbot-llm/conversation@1", "title": "t", "messages": [{"id": "1", "role": "robot", "content": "x"}]}',
@@ -329,7 +331,7 @@ async def test_a_malformed_import_names_the_first_bad_path_and_stores_nothing(
     service: ConversationService, payload: bytes, message: str
 ) -> None:
     with pytest.raises(Invalid) as caught:
-        await service.store_import(ALICE, importers.parse(payload))
+        await service.store_import(ALICE, importers.parse(payload, LIMITS))
     assert message in caught.value.message
     assert (await service.list_conversations(ALICE, q=None, tag=None, archived=False, limit=10, cursor=None)).items == []
 

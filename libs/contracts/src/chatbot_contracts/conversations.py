@@ -15,6 +15,7 @@ Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\s,]
 Tags = Annotated[list[Tag], msgspec.Meta(max_length=32)]
 SystemPrompt = Annotated[str, msgspec.Meta(max_length=100_000)]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+ModelName = Annotated[str, msgspec.Meta(max_length=200)]
 
 
 class Message(msgspec.Struct, kw_only=True):
@@ -179,13 +180,13 @@ class SearchResults(msgspec.Struct, kw_only=True):
 
 
 class ExportedMessage(msgspec.Struct, kw_only=True):
-    id: str
-    parent_id: str | None
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    parent_id: Annotated[str, msgspec.Meta(max_length=200)] | None
     role: Literal["user", "assistant", "system", "tool"]
     content: str
     status: MessageStatus = "complete"
-    model: str | None = None
-    created_at: str | None = None
+    model: ModelName | None = None
+    created_at: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
 class ExportedConversation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -193,7 +194,7 @@ class ExportedConversation(msgspec.Struct, kw_only=True, forbid_unknown_fields=T
 
     format: Literal["chatbot-llm/conversation@1"]
     title: Title
-    model: str | None = None
+    model: ModelName | None = None
     system_prompt: str | None = None
     tags: Tags = []
     active_leaf_id: str | None = None

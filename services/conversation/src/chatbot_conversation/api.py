@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 import msgspec
@@ -25,7 +26,7 @@ from chatbot_contracts.conversations import (
 )
 
 from . import importers
-from .errors import ConversationError, Invalid
+from .errors import ConversationError, Invalid, Malformed
 from .service import Principal
 
 PREFIX = "/internal/v1"
@@ -44,6 +45,8 @@ def decode(raw: bytes, kind: type[Any]) -> Any:
         return msgspec.json.decode(raw or b"{}", type=kind)
     except msgspec.MsgspecError as exc:
         raise Invalid(f"invalid request: {exc}") from exc
+    except RecursionError as exc:
+        raise Malformed("invalid request: the JSON is nested too deeply") from exc
 
 
 @post(f"{PREFIX}/conversations", status_code=201)
@@ -141,8 +144,12 @@ async def export(
 
 @post(f"{PREFIX}/conversations/import", status_code=201)
 async def import_conversations(request: Request[Any, Any, Any], state: State) -> dict[str, list[ConversationSummary]]:
+    """Parse on a worker thread (one import at a time per replica beyond two): the event loop keeps serving others."""
     who = principal(request)
-    return {"imported": await state.service.store_import(who, importers.parse(await request.body()))}
+    raw = await request.body()
+    async with state.import_slots:
+        conversations = await asyncio.to_thread(importers.parse, raw, state.import_limits)
+    return {"imported": await state.service.store_import(who, conversations)}
 
 
 def handle_error(_: Request[Any, Any, Any], exc: ConversationError) -> Response[dict[str, Any]]:

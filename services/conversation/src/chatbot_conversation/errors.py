@@ -25,3 +25,9 @@ class Invalid(ConversationError):
 
 class TooLarge(ConversationError):
     status = 413
+
+
+class Malformed(ConversationError):
+    """Input that cannot even be read (JSON nested past the parser's depth)."""
+
+    status = 400

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import uuid
@@ -10,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatbot_contracts import ChatMessage, ModelSpec, Registry, TokenUsage
@@ -37,7 +38,7 @@ from .cache import TreeCache
 from .db.engine import Database
 from .db.schema import ConversationRow, MessageRow, ShareRow, TagRow
 from .errors import Invalid, NotFound, TooLarge
-from .tree import children_of, newest_leaf, path_to, trim_to_budget
+from .tree import TreeProblem, check_forest, children_of, newest_leaf, path_to, trim_to_budget
 
 TITLE_WORDS = 8
 MESSAGE_COLUMNS = [
@@ -61,6 +62,10 @@ _snapshot_encoder = msgspec.json.Encoder()
 _snapshot_decoder = msgspec.json.Decoder(SharedConversation)
 _cursor_decoder = msgspec.json.Decoder(tuple[bool, str, str])
 _conversation_decoder = msgspec.json.Decoder(Conversation)
+
+
+IMPORT_CHUNK = 500
+"""Imported messages written per statement."""
 
 
 def now() -> datetime:
@@ -453,7 +458,12 @@ class ConversationService:
         return "\n".join(parts)
 
     async def store_import(self, who: Principal, conversations: Sequence[ExportedConversation]) -> list[ConversationSummary]:
-        """Store parsed conversations, all in one transaction (a bad one stores none)."""
+        """Store parsed conversations, all in one transaction (a bad one stores none); no stored tree can hold a cycle."""
+        for index, imported in enumerate(conversations):
+            try:
+                check_forest({m.id: m.parent_id for m in imported.messages})
+            except TreeProblem as problem:
+                raise Invalid(f"{problem.problem} - at conversation {index}, message {problem.node_id}") from None
         out = []
         async with self.db.write() as session:
             for imported in conversations:
@@ -473,20 +483,25 @@ class ConversationService:
                 session.add(row)
                 await session.flush()
                 ids = {m.id: new_id() for m in imported.messages}
-                for seq, message in enumerate(imported.messages, start=1):
-                    session.add(
-                        MessageRow(
-                            id=ids[message.id],
-                            conversation_id=row.id,
-                            parent_id=ids.get(message.parent_id) if message.parent_id else None,
-                            role=message.role,
-                            content=message.content,
-                            status=message.status if message.status != "streaming" else "cancelled",
-                            model=message.model,
-                            created_at=_parse_time(message.created_at) or moment,
-                            seq=seq,
-                        )
-                    )
+                rows = [
+                    {
+                        "id": ids[message.id],
+                        "conversation_id": row.id,
+                        "parent_id": ids.get(message.parent_id) if message.parent_id else None,
+                        "role": message.role,
+                        "content": message.content,
+                        "status": message.status if message.status != "streaming" else "cancelled",
+                        "model": message.model,
+                        "created_at": _parse_time(message.created_at) or moment,
+                        "seq": seq,
+                    }
+                    for seq, message in enumerate(imported.messages, start=1)
+                ]
+                # Many rows at once (an executemany per chunk, not an ORM object each), and the event loop
+                # is free between chunks: a large import does not hold up other tenants' requests.
+                for start in range(0, len(rows), IMPORT_CHUNK):
+                    await session.execute(insert(MessageRow), rows[start : start + IMPORT_CHUNK])
+                    await asyncio.sleep(0)
                 row.active_leaf_id = ids.get(imported.active_leaf_id or "") or (
                     ids[imported.messages[-1].id] if imported.messages else None
                 )
@@ -612,6 +627,7 @@ class ConversationService:
         Siblings share one list of ids (read-only), made once per parent.
         """
         siblings = {parent: [m.id for m in kids] for parent, kids in children.items()}
+        positions = {m.id: index for kids in children.values() for index, m in enumerate(kids, start=1)}
         messages = []
         for id_, parent_id, role, content, status, model, error, input_tokens, output_tokens, cost_usd, request_id, created_at, *_ in rows:
             ids = siblings[parent_id]
@@ -631,7 +647,7 @@ class ConversationService:
                     request_id=request_id,
                     created_at=iso(created_at),
                     siblings=ids,
-                    position=ids.index(id_) + 1 if len(ids) > 1 else 1,
+                    position=positions[id_],
                 )
             )
         return messages

@@ -42,10 +42,49 @@ def path_to(by_id: dict[str, N], node_id: str | None) -> list[N]:
 
 
 def newest_leaf(children: dict[str | None, list[N]], node_id: str) -> str:
-    """The leaf reached from `node_id` by always taking the newest child: the branch that message is on."""
-    while children.get(node_id):
+    """The leaf reached from `node_id` by always taking the newest child: the branch that message is on.
+
+    Stops at a node already passed, so even a damaged tree (a cycle) cannot hold it forever.
+    """
+    seen: set[str] = set()
+    while children.get(node_id) and node_id not in seen:
+        seen.add(node_id)
         node_id = children[node_id][-1].id
     return node_id
+
+
+class TreeProblem(ValueError):
+    """A set of parent links that is not a forest; `node_id` is where it shows."""
+
+    def __init__(self, node_id: str, problem: str) -> None:
+        super().__init__(problem)
+        self.node_id = node_id
+        self.problem = problem
+
+
+def check_forest(parents: dict[str, str | None]) -> None:
+    """Raise `TreeProblem` unless every parent named exists and following parents always ends at a root.
+
+    Linear in the number of nodes: each node is walked once (an explicit stack, no recursion).
+    """
+    state: dict[str, int] = {}
+    """1: on the walk being followed now; 2: known to reach a root."""
+    for start in parents:
+        if start in state:
+            continue
+        walk: list[str] = []
+        node: str | None = start
+        while node is not None and node not in state:
+            if node not in parents:
+                raise TreeProblem(walk[-1], f"its parent {node} is not in the conversation")
+            state[node] = 1
+            walk.append(node)
+            node = parents[node]
+        if node is not None and state[node] == 1:
+            problem = "the message is its own parent" if parents[node] == node else "its parents form a cycle"
+            raise TreeProblem(node, problem)
+        for passed in walk:
+            state[passed] = 2
 
 
 def estimate_tokens(text: str) -> int:
