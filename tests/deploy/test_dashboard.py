@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from chatbot_contracts import Registry
 from chatbot_conversation import Settings as ConversationSettings
 from chatbot_conversation import create_app as conversation_app
+from chatbot_devtools.platform import INTERNAL_SECRET
 from chatbot_gateway.metrics import GatewayMetrics
 from chatbot_inference.metrics import WorkerMetrics
 from chatbot_log_collector import Settings as CollectorSettings
@@ -28,7 +29,11 @@ def _served(registry: CollectorRegistry) -> set[str]:
 
 
 def test_the_dashboard_queries_only_served_metrics(tmp_path: Path) -> None:
-    env = {"CHATBOT_DATABASE_URL": f"sqlite:///{tmp_path}/c.db", "CHATBOT_LOG_DATABASE_URL": f"sqlite:///{tmp_path}/u.db"}
+    env = {
+        "CHATBOT_DATABASE_URL": f"sqlite:///{tmp_path}/c.db",
+        "CHATBOT_LOG_DATABASE_URL": f"sqlite:///{tmp_path}/u.db",
+        "CHATBOT_INTERNAL_SECRET": INTERNAL_SECRET,
+    }
     registries = {
         "gateway": GatewayMetrics().registry,
         "worker": WorkerMetrics().registry,

@@ -21,7 +21,7 @@ from chatbot_contracts import Registry
 from chatbot_conversation import Settings as ConversationSettings
 from chatbot_conversation import create_app as conversation_app
 from chatbot_devtools.fakes import FakeOpenAI
-from chatbot_devtools.platform import registry_toml
+from chatbot_devtools.platform import INTERNAL_SECRET, registry_toml
 from chatbot_devtools.serve import ThreadedServer
 from chatbot_gateway import Settings as GatewaySettings
 from chatbot_gateway import create_app as gateway_app
@@ -52,9 +52,10 @@ async def test_one_trace_from_the_gateway_through_the_worker_to_persistence(
         "REDIS_URL": redis_url,
         "CHATBOT_REDIS_NAMESPACE": namespace,
         "CHATBOT_DATABASE_URL": f"sqlite:///{tmp_path}/conversations.db",
-        "CHATBOT_ADMIN_KEY": "sk-admin",
+        "CHATBOT_ADMIN_KEY": "sk-admin-0123456789abcdefghij",
         "CHATBOT_WORKER_NAME": "traced-worker",
         "CHATBOT_METRICS_PORT": "0",
+        "CHATBOT_INTERNAL_SECRET": INTERNAL_SECRET,
     }
     conversations = ThreadedServer(conversation_app(ConversationSettings.from_env(env), registry), lifespan="on").start()
     worker = WorkerApp(WorkerSettings.from_env(env), registry)
@@ -63,7 +64,7 @@ async def test_one_trace_from_the_gateway_through_the_worker_to_persistence(
         gateway_settings = GatewaySettings.from_env({**env, "CHATBOT_CONVERSATION_URL": conversations.url})
         gateway = ThreadedServer(gateway_app(gateway_settings, registry), lifespan="on").start()
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
-            headers = {"Authorization": "Bearer sk-admin"}
+            headers = {"Authorization": "Bearer sk-admin-0123456789abcdefghij"}
             conversation = (await client.post("/api/v1/conversations", json={"model": "fake"}, headers=headers)).json()
             incoming = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
             turn = await client.post(

@@ -123,12 +123,11 @@ def test_every_service_serves_its_metrics_and_they_move(stack: tuple[LocalPlatfo
     assert statuses == [200, 429]
     _wait_for(api, 2)
 
-    worker = next(p for p in platform.processes if p.service == "inference")
     texts = {
-        "gateway": httpx.get(f"{url}/metrics").text,
-        "worker": httpx.get(f"http://127.0.0.1:{worker.env['CHATBOT_METRICS_PORT']}/metrics").text,
-        "conversation": httpx.get(f"{platform.env['CHATBOT_CONVERSATION_URL']}/metrics").text,
-        "collector": httpx.get(f"{platform.env['CHATBOT_LOG_COLLECTOR_URL']}/metrics").text,
+        "gateway": httpx.get(platform.metrics_url("gateway")).text,
+        "worker": httpx.get(platform.metrics_url("inference")).text,
+        "conversation": httpx.get(platform.metrics_url("conversation")).text,
+        "collector": httpx.get(platform.metrics_url("log-collector")).text,
     }
     moved = {
         "gateway": [
@@ -168,7 +167,7 @@ def test_every_service_serves_its_metrics_and_they_move(stack: tuple[LocalPlatfo
         if all(name in texts["collector"] for name in present["collector"]):
             break
         time.sleep(0.1)
-        texts["collector"] = httpx.get(f"{platform.env['CHATBOT_LOG_COLLECTOR_URL']}/metrics").text
+        texts["collector"] = httpx.get(platform.metrics_url("log-collector")).text
     for service, names in present.items():
         for name in names:
             assert name in texts[service], f"{service} does not serve {name}"

@@ -9,10 +9,13 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
+from prometheus_client import generate_latest
 
 from chatbot_contracts import CONVERSATION_GROUP, DATA_FIELD, Completed, Failed, Keys, Queued, Registry, TokenUsage, encode
 from chatbot_conversation import Settings, create_app
+from chatbot_devtools.platform import INTERNAL_SECRET
 from chatbot_devtools.pytest_plugin import POSTGRES, create_postgres_database, drop_postgres_database
+from chatbot_devtools.signed import SignedAs
 
 
 async def test_answers_are_written_from_events_and_every_event_is_acknowledged(
@@ -24,6 +27,7 @@ async def test_answers_are_written_from_events_and_every_event_is_acknowledged(
             "REDIS_URL": redis_url,
             "CHATBOT_REDIS_NAMESPACE": namespace,
             "CHATBOT_CONSUMER_NAME": "c1",
+            "CHATBOT_INTERNAL_SECRET": INTERNAL_SECRET,
             "CHATBOT_DATABASE_URL": f"sqlite:///{tmp_path}/c.db",
         }
     )
@@ -31,10 +35,10 @@ async def test_answers_are_written_from_events_and_every_event_is_acknowledged(
     async with AsyncTestClient(app=app) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         assert (await client.get("/readyz")).status_code == 200
-        alice = {"x-chatbot-owner": "alice"}
-        made = (await client.post("/internal/v1/conversations", json={}, headers=alice)).json()
+        alice = SignedAs("alice")
+        made = (await client.post("/internal/v1/conversations", json={}, auth=alice)).json()
         turn = (
-            await client.post(f"/internal/v1/conversations/{made['id']}/turns", json={"request_id": "r1", "content": "Hi"}, headers=alice)
+            await client.post(f"/internal/v1/conversations/{made['id']}/turns", json={"request_id": "r1", "content": "Hi"}, auth=alice)
         ).json()
         base = {"request_id": "r1", "model": "m", "conversation_id": made["id"], "message_id": turn["assistant_message_id"]}
         done = Completed(**base, at=2.0, text="Hello!", finish_reason="stop", usage=TokenUsage(input_tokens=1, output_tokens=2))
@@ -53,7 +57,7 @@ async def test_answers_are_written_from_events_and_every_event_is_acknowledged(
             await asyncio.sleep(0.02)
         assert group["name"] == CONVERSATION_GROUP.encode()
         assert group["entries-read"] == 5 and group["pending"] == 0, "every event is read and acknowledged"
-        answer = (await client.get(f"/internal/v1/conversations/{made['id']}", headers=alice)).json()["messages"][-1]
+        answer = (await client.get(f"/internal/v1/conversations/{made['id']}", auth=alice)).json()["messages"][-1]
         assert (answer["status"], answer["content"], answer["error"]) == ("complete", "Hello!", None)
         assert answer["usage"] == {"input_tokens": 1, "output_tokens": 2, "cached_tokens": 0, "cost_usd": 0.0, "estimated": False}
 
@@ -65,19 +69,23 @@ async def test_an_answer_waits_in_the_stream_while_the_database_is_away(redis_ur
     name = database.rsplit("/", 1)[1]
     keys = Keys(namespace)
     settings = Settings.from_env(
-        {"REDIS_URL": redis_url, "CHATBOT_REDIS_NAMESPACE": namespace, "CHATBOT_CONSUMER_NAME": "c1", "CHATBOT_DATABASE_URL": database}
+        {
+            "REDIS_URL": redis_url,
+            "CHATBOT_REDIS_NAMESPACE": namespace,
+            "CHATBOT_CONSUMER_NAME": "c1",
+            "CHATBOT_DATABASE_URL": database,
+            "CHATBOT_INTERNAL_SECRET": INTERNAL_SECRET,
+        }
     )
     admin = await asyncpg.connect(POSTGRES)
     try:
         async with AsyncTestClient(
             app=create_app(settings, Registry.parse('[models.m]\nprovider = "openai"\nupstream_model = "m"\n'))
         ) as client:
-            alice = {"x-chatbot-owner": "alice"}
-            made = (await client.post("/internal/v1/conversations", json={}, headers=alice)).json()
+            alice = SignedAs("alice")
+            made = (await client.post("/internal/v1/conversations", json={}, auth=alice)).json()
             turn = (
-                await client.post(
-                    f"/internal/v1/conversations/{made['id']}/turns", json={"request_id": "r1", "content": "Hi"}, headers=alice
-                )
+                await client.post(f"/internal/v1/conversations/{made['id']}/turns", json={"request_id": "r1", "content": "Hi"}, auth=alice)
             ).json()
             # The database goes away: no new connections, and the service's are cut.
             await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
@@ -85,7 +93,7 @@ async def test_an_answer_waits_in_the_stream_while_the_database_is_away(redis_ur
             base = {"request_id": "r1", "model": "m", "conversation_id": made["id"], "message_id": turn["assistant_message_id"]}
             await redis.xadd(keys.inference_events, {DATA_FIELD: encode(Completed(**base, at=2.0, text="Kept!", finish_reason="stop"))})
             for _ in range(200):
-                if "chatbot_conversation_event_failures_total 0.0" not in (await client.get("/metrics")).text:
+                if "chatbot_conversation_event_failures_total 0.0" not in generate_latest(client.app.state.metrics).decode():
                     break
                 await asyncio.sleep(0.05)
             [group] = await redis.xinfo_groups(keys.inference_events)
@@ -98,7 +106,7 @@ async def test_an_answer_waits_in_the_stream_while_the_database_is_away(redis_ur
                     break
                 await asyncio.sleep(0.05)
             assert group["pending"] == 0
-            answer = (await client.get(f"/internal/v1/conversations/{made['id']}", headers=alice)).json()["messages"][-1]
+            answer = (await client.get(f"/internal/v1/conversations/{made['id']}", auth=alice)).json()["messages"][-1]
             assert (answer["status"], answer["content"]) == ("complete", "Kept!"), "applied once the database is back"
     finally:
         await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')

@@ -10,17 +10,25 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from chatbot_contracts import Keys, Registry
-from chatbot_devtools.platform import registry_toml
+from chatbot_devtools.platform import INTERNAL_SECRET, registry_toml
 from chatbot_gateway import Settings, create_app
 
-ADMIN_KEY = "sk-test-admin"
+ADMIN_KEY = "sk-test-admin-0123456789abcdef"
 REGISTRY = Registry.parse(
     registry_toml({"fast": {"provider": "openai", "upstream_model": "gpt-4o-mini", "base_url": "http://127.0.0.1:9/v1"}})
 )
 
 
 def settings_for(redis_url: str, namespace: str, **extra: str) -> Settings:
-    return Settings.from_env({"REDIS_URL": redis_url, "CHATBOT_REDIS_NAMESPACE": namespace, "CHATBOT_ADMIN_KEY": ADMIN_KEY, **extra})
+    return Settings.from_env(
+        {
+            "REDIS_URL": redis_url,
+            "CHATBOT_REDIS_NAMESPACE": namespace,
+            "CHATBOT_ADMIN_KEY": ADMIN_KEY,
+            "CHATBOT_INTERNAL_SECRET": INTERNAL_SECRET,
+            **extra,
+        }
+    )
 
 
 @pytest.fixture

@@ -113,7 +113,7 @@ async def test_unknown_routes_and_methods_answer_in_the_same_format(client: Asyn
 
 async def test_too_many_messages_is_422(make_app: Any, redis_url: str) -> None:
     async with AsyncTestClient(app=make_app(redis_url, CHATBOT_MAX_MESSAGES="3")) as client:
-        client.headers["Authorization"] = "Bearer sk-test-admin"
+        client.headers["Authorization"] = "Bearer sk-test-admin-0123456789abcdef"
         many = {"model": "fast", "messages": [{"role": "user", "content": "a"}] * 4}
         response = await client.post("/v1/chat/completions", json=many)
         assert response.status_code == 422 and "the request has 4 messages; at most 3 are allowed" in error_of(response)["message"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import sys
 
+import msgspec
 import structlog
 from opentelemetry import trace
+from prometheus_client import CollectorRegistry, start_http_server
 from structlog.typing import EventDict, WrappedLogger
 
 
@@ -43,3 +45,22 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     structlog.contextvars.bind_contextvars(service=service)
+
+
+class MetricsSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """Where a service's metrics port listens."""
+
+    metrics_host: str = "127.0.0.1"
+    """`CHATBOT_METRICS_HOST`: the address of the metrics port (`0.0.0.0` in containers)."""
+
+
+def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> None:
+    """Serve Prometheus `/metrics` for `registry` on a port of its own (0: nowhere), apart from any API:
+    a network policy can then open metrics to the monitoring namespace and nothing else. A port already taken
+    costs the metrics, not the service: it is logged and the service runs on."""
+    if not port:
+        return
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        structlog.get_logger().error("metrics.unavailable", host=host, port=port, error=str(exc))

@@ -8,6 +8,9 @@ from pathlib import Path
 from .processes import ServiceProcess
 from .redis_server import free_port
 
+INTERNAL_SECRET = "test-internal-secret-0123456789abcdef"
+"""The secret test platforms sign internal calls with (`CHATBOT_INTERNAL_SECRET`)."""
+
 
 def registry_toml(aliases: dict[str, dict[str, object]]) -> str:
     """A registry file with these aliases (values written as TOML literals)."""
@@ -28,7 +31,9 @@ def registry_toml(aliases: dict[str, dict[str, object]]) -> str:
 class LocalPlatform:
     """Gateways and workers as separate processes, isolated from other tests by a Redis namespace."""
 
-    def __init__(self, workdir: Path, redis_url: str, namespace: str, registry: str, admin_key: str = "sk-test-admin") -> None:
+    def __init__(
+        self, workdir: Path, redis_url: str, namespace: str, registry: str, admin_key: str = "sk-test-admin-0123456789abcdef"
+    ) -> None:
         self.workdir = workdir
         self.admin_key = admin_key
         self.models_file = workdir / "models.toml"
@@ -38,6 +43,7 @@ class LocalPlatform:
             "REDIS_URL": redis_url,
             "CHATBOT_REDIS_NAMESPACE": namespace,
             "CHATBOT_ADMIN_KEY": admin_key,
+            "CHATBOT_INTERNAL_SECRET": INTERNAL_SECRET,
             "CHATBOT_MODELS_FILE": str(self.models_file),
             "CHATBOT_LOG_LEVEL": "INFO",
             "CHATBOT_HEARTBEAT_S": "0.5",
@@ -56,7 +62,7 @@ class LocalPlatform:
     def start_gateway(self, name: str = "gateway") -> str:
         """Start a gateway and return its base URL once it answers."""
         port = free_port()
-        process = self._start(name, "gateway", {"CHATBOT_GATEWAY_PORT": str(port)})
+        process = self._start(name, "gateway", {"CHATBOT_GATEWAY_PORT": str(port), "CHATBOT_GATEWAY_METRICS_PORT": str(free_port())})
         url = f"http://127.0.0.1:{port}"
         process.wait_http(f"{url}/healthz")
         return url
@@ -64,7 +70,7 @@ class LocalPlatform:
     def start_conversation(self, name: str = "conversation", **extra: str) -> str:
         """Start the conversation service (SQLite in the work dir unless told otherwise); gateways started later use it."""
         port = free_port()
-        env = {"CHATBOT_CONVERSATION_PORT": str(port), **extra}
+        env = {"CHATBOT_CONVERSATION_PORT": str(port), "CHATBOT_CONVERSATION_METRICS_PORT": str(free_port()), **extra}
         process = self._start(name, "conversation", env)
         url = f"http://127.0.0.1:{port}"
         process.wait_http(f"{url}/readyz")
@@ -74,7 +80,10 @@ class LocalPlatform:
     def start_log_collector(self, name: str = "log-collector", **extra: str) -> str:
         """Start the log collector; gateways started later use it for the usage API."""
         port = free_port()
-        process = self._start(name, "log-collector", {"CHATBOT_LOG_COLLECTOR_PORT": str(port), **extra})
+        metrics = str(free_port())
+        process = self._start(
+            name, "log-collector", {"CHATBOT_LOG_COLLECTOR_PORT": str(port), "CHATBOT_LOG_COLLECTOR_METRICS_PORT": metrics, **extra}
+        )
         url = f"http://127.0.0.1:{port}"
         process.wait_http(f"{url}/readyz")
         self.env["CHATBOT_LOG_COLLECTOR_URL"] = url
@@ -82,6 +91,17 @@ class LocalPlatform:
 
     def start_worker(self, name: str = "worker", **extra: str) -> ServiceProcess:
         return self._start(name, "inference", {"CHATBOT_WORKER_NAME": name, "CHATBOT_METRICS_PORT": str(free_port()), **extra})
+
+    def metrics_url(self, service: str) -> str:
+        """Where the first process of `service` (gateway, conversation, log-collector, inference) serves its metrics."""
+        process = next(p for p in self.processes if p.service == service)
+        variable = {
+            "gateway": "CHATBOT_GATEWAY_METRICS_PORT",
+            "conversation": "CHATBOT_CONVERSATION_METRICS_PORT",
+            "log-collector": "CHATBOT_LOG_COLLECTOR_METRICS_PORT",
+            "inference": "CHATBOT_METRICS_PORT",
+        }[service]
+        return f"http://127.0.0.1:{process.env[variable]}/metrics"
 
     def wait_ready(self, gateway_url: str, timeout_s: float = 30.0) -> None:
         """Wait until the gateway sees Redis and a live worker; fail at once if a process died."""

@@ -26,18 +26,23 @@ DATA_DIR = Path(".data")
 MAX_BACKOFF_S = 30.0
 
 
-def admin_key(environ: dict[str, str]) -> str:
-    """`CHATBOT_ADMIN_KEY`, or a key generated once into `.data/admin-key` and reused."""
-    if key := environ.get("CHATBOT_ADMIN_KEY"):
-        return key
-    path = DATA_DIR / "admin-key"
+def generated_secret(environ: dict[str, str], variable: str, file: str, prefix: str = "") -> str:
+    """The secret `variable` names, or one generated once into `.data/<file>` (readable by this user only) and reused."""
+    if value := environ.get(variable):
+        return value
+    path = DATA_DIR / file
     if path.exists():
         return path.read_text().strip()
     DATA_DIR.mkdir(exist_ok=True)
-    key = "sk-chatbot-" + secrets.token_urlsafe(24)
+    value = prefix + secrets.token_urlsafe(32)
     path.touch(mode=0o600)
-    path.write_text(key + "\n")
-    return key
+    path.write_text(value + "\n")
+    return value
+
+
+def admin_key(environ: dict[str, str]) -> str:
+    """`CHATBOT_ADMIN_KEY`, or a key generated once into `.data/admin-key` and reused."""
+    return generated_secret(environ, "CHATBOT_ADMIN_KEY", "admin-key", "sk-chatbot-")
 
 
 def prepare_models(environ: dict[str, str]) -> Path:
@@ -134,6 +139,7 @@ def main() -> None:
                 **environ,
                 "REDIS_URL": redis_url,
                 "CHATBOT_ADMIN_KEY": key,
+                "CHATBOT_INTERNAL_SECRET": generated_secret(environ, "CHATBOT_INTERNAL_SECRET", "internal-secret"),
                 "CHATBOT_MODELS_FILE": str(models_file),
             }
             processes = [
@@ -144,7 +150,7 @@ def main() -> None:
                     ServiceProcess(
                         f"inference-{i}",
                         "inference",
-                        {**env, "CHATBOT_WORKER_NAME": f"{socket.gethostname()}-worker-{i}", "CHATBOT_METRICS_PORT": str(9100 + i)},
+                        {**env, "CHATBOT_WORKER_NAME": f"{socket.gethostname()}-worker-{i}", "CHATBOT_METRICS_PORT": str(9110 + i)},
                     )
                     for i in range(1, workers + 1)
                 ),

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import cast
 
 import structlog
 from faststream.redis.message import RedisStreamMessage
 from litestar import Litestar, Response, get
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from litestar.types import Middleware
+from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy.exc import SQLAlchemyError
 
 from chatbot_contracts import CONVERSATION_GROUP, Keys, Registry
@@ -22,17 +25,21 @@ from chatbot_contracts.consumers import (
 )
 from chatbot_contracts.database import query_histogram, time_queries
 from chatbot_contracts.redis import connect
+from chatbot_contracts.signing import PROBES, SeenNonces, Verifier, signed_only
 
 from .api import ROUTES, handle_error
 from .cache import TreeCache
 from .db.engine import Database
 from .errors import ConversationError
 from .events import EventApplier, TitleQueue
+from .importers import ImportLimits
 from .service import ConversationService
 from .settings import Settings
 
 log = structlog.get_logger()
 
+IMPORTS_AT_ONCE = 2
+"""Imports parsed at once by one replica (each on a worker thread); more wait their turn."""
 EVENTS_BATCH = 100
 """Entries of `inference.events` read (and acknowledged) at once."""
 EVENTS_GATHER_S = 0.05
@@ -60,6 +67,7 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
         share_base_url=settings.store.public_url,
         default_model=settings.store.default_model or None,
     )
+    verifier = Verifier(settings.signing.internal_secret, SeenNonces(redis, keys.internal_nonce_prefix))
     applier = EventApplier(service, settings.store.title_model or None, TitleQueue(redis, keys))
 
     async def on_batch(message: RedisStreamMessage) -> None:
@@ -85,10 +93,6 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
             return Response({"status": "ready"})
         return Response({"status": "not_ready", "error": "Redis is unreachable"}, status_code=503)
 
-    @get("/metrics", sync_to_thread=False)
-    def prometheus() -> Response[bytes]:
-        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
-
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         await db.migrate()
@@ -100,7 +104,10 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
             await redis.aclose()
 
     app = Litestar(
-        route_handlers=[healthz, readyz, prometheus, *ROUTES],
+        route_handlers=[healthz, readyz, *ROUTES],
+        # A plain ASGI middleware, typed without Litestar's scope types (contracts know no framework).
+        middleware=[cast("Middleware", signed_only(verifier, PROBES, settings.store.max_body_bytes))],
+        request_max_body_size=settings.store.max_body_bytes,
         lifespan=[lifespan],
         exception_handlers={ConversationError: handle_error},
         logging_config=None,
@@ -108,5 +115,11 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
     )
     app.state.applier = applier
     app.state.service = service
+    app.state.import_limits = ImportLimits(
+        max_message_chars=settings.store.max_message_chars,
+        max_messages=settings.store.max_import_messages,
+        time_s=settings.store.import_time_s,
+    )
+    app.state.import_slots = asyncio.Semaphore(IMPORTS_AT_ONCE)
     app.state.metrics = metrics
     return app

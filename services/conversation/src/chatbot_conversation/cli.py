@@ -6,7 +6,7 @@ import uvicorn
 
 from chatbot_contracts import Registry
 from chatbot_contracts.heap import settle_heap
-from chatbot_contracts.observability import configure_logging
+from chatbot_contracts.observability import configure_logging, serve_metrics
 from chatbot_contracts.settings import or_exit
 from chatbot_contracts.tracing import configure_tracing
 
@@ -20,6 +20,7 @@ def main() -> None:
     configure_tracing("conversation")
     registry = or_exit(lambda: Registry.load(settings.store.models_file), "chatbot-conversation")
     app = create_app(settings, registry)
+    serve_metrics(app.state.metrics, settings.metrics.metrics_host, settings.server.conversation_metrics_port)
     settle_heap()
     uvicorn.run(
         app,

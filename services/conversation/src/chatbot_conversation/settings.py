@@ -7,8 +7,10 @@ import socket
 
 import msgspec
 
+from chatbot_contracts.observability import MetricsSettings
 from chatbot_contracts.redis import RedisSettings
 from chatbot_contracts.settings import from_env
+from chatbot_contracts.signing import SigningSettings, check_secret
 
 
 class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
@@ -17,7 +19,9 @@ class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
     conversation_host: str = "127.0.0.1"
     """`CHATBOT_CONVERSATION_HOST`: the address to listen on."""
     conversation_port: int = 8001
-    """`CHATBOT_CONVERSATION_PORT`: the port of the internal API."""
+    """`CHATBOT_CONVERSATION_PORT`: the port of the internal API (only the gateway's signed calls are answered)."""
+    conversation_metrics_port: int = 9102
+    """`CHATBOT_CONVERSATION_METRICS_PORT`: where Prometheus `/metrics` is served, apart from the API (0: nowhere)."""
     consumer_name: str = ""
     """`CHATBOT_CONSUMER_NAME`: this replica's name in its consumer group (default: host-pid)."""
     log_level: str = "INFO"
@@ -40,7 +44,13 @@ class StoreSettings(msgspec.Struct, kw_only=True, frozen=True):
     models_file: str = "config/models.toml"
     """`CHATBOT_MODELS_FILE`: the model registry (context windows for trimming, the default model)."""
     max_message_chars: int = 200_000
-    """`CHATBOT_MAX_MESSAGE_CHARS`: longer messages are refused with 413."""
+    """`CHATBOT_MAX_MESSAGE_CHARS`: longer messages are refused with 413 (imported ones too)."""
+    max_import_messages: int = 50_000
+    """`CHATBOT_MAX_IMPORT_MESSAGES`: an import holding more messages (ChatGPT: nodes) is refused with 413."""
+    import_time_s: float = 10.0
+    """`CHATBOT_IMPORT_TIME_S`: an import whose reading takes longer is refused with 413."""
+    max_body_bytes: int = 4_000_000
+    """`CHATBOT_MAX_BODY_BYTES`: larger request bodies are refused with 413 (the gateway's bound, by default)."""
     default_model: str = ""
     """`CHATBOT_DEFAULT_MODEL`: the alias a conversation uses when neither it nor the turn names one (default: the registry's first)."""
     title_model: str = ""
@@ -53,11 +63,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     server: ServerSettings
     store: StoreSettings
     redis: RedisSettings
+    metrics: MetricsSettings
+    signing: SigningSettings
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        return cls(
+        settings = cls(
             server=from_env(ServerSettings, environ=environ),
             store=from_env(StoreSettings, environ=environ),
             redis=from_env(RedisSettings, environ=environ),
+            metrics=from_env(MetricsSettings, environ=environ),
+            signing=from_env(SigningSettings, environ=environ),
         )
+        check_secret(settings.signing.internal_secret)
+        return settings

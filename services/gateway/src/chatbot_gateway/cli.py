@@ -9,7 +9,7 @@ import uvicorn
 
 from chatbot_contracts import Registry
 from chatbot_contracts.heap import settle_heap
-from chatbot_contracts.observability import configure_logging
+from chatbot_contracts.observability import configure_logging, serve_metrics
 from chatbot_contracts.settings import or_exit
 from chatbot_contracts.tracing import configure_tracing
 
@@ -25,6 +25,7 @@ def main() -> None:
     configure_tracing("gateway")
     registry = or_exit(lambda: Registry.load(settings.chat.models_file), "chatbot-gateway")
     app = create_app(settings, registry, web_dist=Path(settings.server.web_dist))
+    serve_metrics(app.state.metrics.registry, settings.metrics.metrics_host, settings.server.gateway_metrics_port)
     settle_heap()
     log.info("gateway.starting", host=settings.server.gateway_host, port=settings.server.gateway_port, models=len(registry.models))
     uvicorn.run(

@@ -1,15 +1,11 @@
-"""The gateway's Prometheus metrics, at `/metrics`. Labels are low-cardinality: route templates, never ids or keys."""
+"""The gateway's Prometheus metrics, served on a port of their own (`CHATBOT_GATEWAY_METRICS_PORT`). Labels are low-cardinality: route templates, never ids or keys."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from litestar import Response, get
-from litestar.datastructures import State
 from litestar.types import HTTPResponseStartEvent, Scope
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-
-from .auth import PUBLIC
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class GatewayMetrics:
@@ -37,8 +33,3 @@ class GatewayMetrics:
         handler: Any = scope.get("route_handler")
         route = next(iter(handler.paths)) if handler is not None and getattr(handler, "paths", None) else "unmatched"
         self.requests.labels(route, scope.get("method", ""), str(message["status"])).inc()
-
-
-@get("/metrics", opt=PUBLIC, include_in_schema=False, sync_to_thread=False)
-def prometheus(state: State) -> Response[bytes]:
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

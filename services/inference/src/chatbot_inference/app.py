@@ -22,10 +22,10 @@ import structlog
 from faststream import AckPolicy
 from faststream.redis import StreamSub
 from faststream.redis.message import RedisStreamMessage
-from prometheus_client import start_http_server
 
 from chatbot_contracts import DATA_FIELD_BYTES, INFERENCE_GROUP, Keys, Registry, chat_request_decoder
 from chatbot_contracts.consumers import consumer_broker, ensure_groups, keep_consuming, read_only_what_fits, the_message
+from chatbot_contracts.observability import serve_metrics
 from chatbot_contracts.redis import connect
 from chatbot_contracts.registry import RegistryWatcher
 
@@ -110,8 +110,7 @@ class WorkerApp:
             watcher.listen_for_sighup()
             tasks.append(asyncio.create_task(watcher.run()))
         tasks.append(asyncio.create_task(keep_consuming(self.redis, groups, [self.reader, self.claimer], self.stopping)))
-        if self.settings.worker.metrics_port:
-            start_http_server(self.settings.worker.metrics_port, addr="0.0.0.0", registry=self.worker.metrics.registry)
+        serve_metrics(self.worker.metrics.registry, self.settings.metrics.metrics_host, self.settings.worker.metrics_port)
         log.info(
             "worker.started",
             consumer=self.name,

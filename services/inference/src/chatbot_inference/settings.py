@@ -7,6 +7,7 @@ import socket
 
 import msgspec
 
+from chatbot_contracts.observability import MetricsSettings
 from chatbot_contracts.redis import RedisSettings
 from chatbot_contracts.settings import from_env
 
@@ -69,6 +70,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     worker: WorkerSettings
     providers: ProviderSettings
     redis: RedisSettings
+    metrics: MetricsSettings
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -76,4 +78,5 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             worker=from_env(WorkerSettings, environ=environ),
             providers=from_env(ProviderSettings, environ=environ),
             redis=from_env(RedisSettings, environ=environ),
+            metrics=from_env(MetricsSettings, environ=environ),
         )

@@ -30,6 +30,8 @@ from .store import EXPORTED, GRANULARITY_S, MAX_BUCKETS, EventStore, UsageGroup,
 from .table import DURATION_BUCKETS, TTFT_BUCKETS
 
 DAY_S = 86_400
+LAST_INSTANT_S = 253_402_300_799
+"""9999-12-31T23:59:59Z: the last instant a time may name."""
 From = Annotated[str | None, QueryParameter(name="from", description="ISO 8601 time or Unix seconds (default: `to` minus a day)")]
 To = Annotated[str | None, QueryParameter(name="to", description="ISO 8601 time or Unix seconds, exclusive (default: now)")]
 
@@ -55,18 +57,20 @@ def _scope(request: Request[Any, Any, Any], owner: str | None) -> str | None:
 
 
 def _instant(value: str | None, name: str, default: int) -> int:
-    """Seconds since the epoch from ISO 8601 (UTC when it names no zone) or a number of seconds."""
+    """Seconds since the epoch from ISO 8601 (UTC when it names no zone) or a number of seconds, within 1970-9999."""
     if value is None or not value.strip():
         return default
     try:
-        return int(float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(400, f"`{name}`={value!r} is neither an ISO 8601 time nor Unix seconds", "invalid_time") from None
-    return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp())
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(400, f"`{name}`={value[:64]!r} is neither an ISO 8601 time nor Unix seconds", "invalid_time") from None
+        seconds = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    if not 0 <= seconds <= LAST_INSTANT_S:  # also false for nan
+        raise UsageError(400, f"`{name}`={value[:64]!r} is not a time between 1970 and 9999", "invalid_time")
+    return int(seconds)
 
 
 def _range(start: str | None, end: str | None, granularity: str | None = None) -> tuple[int, int]:

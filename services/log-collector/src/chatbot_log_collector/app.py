@@ -13,13 +13,15 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from typing import cast
 
 import redis.asyncio as aioredis
 import redis.exceptions
 import structlog
 from faststream.redis.message import RedisStreamMessage
 from litestar import Litestar, Response, get
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from litestar.types import Middleware
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy.exc import SQLAlchemyError
 
 from chatbot_contracts import LOG_COLLECTOR_GROUP, AnyInferenceEvent, Keys
@@ -32,6 +34,7 @@ from chatbot_contracts.consumers import (
 )
 from chatbot_contracts.database import query_histogram, time_queries
 from chatbot_contracts.redis import connect
+from chatbot_contracts.signing import PROBES, SeenNonces, Verifier, signed_only
 
 from .api import ROUTES, UsageError, handle_error
 from .events import EventCounter
@@ -102,6 +105,10 @@ class Collector:
                 await asyncio.wait_for(stopping.wait(), RETENTION_EVERY_S)
 
 
+MAX_BODY_BYTES = 65_536
+"""The collector's API takes queries, not bodies."""
+
+
 def create_app(settings: Settings) -> Litestar:
     keys = Keys(settings.redis.redis_namespace)
     broker = consumer_broker(settings.redis.url, settings.redis.redis_connect_timeout_s)
@@ -109,6 +116,8 @@ def create_app(settings: Settings) -> Litestar:
     store = EventStore(settings.store.log_database_url)
     time_queries(store.engine, query_histogram(metrics))
     collector = Collector(store, metrics)
+    redis = connect(settings.redis)
+    verifier = Verifier(settings.signing.internal_secret, SeenNonces(redis, keys.internal_nonce_prefix))
 
     async def on_batch(message: RedisStreamMessage) -> None:
         await collector.store_batch(inference_events_of(message.raw_message))
@@ -128,14 +137,9 @@ def create_app(settings: Settings) -> Litestar:
             return Response({"status": "ready"})
         return Response({"status": "not_ready", "error": "Redis is unreachable"}, status_code=503)
 
-    @get("/metrics", sync_to_thread=False)
-    def prometheus() -> Response[bytes]:
-        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
-
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         await store.migrate()
-        redis = connect(settings.redis)
         stopping = asyncio.Event()
         streams = {keys.chat_requests: "chat.requests", keys.inference_events: "inference.events"}
         jobs = [
@@ -154,7 +158,9 @@ def create_app(settings: Settings) -> Litestar:
             await store.close()
 
     app = Litestar(
-        route_handlers=[healthz, readyz, prometheus, *ROUTES],
+        route_handlers=[healthz, readyz, *ROUTES],
+        # A plain ASGI middleware, typed without Litestar's scope types (contracts know no framework).
+        middleware=[cast("Middleware", signed_only(verifier, PROBES, MAX_BODY_BYTES))],
         lifespan=[lifespan],
         exception_handlers={UsageError: handle_error},
         logging_config=None,

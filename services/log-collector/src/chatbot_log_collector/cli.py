@@ -5,7 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from chatbot_contracts.heap import settle_heap
-from chatbot_contracts.observability import configure_logging
+from chatbot_contracts.observability import configure_logging, serve_metrics
 from chatbot_contracts.settings import or_exit
 from chatbot_contracts.tracing import configure_tracing
 
@@ -18,6 +18,7 @@ def main() -> None:
     configure_logging("log-collector", settings.server.log_level)
     configure_tracing("log-collector")
     app = create_app(settings)
+    serve_metrics(app.state.metrics, settings.metrics.metrics_host, settings.server.log_collector_metrics_port)
     settle_heap()
     uvicorn.run(
         app,

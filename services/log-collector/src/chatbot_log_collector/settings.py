@@ -7,8 +7,10 @@ import socket
 
 import msgspec
 
+from chatbot_contracts.observability import MetricsSettings
 from chatbot_contracts.redis import RedisSettings
 from chatbot_contracts.settings import from_env
+from chatbot_contracts.signing import SigningSettings, check_secret
 
 
 class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
@@ -17,7 +19,9 @@ class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
     log_collector_host: str = "127.0.0.1"
     """`CHATBOT_LOG_COLLECTOR_HOST`: the address to listen on."""
     log_collector_port: int = 8002
-    """`CHATBOT_LOG_COLLECTOR_PORT`: the port of the internal API."""
+    """`CHATBOT_LOG_COLLECTOR_PORT`: the port of the internal API (only the gateway's signed calls are answered)."""
+    log_collector_metrics_port: int = 9103
+    """`CHATBOT_LOG_COLLECTOR_METRICS_PORT`: where Prometheus `/metrics` is served, apart from the API (0: nowhere)."""
     consumer_name: str = ""
     """`CHATBOT_CONSUMER_NAME`: this replica's name in its consumer group (default: host-pid)."""
     log_level: str = "INFO"
@@ -49,11 +53,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     server: ServerSettings
     store: StoreSettings
     redis: RedisSettings
+    metrics: MetricsSettings
+    signing: SigningSettings
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        return cls(
+        settings = cls(
             server=from_env(ServerSettings, environ=environ),
             store=from_env(StoreSettings, environ=environ),
             redis=from_env(RedisSettings, environ=environ),
+            metrics=from_env(MetricsSettings, environ=environ),
+            signing=from_env(SigningSettings, environ=environ),
         )
+        check_secret(settings.signing.internal_secret)
+        return settings

@@ -8,6 +8,8 @@ from typing import Any
 import httpx
 import msgspec
 
+from chatbot_contracts.signing import Signer
+
 from ..auth import Principal
 from ..errors import GatewayError, NotFound, Unavailable
 
@@ -30,24 +32,26 @@ class ServiceError(GatewayError):
 class ServiceClient:
     """Calls `/internal/v1/...` of one service as a principal; a service that is down is a clear 503."""
 
-    def __init__(self, base_url: str, service: str, unavailable: str, code: str) -> None:
+    def __init__(self, base_url: str, service: str, unavailable: str, code: str, signer: Signer) -> None:
         self._http = httpx.AsyncClient(base_url=base_url.rstrip("/") + "/internal/v1", timeout=httpx.Timeout(30.0, connect=2.0))
+        self._signer = signer
         self._service = service
         self._unavailable = unavailable
         """What stops working while the service is away (said in the 503)."""
         self._code = code
 
     def _request(self, who: Principal | None, method: str, path: str, body: bytes | None, params: dict[str, Any] | None) -> httpx.Request:
-        headers = {"content-type": "application/json"}
-        if who is not None:
-            headers["x-chatbot-owner"] = who.owner
-            if who.is_admin:
-                headers["x-chatbot-admin"] = "1"
         if not _SAFE_PATH.fullmatch(path):
             # Ids are ours (hex, url-safe tokens): anything else names nothing that exists.
             raise NotFound(f"no such resource {path!r}")
         query = {k: v for k, v in (params or {}).items() if v is not None}
-        return self._http.build_request(method, path, content=body, params=query, headers=headers)
+        request = self._http.build_request(method, path, content=body, params=query, headers={"content-type": "application/json"})
+        # The signature covers the path and query exactly as they go out, and the caller's identity.
+        raw_path, _, raw_query = request.url.raw_path.decode("ascii").partition("?")
+        request.headers.update(
+            self._signer.headers(method, raw_path, raw_query, body or b"", who.owner if who else None, bool(who and who.is_admin))
+        )
+        return request
 
     def _down(self, exc: httpx.HTTPError) -> Unavailable:
         return Unavailable(
