@@ -163,19 +163,24 @@ def test_tokens_are_reserved_from_max_tokens_and_settled_from_usage(gateways: tu
 
 def test_a_key_past_its_budget_gets_a_429_that_says_so(gateways: tuple[LocalPlatform, str, str]) -> None:
     platform, first, second = gateways
-    created = make_key(first, platform.admin_key, owner="frank", budget_usd=0.005, budget_period="day")
-    assert (created["budget_usd"], created["budget_period"]) == (0.005, "day")
+    created = make_key(first, platform.admin_key, owner="frank", budget_usd=0.02, budget_period="day")
+    assert (created["budget_usd"], created["budget_period"]) == (0.02, "day")
     http = client(first, created["key"])
+    # At $1,000 per million input tokens: at most (14 bytes + 4) tokens reserved, $0.018; the fake counts 3 + 3, $0.006.
     assert (
         http.post("/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "spend a little"}]}).status_code
         == 200
     )
-    time.sleep(0.3)  # the worker adds the cost when the answer ends
+    time.sleep(0.3)  # the worker settles the reservation with the real cost when the answer ends
     refused = client(second, created["key"]).post(
-        "/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "more"}]}
+        "/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "a question of twenty"}]}
     )
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
-    assert "budget of $0.005 per day is spent" in refused.json()["error"]["message"]
+    assert "budget of $0.02 per day cannot cover this request ($0.0060 spent or reserved" in refused.json()["error"]["message"]
+    smaller = client(second, created["key"]).post(
+        "/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "more"}]}
+    )
+    assert smaller.status_code == 200, "what the rest of the budget covers still runs"
 
 
 def test_an_owners_limit_holds_over_all_its_keys(gateways: tuple[LocalPlatform, str, str]) -> None:

@@ -23,11 +23,14 @@ async def test_a_model_titles_the_conversation_after_its_first_exchange(service:
     )
     assert (await service.get(ALICE, made.id)).title == "how do I keep basil alive on a…", "the first eight words"
     base = {"request_id": "r1", "model": "fast", "conversation_id": made.id}
-    await applier.apply(
-        Completed(**base, message_id=turn.assistant_message_id, at=1.0, text="More light, less water.", finish_reason="stop")
-    )
+    answered = Completed(
+        **base, message_id=turn.assistant_message_id, at=1.0, text="More light, less water.", finish_reason="stop",
+        key_id="alices-key", budget_period="day",
+    )  # fmt: skip
+    await applier.apply(answered)
     [request] = asked
     assert (request.purpose, request.model, request.conversation_id, request.owner) == ("title", "fast", made.id, "alice")
+    assert (request.key_id, request.budget_period) == ("alices-key", "day"), "charged to the key that made the turn, and its budget"
     assert "basil" in request.messages[-1].content and "More light" in request.messages[-1].content
     await applier.apply(
         Completed(**{**base, "request_id": request.request_id}, purpose="title", at=2.0, text='"Winter Basil Care"\n', finish_reason="stop")

@@ -79,5 +79,9 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     """The owner's tokens-per-minute limit (over all its keys), when it has one."""
     budget_period: str | None = None
     """Set when the key has a spend budget: the worker adds the cost to the key's spend for this period."""
+    budget_label: str | None = None
+    """The budget period (`2026-12-01`, `2026-W49`, `2026-12`) the gateway reserved `budget_reserved_usd` from at admission."""
+    budget_reserved_usd: float = 0.0
+    """The worst case reserved at admission (input and `max_tokens` at the model's prices); the worker settles it with the real cost."""
     purpose: Literal["chat", "title"] = "chat"
     """`title`: the conversation service asked for a title, not the user for an answer."""

@@ -172,6 +172,8 @@ class Completed(Ended, tag="completed", frozen=True):
     usage: TokenUsage | None = None
     ttft_s: float | None = None
     duration_s: float = 0.0
+    budget_period: str | None = None
+    """The key's budget period, when it has a budget: follow-up work for this turn (its title) is charged to it too."""
 
 
 class Failed(Ended, tag="failed", frozen=True):

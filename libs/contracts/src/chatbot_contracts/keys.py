@@ -64,9 +64,14 @@ class Keys:
         scope = f".key.{key_id}" if key_id is not None else ""
         return f"{self.namespace}ratelimit.{{{owner}}}{scope}.{kind}"
 
-    def spend(self, key_id: str, period: str) -> str:
-        """What a key has spent (US dollars) in its current budget period (`day`, `week` or `month`)."""
-        return f"{self.namespace}spend.{{{key_id}}}.{period_label(period)}"
+    def spend(self, key_id: str, period: str, label: str | None = None) -> str:
+        """What a key has spent or reserved (US dollars) in its current budget period (`day`, `week` or `month`), or in
+        the period named by `label`."""
+        return f"{self.namespace}spend.{{{key_id}}}.{label or period_label(period)}"
+
+    def open_streams(self, key_id: str) -> str:
+        """Sorted set: the streams an API key has open on any gateway (a member per stream -> until when it may run)."""
+        return f"{self.namespace}chat.streams.{{{key_id}}}"
 
     def inflight(self, key_id: str) -> str:
         """Sorted set: the requests an API key has running (request id -> deadline)."""
@@ -83,6 +88,15 @@ class Keys:
     def attempts(self, request_id: str) -> str:
         """How many times a worker has started the request (a claim after a crash starts it again)."""
         return f"{self.namespace}chat.attempts.{{{request_id}}}"
+
+    @property
+    def internal_nonce_prefix(self) -> str:
+        """Prefix of the nonces of signed internal calls already taken (`internal.nonce.<nonce>`, a minute each)."""
+        return f"{self.namespace}internal.nonce."
+
+    def auth_failures(self, address: str) -> str:
+        """Unknown API keys a client address presented this minute."""
+        return f"{self.namespace}authfail.{{{address}}}"
 
     def gateway_wake(self, gateway: str) -> str:
         """A gateway's own stream, written to interrupt its blocking read when it has a new stream to follow."""

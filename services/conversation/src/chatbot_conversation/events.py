@@ -53,7 +53,7 @@ class EventApplier:
                     message_id, status="complete", text=event.text, model=event.model, usage=event.usage, error=None
                 )
                 if answered is not None:
-                    await self._maybe_title(answered)
+                    await self._maybe_title(answered, event)
             case Cancelled(message_id=str(message_id)):
                 await self.service.finish_answer(
                     message_id, status="cancelled", text=event.text, model=event.model, usage=event.usage, error=None
@@ -65,7 +65,8 @@ class EventApplier:
             case _:
                 return
 
-    async def _maybe_title(self, conversation_id: str) -> None:
+    async def _maybe_title(self, conversation_id: str, turn: Completed) -> None:
+        """Ask for a title after the first exchange, as the key that made the turn: charged to its usage and budget."""
         if not self.title_model or self.enqueue is None:
             return
         exchange = await self.service.first_exchange(conversation_id)
@@ -82,7 +83,8 @@ class EventApplier:
             ],
             params=GenerationParams(max_tokens=24, temperature=0.2),
             owner=owner,
-            key_id="conversation-service",
+            key_id=turn.key_id or "conversation-service",
+            budget_period=turn.budget_period,
             enqueued_at=now,
             deadline=now + 120,
             conversation_id=conversation_id,

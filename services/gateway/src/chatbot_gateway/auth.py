@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import msgspec
+import redis.asyncio as aioredis
 from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
-from .errors import Unauthorized
+from chatbot_contracts import Keys
+
+from .errors import TooManyFailures, Unauthorized
 
 PUBLIC = {"exclude_from_auth": True}
 """Route `opt` of the public routes (health checks, the schema, the web UI); every other route needs a key."""
@@ -27,6 +32,10 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     owner_rpm: int | None = None
     """The owner's requests per minute over all its keys."""
     owner_tpm: int | None = None
+    max_running: int | None = None
+    """Requests the key may have running at once (None: the gateway's default)."""
+    max_streams: int | None = None
+    """Streams the key may have open at once, over every gateway (None: the gateway's default)."""
 
     def may_use(self, alias: str) -> bool:
         return self.models is None or alias in self.models
@@ -40,12 +49,66 @@ def presented_key(connection: ASGIConnection) -> str | None:  # type: ignore[typ
     return connection.headers.get("x-api-key") or None
 
 
+def client_address(connection: ASGIConnection, trusted_header: str) -> str:  # type: ignore[type-arg]
+    """The caller's address: the last hop a trusted proxy wrote into `trusted_header` when one is configured, else the peer's."""
+    if trusted_header and (forwarded := connection.headers.get(trusted_header)):
+        return forwarded.rsplit(",", 1)[-1].strip()[:64]
+    return connection.client.host if connection.client else "unknown"
+
+
+class AuthFailures:
+    """Unknown keys presented per client address and minute, counted in Redis (every gateway replica together).
+
+    Past the bound an address gets 429 with Retry-After, and its unknown keys are no longer looked up.
+    """
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, per_minute: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._per_minute = per_minute
+
+    def _refusal(self) -> TooManyFailures:
+        retry = 60 - int(time.time()) % 60
+        return TooManyFailures(
+            f"too many requests with an invalid API key from this address (at most {self._per_minute} a minute); retry in {retry}s",
+            headers={"Retry-After": str(retry)},
+        )
+
+    async def check(self, address: str) -> None:
+        """Refuse an address already past its bound, before anything is looked up for it."""
+        if self._per_minute and int(await self._redis.get(self._keys.auth_failures(address)) or 0) >= self._per_minute:
+            raise self._refusal()
+
+    async def count(self, address: str) -> None:
+        """Count one failure; refuse with 429 (rather than 401) once past the bound."""
+        if not self._per_minute:
+            return
+        key = self._keys.auth_failures(address)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, 60, nx=True)
+        failures, _ = await pipe.execute()
+        if int(failures) > self._per_minute:
+            raise self._refusal()
+
+
 class KeyAuthMiddleware(AbstractAuthenticationMiddleware):
+    """Every route but the public ones needs a key. Cheap when it fails: the secret's form is checked and
+    misses are remembered before the database is asked, and each address may fail only so often."""
+
     async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:  # type: ignore[type-arg]
+        state = connection.app.state
         secret = presented_key(connection)
         if secret is None:
             raise Unauthorized("missing API key: send the header 'Authorization: Bearer <key>'")
-        principal = await connection.app.state.key_store.lookup(secret)
+        principal = state.key_store.known(secret)
+        if principal is not None and principal is not False:
+            return AuthenticationResult(user=principal, auth=principal.key_id)
+        address = client_address(connection, state.settings.auth.trusted_proxy_header)
+        if principal is False:
+            await state.auth_failures.check(address)
+            principal = await state.key_store.lookup(secret)
         if principal is None:
+            await state.auth_failures.count(address)
             raise Unauthorized("invalid API key")
         return AuthenticationResult(user=principal, auth=principal.key_id)

@@ -17,6 +17,7 @@ from chatbot_contracts.tracing import SpanKind, child_span, span_in, traceparent
 
 from .auth import Principal
 from .errors import BadRequest, Forbidden, ModelNotFound, Unprocessable, UpstreamFailure
+from .fairshare import budget_terms
 from .follower import KEEPALIVE, Batch
 from .ratelimit import reserve
 
@@ -110,7 +111,8 @@ async def start(
         raise BadRequest(problem[1], code="unsupported_parameter", param=problem[0])
     arrived = time.monotonic()
     principal = request.user
-    reserved = reserve(messages, min(params.max_tokens or spec.max_output_tokens, spec.max_output_tokens))
+    max_tokens = min(params.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
+    reserved = reserve(messages, max_tokens)
     rate_headers = await state.limits.take(principal, reserved)
     now = time.time()
     with enqueue_span(request, alias) as traceparent:
@@ -127,11 +129,11 @@ async def start(
             reserved_tokens=reserved if (principal.tpm or principal.owner_tpm) else 0,
             key_tpm=principal.tpm,
             owner_tpm=principal.owner_tpm,
-            budget_period=principal.budget_period if principal.budget_usd is not None else None,
+            **budget_terms(principal, spec, messages, max_tokens),
         )
-        await state.relay.submit(chat)
+        admission = await state.relay.submit(chat, principal)
     admitted_s = time.monotonic() - arrived
-    rest = state.relay.batches(chat.request_id, chat.deadline, keepalive_s=state.settings.chat.keepalive_s, enqueued_at=now)
+    rest = state.relay.batches(chat.request_id, chat.deadline, admission, keepalive_s=state.settings.chat.keepalive_s, enqueued_at=now)
     prelude: list[Batch] = []
     async for batch in rest:
         prelude.append(batch)

@@ -36,18 +36,10 @@ class KeyLimits:
         self._keys = keys
 
     async def take(self, who: Principal, tokens: int) -> dict[str, str]:
-        """Check the key's budget, then take one request and `tokens` from the key's buckets and its owner's.
+        """Take one request and `tokens` from the key's buckets and its owner's (the budget is reserved at admission).
 
         Returns the rate-limit headers (of the key's limits, else the owner's), or raises `RateLimited`.
         """
-        if who.budget_usd is not None and who.budget_period:
-            spent = float(await self._redis.get(self._keys.spend(who.key_id, who.budget_period)) or 0)
-            if spent >= who.budget_usd:
-                raise RateLimited(
-                    f"this key's budget of ${who.budget_usd:g} per {who.budget_period} is spent (${spent:.4f} so far); "
-                    f"it renews with the next {who.budget_period} (UTC)",
-                    code="budget_exceeded",
-                )
         pairs = []
         if who.rpm or who.tpm:
             pairs.append(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -25,7 +26,9 @@ from chatbot_contracts import (
     stream_event_decoder,
 )
 
-from .errors import Overloaded, TooManyInFlight
+from .auth import Principal
+from .errors import Overloaded
+from .fairshare import Admission, FairShare
 from .follower import Batch, Follower
 from .metrics import GatewayMetrics
 from .settings import ChatSettings
@@ -52,17 +55,6 @@ redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*', ARGV[4], ARGV[5])
 return 1
 """
 
-# KEYS: the key's running requests (member request id, score deadline). ARGV: request id, deadline, now, bound.
-# Returns -1 when the request is added, else how many already run (it is refused).
-_HOLD = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-local running = redis.call('ZCARD', KEYS[1])
-if running >= tonumber(ARGV[4]) then return running end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('EXPIREAT', KEYS[1], math.ceil(tonumber(ARGV[2])) + 60)
-return -1
-"""
-
 IDEMPOTENCY_TTL_S = 86_400
 _RESERVED = b"reserved"
 
@@ -82,7 +74,7 @@ class Relay:
         self._keys = keys
         self._settings = settings
         self._admit_sha: str | None = None
-        self._hold = redis.register_script(_HOLD)
+        self.share = FairShare(redis, keys, settings.max_inflight_per_key, settings.max_streams_per_key)
         self._background: set[asyncio.Task[None]] = set()
 
     async def queue_position(self) -> int:
@@ -117,28 +109,40 @@ class Relay:
                 headers={"Retry-After": str(self._settings.overload_retry_after_s)},
             )
 
-    async def submit(self, request: ChatRequest, prelude: Sequence[StreamEvent] = ()) -> None:
-        """Admit and enqueue a request for the inference workers, in one round trip (two with a per-key bound).
+    async def submit(self, request: ChatRequest, who: Principal, prelude: Sequence[StreamEvent] = ()) -> Admission:
+        """Admit and enqueue a request for the inference workers, in two round trips: the key's share, then the queue.
 
-        Raises `Overloaded` when the workers' queue is past its bound (nothing is enqueued) and
-        `TooManyInFlight` when the key has too many requests running. `prelude` events open the
-        request's own stream (the native API's `start` and `queued`). The owner is recorded for
-        longer than the stream lives, so an expired stream is told apart from one that never existed.
+        Raises `Overloaded` when the workers' queue is past its bound (nothing is enqueued), and what
+        `FairShare.admit` raises when the key has too many requests running or streams open, or too
+        little budget. `prelude` events open the request's own stream (the native API's `start` and
+        `queued`). The owner is recorded for longer than the stream lives, so an expired stream is
+        told apart from one that never existed. The admission's stream slot is the caller's to pass
+        to `batches`, which frees it when the stream ends.
         """
         self.ensure_capacity()
         settings = self._settings
-        if settings.max_inflight_per_key:
-            running = int(
-                await self._hold(
-                    keys=[self._keys.inflight(request.key_id)],
-                    args=[request.request_id, request.deadline, time.time(), settings.max_inflight_per_key],
-                )
+        admission = await self.share.admit(who, until=request.deadline, request=request)
+        try:
+            admitted = await self._enqueue(request, prelude)
+        except BaseException:
+            await self.share.undo(admission)
+            raise
+        if isinstance(admitted, int) and admitted < 0:
+            await self.share.undo(admission)
+            raise Overloaded(
+                f"the inference workers are behind (more than {settings.max_queue_lag} requests waiting, or {settings.max_queue_pending} running); try again shortly",
+                headers={"Retry-After": str(settings.overload_retry_after_s)},
             )
-            if running >= 0:
-                raise TooManyInFlight(
-                    f"this key already has {running} requests running (at most {settings.max_inflight_per_key}); wait for one to finish",
-                    headers={"Retry-After": "1"},
-                )
+        return admission
+
+    async def admit_stream(self, who: Principal, until: float) -> Admission:
+        """A stream slot for following a request already running (a resume, an Idempotency-Key replay): the
+        gateway's bound and the key's, as for a new request."""
+        self.ensure_capacity()
+        return await self.share.admit(who, until=until)
+
+    async def _enqueue(self, request: ChatRequest, prelude: Sequence[StreamEvent]) -> object:
+        settings = self._settings
         lifetime = int(request.deadline - request.enqueued_at) + settings.stream_ttl_s
         admit_args: list[str | bytes | int] = [
             INFERENCE_GROUP,
@@ -166,13 +170,7 @@ class Relay:
                 if not first_try:
                     raise
                 self._admit_sha = None
-        if isinstance(admitted, int) and admitted < 0:
-            if settings.max_inflight_per_key:
-                await self._redis.zrem(self._keys.inflight(request.key_id), request.request_id)
-            raise Overloaded(
-                f"the inference workers are behind (more than {settings.max_queue_lag} requests waiting, or {settings.max_queue_pending} running); try again shortly",
-                headers={"Retry-After": str(settings.overload_retry_after_s)},
-            )
+        return admitted
 
     async def _admit_digest(self) -> str:
         if self._admit_sha is None:
@@ -217,12 +215,21 @@ class Relay:
 
     def cancel_soon(self, request_id: str) -> None:
         """`cancel` from a place that cannot wait for it (a stream torn down by a client that left)."""
-        task = asyncio.get_running_loop().create_task(self.cancel(request_id))
+        self._in_background(self.cancel(request_id))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(_quietly(work))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def batches(
-        self, request_id: str, deadline: float, after: bytes = b"0-0", keepalive_s: float = 15.0, enqueued_at: float | None = None
+        self,
+        request_id: str,
+        deadline: float,
+        admission: Admission,
+        after: bytes = b"0-0",
+        keepalive_s: float = 15.0,
+        enqueued_at: float | None = None,
     ) -> AsyncIterator[Batch]:
         """The request's events from just after entry `after` to `done`, as the follower reads them, counted as a
         stream in flight.
@@ -230,7 +237,7 @@ class Relay:
         Each batch holds every event written since the previous one. Past the deadline the stream
         ends with an `error` and a `done` of the gateway's making. Given `enqueued_at` (the request
         was enqueued by this gateway just now), the time to its first token as the gateway sees it
-        is observed.
+        is observed. The stream's slot in its key's share (`admission`) is freed when it ends.
         """
         self._metrics.streams.inc()
         self.following += 1
@@ -248,3 +255,12 @@ class Relay:
             self._follower.forget(following)
             self._metrics.streams.dec()
             self.following -= 1
+            self._in_background(self.share.release_stream(admission))
+
+
+async def _quietly(work: Coroutine[Any, Any, None]) -> None:
+    """Background Redis work whose failure only costs a slot until its expiry: logged, never raised into nobody's hands."""
+    try:
+        await work
+    except (redis.exceptions.RedisError, OSError) as exc:
+        log.warning("relay.background_failed", error=type(exc).__name__)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import msgspec
 
+from chatbot_contracts.observability import MetricsSettings
 from chatbot_contracts.redis import RedisSettings
 from chatbot_contracts.settings import from_env
+from chatbot_contracts.signing import SigningSettings, check_secret
+
+MIN_ADMIN_KEY_CHARS = 24
 
 
 class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
@@ -15,6 +19,8 @@ class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_GATEWAY_HOST`: the address to listen on (`0.0.0.0` in containers)."""
     gateway_port: int = 8000
     """`CHATBOT_GATEWAY_PORT`: the port to listen on."""
+    gateway_metrics_port: int = 9100
+    """`CHATBOT_GATEWAY_METRICS_PORT`: where Prometheus `/metrics` is served, apart from the API (0: nowhere)."""
     max_body_bytes: int = 4_000_000
     """`CHATBOT_MAX_BODY_BYTES`: larger request bodies are refused with 413."""
     max_url_bytes: int = 8192
@@ -38,6 +44,11 @@ class AuthSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_ADMIN_KEY`: the bootstrap admin's API key (required)."""
     database_url: str = "sqlite:///.data/conversations.db"
     """`CHATBOT_DATABASE_URL`: where API keys are kept (hashed); the same database as the conversations by default."""
+    auth_failures_per_minute: int = 30
+    """`CHATBOT_AUTH_FAILURES_PER_MINUTE`: invalid keys one client address may present a minute; past it, 429 (0: no bound)."""
+    trusted_proxy_header: str = ""
+    """`CHATBOT_TRUSTED_PROXY_HEADER`: a header the proxy in front writes the client's address into (e.g. `x-forwarded-for`;
+    its last entry is taken). Unset: the peer's address. Set it only behind a proxy that overwrites it."""
 
 
 class ChatSettings(msgspec.Struct, kw_only=True, frozen=True):
@@ -65,8 +76,12 @@ class ChatSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_MAX_QUEUE_PENDING`: requests being generated beyond which new ones get 503."""
     overload_retry_after_s: int = 2
     """`CHATBOT_OVERLOAD_RETRY_AFTER_S`: the Retry-After of an overload 503."""
-    max_inflight_per_key: int = 0
-    """`CHATBOT_MAX_INFLIGHT_PER_KEY`: requests one key may have running at once (0: no bound); past it, 429."""
+    max_inflight_per_key: int = 64
+    """`CHATBOT_MAX_INFLIGHT_PER_KEY`: requests one key may have running at once, over every gateway (an admin may set
+    another bound per key; 0: no bound); past it, 429."""
+    max_streams_per_key: int = 256
+    """`CHATBOT_MAX_STREAMS_PER_KEY`: streams one key may have open at once, over every gateway (new, resumed and
+    replayed alike; an admin may set another bound per key; 0: no bound); past it, 429."""
     redis_outage_s: float = 10.0
     """`CHATBOT_REDIS_OUTAGE_S`: how long a stream waits for Redis to come back before ending with an error."""
     max_streams: int = 10_000
@@ -86,6 +101,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     auth: AuthSettings
     chat: ChatSettings
     redis: RedisSettings
+    metrics: MetricsSettings
+    signing: SigningSettings
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -94,7 +111,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             auth=from_env(AuthSettings, environ=environ),
             chat=from_env(ChatSettings, environ=environ),
             redis=from_env(RedisSettings, environ=environ),
+            metrics=from_env(MetricsSettings, environ=environ),
+            signing=from_env(SigningSettings, environ=environ),
         )
-        if not settings.auth.admin_key:
-            raise ValueError("CHATBOT_ADMIN_KEY is not set: the gateway needs an admin API key")
+        check_secret(settings.signing.internal_secret)
+        if len(settings.auth.admin_key) < MIN_ADMIN_KEY_CHARS:
+            raise ValueError(
+                f"CHATBOT_ADMIN_KEY must be set to at least {MIN_ADMIN_KEY_CHARS} characters: the gateway needs an admin API key hard to guess"
+            )
         return settings

@@ -49,6 +49,7 @@ from chatbot_contracts.tracing import SpanKind, child_span, span_in, traceparent
 from .limits import ModelLimits, estimate_request_tokens
 from .metrics import WorkerMetrics
 from .providers import Provider, ProviderError
+from .redaction import mask_secrets, public_message
 from .settings import ProviderSettings, WorkerSettings
 from .sink import SharedPipeline, StreamSink
 
@@ -267,6 +268,7 @@ class Worker:
                 tool_calls=outcome.joined_tool_calls(),
                 usage=usage,
                 ttft_s=(outcome.first_token_at - started_at) if outcome.first_token_at else None,
+                budget_period=request.budget_period,
             ),
         )
         await self._settle_key(request, usage)
@@ -278,17 +280,19 @@ class Worker:
             )
 
     async def _settle_key(self, request: ChatRequest, usage: TokenUsage | None) -> None:
-        """Settle with the key: give back tokens reserved but not used, and add the cost to its spend."""
+        """Settle with the key: give back tokens reserved but not used, and settle the spend reserved with the real cost."""
         try:
             unused = request.reserved_tokens - (usage.input_tokens + usage.output_tokens if usage else 0)
             if request.key_tpm and request.reserved_tokens:
                 await self.key_buckets.give_back(self.keys.rate(request.owner, request.key_id, "tpm"), unused, request.key_tpm)
             if request.owner_tpm and request.reserved_tokens:
                 await self.key_buckets.give_back(self.keys.rate(request.owner, None, "tpm"), unused, request.owner_tpm)
-            if request.budget_period and usage is not None and usage.cost_usd > 0:
-                spend = self.keys.spend(request.key_id, request.budget_period)
+            # The gateway reserved the worst case at admission: the spend moves by the real cost less that.
+            change = (usage.cost_usd if usage is not None else 0.0) - request.budget_reserved_usd
+            if request.budget_period and change:
+                spend = self.keys.spend(request.key_id, request.budget_period, request.budget_label)
                 pipe = self.redis.pipeline(transaction=False)
-                pipe.incrbyfloat(spend, usage.cost_usd)
+                pipe.incrbyfloat(spend, change)
                 pipe.expire(spend, SPEND_TTL_S[request.budget_period])
                 await pipe.execute()
         except redis.exceptions.RedisError as exc:
@@ -343,15 +347,18 @@ class Worker:
     async def _fail(
         self, sink: StreamSink, request: ChatRequest, outcome: _Outcome, attempt: int, started_at: float, error: ProviderError
     ) -> None:
-        log.warning("generation.failed", request_id=request.request_id, model=request.model, code=error.code, error=error.message)
+        log.warning(
+            "generation.failed", request_id=request.request_id, model=request.model, code=error.code, error=mask_secrets(error.message)
+        )
         usage = self._usage(request, outcome) if outcome.delivered else None
+        message = public_message(error)
         await sink.close(
-            Error(code=error.code, message=error.message, retry_after=error.retry_after),
+            Error(code=error.code, message=message, retry_after=error.retry_after),
             Done(reason="error"),
             Failed(
                 **self._ended_fields(request, outcome, attempt, started_at),
                 code=error.code,
-                message=error.message,
+                message=message,
                 text="".join(outcome.text),
                 usage=usage,
             ),

@@ -18,6 +18,8 @@ api_keys = sa.Table(
     sa.Column("tpm", sa.Integer),
     sa.Column("budget_usd", sa.Float),
     sa.Column("budget_period", sa.String(8)),
+    sa.Column("max_running", sa.Integer),
+    sa.Column("max_streams", sa.Integer),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True)),
 )

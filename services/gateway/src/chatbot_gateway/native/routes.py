@@ -34,6 +34,7 @@ from chatbot_contracts.conversations import (
 
 from ..auth import PUBLIC, Principal
 from ..errors import BadRequest, Forbidden, GatewayError, ModelNotFound, NotFound
+from ..fairshare import Admission, budget_terms
 from ..generation import enqueue_span
 from ..ratelimit import reserve
 from .stream import SSE_HEADERS, native_sse
@@ -206,7 +207,7 @@ async def _stream_turn(
             raise BadRequest("Idempotency-Key is longer than 255 characters", param="Idempotency-Key")
         earlier = await state.relay.remembered(request.user.owner, idempotency_key)
         if earlier is not None:
-            return _replay(state, earlier)
+            return await _replay(request, state, earlier)
     try:
         stream = await _start_turn(request, state, conversation_id, turn, params)
     except BaseException:
@@ -218,9 +219,11 @@ async def _stream_turn(
     return stream
 
 
-def _replay(state: State, request_id: str, after: str = "0-0") -> Stream:
+async def _replay(request: Request[Principal, Any, Any], state: State, request_id: str, after: str = "0-0") -> Stream:
+    """A stream of a request already started, counted like any stream (the gateway's bound and the key's)."""
     deadline = time.time() + state.settings.chat.request_timeout_s
-    batches = state.relay.batches(request_id, deadline, after=after.encode(), keepalive_s=state.settings.chat.keepalive_s)
+    admission = await state.relay.admit_stream(request.user, deadline)
+    batches = state.relay.batches(request_id, deadline, admission, after=after.encode(), keepalive_s=state.settings.chat.keepalive_s)
     return Stream(native_sse(batches), media_type="text/event-stream", headers={**SSE_HEADERS, "x-request-id": request_id})
 
 
@@ -237,7 +240,7 @@ async def _start_turn(
         ).content
     )
     try:
-        chat, rate_headers = await _enqueue(request, state, stored, turn, generation)
+        chat, admission, rate_headers = await _enqueue(request, state, stored, turn, generation)
     except GatewayError as refused:
         # Refused after the turn was stored: the answer stored as streaming will never come.
         await state.conversations.call(
@@ -245,7 +248,9 @@ async def _start_turn(
             body=msgspec.json.encode({"reason": refused.message}),
         )  # fmt: skip
         raise
-    batches = state.relay.batches(chat.request_id, chat.deadline, keepalive_s=state.settings.chat.keepalive_s, enqueued_at=chat.enqueued_at)
+    batches = state.relay.batches(
+        chat.request_id, chat.deadline, admission, keepalive_s=state.settings.chat.keepalive_s, enqueued_at=chat.enqueued_at
+    )
     return Stream(
         native_sse(batches), media_type="text/event-stream", headers={**SSE_HEADERS, **rate_headers, "x-request-id": chat.request_id}
     )
@@ -253,7 +258,7 @@ async def _start_turn(
 
 async def _enqueue(
     request: Request[Principal, Any, Any], state: State, stored: Turn, turn: TurnRequest, generation: GenerationParams
-) -> tuple[ChatRequest, dict[str, str]]:
+) -> tuple[ChatRequest, Admission, dict[str, str]]:
     """Check the stored turn against the key, the model and the limits, and enqueue it with its first events."""
     principal = request.user
     spec = state.registry.get(stored.model)
@@ -263,7 +268,8 @@ async def _enqueue(
         raise Forbidden(f"this key may not use the model `{stored.model}`", code="model_not_allowed")
     if problem := refusal(stored.model, spec, generation, stored.messages):
         raise BadRequest(problem[1], code="unsupported_parameter", param=problem[0])
-    reserved = reserve(stored.messages, min(generation.max_tokens or spec.max_output_tokens, spec.max_output_tokens))
+    max_tokens = min(generation.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
+    reserved = reserve(stored.messages, max_tokens)
     rate_headers = await state.limits.take(principal, reserved)
     now = time.time()
     with enqueue_span(request, stored.model) as traceparent:
@@ -282,7 +288,7 @@ async def _enqueue(
             reserved_tokens=reserved if (principal.tpm or principal.owner_tpm) else 0,
             key_tpm=principal.tpm,
             owner_tpm=principal.owner_tpm,
-            budget_period=principal.budget_period if principal.budget_usd is not None else None,
+            **budget_terms(principal, spec, stored.messages, max_tokens),
         )
         start = Start(
             request_id=chat.request_id,
@@ -290,8 +296,8 @@ async def _enqueue(
             user_message_id=stored.user_message_id,
             assistant_message_id=stored.assistant_message_id,
         )
-        await state.relay.submit(chat, prelude=(start, InQueue(position=await state.relay.queue_position())))
-    return chat, rate_headers
+        admission = await state.relay.submit(chat, principal, prelude=(start, InQueue(position=await state.relay.queue_position())))
+    return chat, admission, rate_headers
 
 
 @get(f"{API}/requests/{{request_id:str}}/events", tags=["requests"])
@@ -310,8 +316,7 @@ async def resume(
     after = request.headers.get("last-event-id") or last_event_id or "0-0"
     if not _is_entry_id(after):
         raise BadRequest(f"Last-Event-ID {after!r} is not an event id of this stream (like 1700000000000-0)", param="last_event_id")
-    state.relay.ensure_capacity()
-    return _replay(state, request_id, after)
+    return await _replay(request, state, request_id, after)
 
 
 class CancelState(msgspec.Struct, kw_only=True):
