@@ -107,7 +107,7 @@ class EventReader:
         try:
             event = _event_decoder.decode(data)
         except msgspec.MsgspecError as exc:
-            raise ProviderError("upstream_error", f"anthropic: malformed event ({exc}): {data[:200]!r}") from exc
+            raise ProviderError("upstream_error", f"anthropic: malformed event ({exc}): {data[:200]!r}", upstream=True) from exc
         match event.type:
             case "content_block_delta" if event.delta is not None and event.delta.type == "text_delta":
                 return event.delta.text or None
@@ -122,7 +122,7 @@ class EventReader:
                 self.stopped = True
             case "error":
                 error = event.error or _Error()
-                raise ProviderError(_ERRORS.get(error.type, "upstream_error"), f"anthropic: {error.type}: {error.message}")
+                raise ProviderError(_ERRORS.get(error.type, "upstream_error"), f"anthropic: {error.type}: {error.message}", upstream=True)
         return None
 
     def _usage(self, usage: _Usage) -> None:

@@ -16,12 +16,16 @@ RETRYABLE: frozenset[ErrorCode] = frozenset({"rate_limited", "overloaded", "upst
 class ProviderError(Exception):
     """A classified failure of a provider call."""
 
-    def __init__(self, code: ErrorCode, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self, code: ErrorCode, message: str, *, status: int | None = None, retry_after: float | None = None, upstream: bool = False
+    ) -> None:
         super().__init__(message)
         self.code: ErrorCode = code
         self.message = message
         self.status = status
         self.retry_after = retry_after
+        self.upstream = upstream or status is not None
+        """The message holds the provider's own words (an error it answered or sent in its stream): tenants get its class."""
 
     @property
     def retryable(self) -> bool:

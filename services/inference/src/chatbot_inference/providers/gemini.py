@@ -100,10 +100,10 @@ class ResponseReader:
         try:
             response = _response_decoder.decode(data)
         except msgspec.MsgspecError as exc:
-            raise ProviderError("upstream_error", f"gemini: malformed response ({exc}): {data[:200]!r}") from exc
+            raise ProviderError("upstream_error", f"gemini: malformed response ({exc}): {data[:200]!r}", upstream=True) from exc
         if response.error is not None:
             code = _ERRORS.get(response.error.status, "upstream_error")
-            raise ProviderError(code, f"gemini: {response.error.status or response.error.code}: {response.error.message}")
+            raise ProviderError(code, f"gemini: {response.error.status or response.error.code}: {response.error.message}", upstream=True)
         if response.usage_metadata is not None:
             meta = response.usage_metadata
             self.usage = TokenUsage(

@@ -29,8 +29,20 @@ def client_session(connect_timeout_s: float) -> Client:
     return Client(connect_timeout_s)
 
 
+MAX_LINE_BYTES = 1 << 20
+"""A provider's line (or server-sent event field) longer than this ends the call with an error."""
+MAX_EVENT_BYTES = 4 << 20
+"""A server-sent event whose data adds up past this ends the call with an error."""
+MAX_ERROR_BODY_BYTES = 64 << 10
+"""How much of an error response's body is read for its explanation."""
+
+
+def _too_long(what: str, limit: int) -> ProviderError:
+    return ProviderError("upstream_error", f"the provider sent {what} longer than {limit} bytes")
+
+
 class Body:
-    """A streamed response's body."""
+    """A streamed response's body, read with bounds on a line's and an event's size."""
 
     def __init__(self, response: Response) -> None:
         self.response = response
@@ -40,7 +52,11 @@ class Body:
         read, pending = self.response.readany, b""
         while chunk := await read():
             lines, pending = _cut(pending + chunk)
+            if len(pending) > MAX_LINE_BYTES:
+                raise _too_long("a line", MAX_LINE_BYTES)
             for line in lines:
+                if len(line) > MAX_LINE_BYTES:
+                    raise _too_long("a line", MAX_LINE_BYTES)
                 yield line
         if pending:
             yield pending.rstrip(b"\r\n")
@@ -54,19 +70,25 @@ class Body:
         """
         read, pending, ended = self.response.readany, b"", False
         data: list[str] = []
+        size = 0
         while not ended:
             if chunk := await read():
                 lines, pending = _cut(pending + chunk)
+                if len(pending) > MAX_LINE_BYTES:
+                    raise _too_long("an event line", MAX_LINE_BYTES)
             else:  # the end: a last line without its ending is one too (it may end with a CR)
                 lines, pending, ended = ([pending.rstrip(b"\r\n")] if pending else []), b"", True
             for line in lines:
                 if not line:
                     if data:
                         yield "\n".join(data)
-                        data = []
+                        data, size = [], 0
                     continue
                 field, _, value = line.partition(b":")
                 if field == b"data":
+                    size += len(value)
+                    if size > MAX_EVENT_BYTES:
+                        raise _too_long("an event", MAX_EVENT_BYTES)
                     data.append((value[1:] if value.startswith(b" ") else value).decode())
 
 
@@ -103,13 +125,25 @@ def error_message(raw: bytes) -> str:
     return error or raw.decode(errors="replace")[:500]
 
 
+async def read_at_most(response: Response, limit: int) -> bytes:
+    """The body's first `limit` bytes (the rest is left unread: the connection is closed with the response)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit and (chunk := await response.readany()):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)[:limit]
+
+
 @asynccontextmanager
 async def streaming_post(http: Client, url: str, *, body: bytes, headers: Mapping[str, str], provider: str) -> AsyncIterator[Body]:
     """POST and yield the open response's body; failures of the call, or of reading it, become `ProviderError`s."""
     try:
         async with http.post(url, body, headers) as response:
             if response.status >= 400:
-                raise error_for_status(response.status, error_message(await response.read()), response.headers, provider)
+                raise error_for_status(
+                    response.status, error_message(await read_at_most(response, MAX_ERROR_BODY_BYTES)), response.headers, provider
+                )
             yield Body(response)
     except ConnectTimeout as exc:
         raise ProviderError("timeout", f"{provider}: {exc} calling {url}") from exc

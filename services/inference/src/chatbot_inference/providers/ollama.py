@@ -61,9 +61,9 @@ def read_line(line: bytes) -> Line:
     try:
         decoded = _line_decoder.decode(line)
     except msgspec.MsgspecError as exc:
-        raise ProviderError("upstream_error", f"ollama: malformed line ({exc}): {line[:200]!r}") from exc
+        raise ProviderError("upstream_error", f"ollama: malformed line ({exc}): {line[:200]!r}", upstream=True) from exc
     if decoded.error:
-        raise ProviderError("upstream_error", f"ollama: {decoded.error}")
+        raise ProviderError("upstream_error", f"ollama: {decoded.error}", upstream=True)
     return decoded
 
 

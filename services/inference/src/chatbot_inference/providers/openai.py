@@ -126,9 +126,9 @@ class ChunkReader:
         try:
             chunk = chunk_decoder.decode(data)
         except msgspec.MsgspecError as exc:
-            raise ProviderError("upstream_error", f"openai: malformed chunk ({exc}): {data[:200]!r}") from exc
+            raise ProviderError("upstream_error", f"openai: malformed chunk ({exc}): {data[:200]!r}", upstream=True) from exc
         if chunk.error is not None:
-            raise ProviderError("upstream_error", f"openai: error in stream: {chunk.error.message or chunk.error.code}")
+            raise ProviderError("upstream_error", f"openai: error in stream: {chunk.error.message or chunk.error.code}", upstream=True)
         if chunk.usage is not None:
             details = chunk.usage.prompt_tokens_details
             self.usage = TokenUsage(

@@ -32,6 +32,8 @@ IDLE_S = 15.0
 DNS_TTL_S = 60.0
 HIGH_WATER = 1 << 20
 """Body bytes received and not yet read past which the socket is no longer read, until they are."""
+MAX_INFLATED_BYTES = 64 << 20
+"""A compressed response body inflating past this fails (a small body can otherwise unpack into gigabytes)."""
 
 Origin = tuple[str, str, int]
 """Scheme, host and port."""
@@ -94,6 +96,7 @@ class _Connection(asyncio.Protocol):
         self._chunks: list[bytes] = []
         self._held = 0
         self._decoder: Any = None
+        self._inflated = 0
         self._error: HttpError | None = None
         self._head: asyncio.Future[None] = self._loop.create_future()
         self._waiter: asyncio.Future[None] | None = None
@@ -146,10 +149,16 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if self._decoder is not None:
+            room = MAX_INFLATED_BYTES - self._inflated
             try:
-                body = self._decoder.decompress(body)
+                body = self._decoder.decompress(body, room + 1)  # never more than the bound in memory, however it packs
             except zlib.error as exc:
                 self._fail(HttpError(f"the response's compressed body is corrupt: {exc}"))
+                self.close()
+                return
+            self._inflated += len(body)
+            if len(body) > room:
+                self._fail(HttpError(f"the response's compressed body inflates past {MAX_INFLATED_BYTES} bytes"))
                 self.close()
                 return
         if body:
