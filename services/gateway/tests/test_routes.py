@@ -8,6 +8,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from prometheus_client import generate_latest
 
 from chatbot_contracts import Keys
 
@@ -24,20 +25,23 @@ async def test_health_needs_no_key(app: Litestar) -> None:
 
 
 async def test_ready_only_with_a_live_worker(app: Litestar, redis: aioredis.Redis, namespace: str) -> None:
+    admin = {"Authorization": "Bearer sk-test-admin-0123456789abcdef"}
     async with AsyncTestClient(app=app) as anonymous:
-        response = await anonymous.get("/readyz")
+        response = await anonymous.get("/readyz", headers=admin)
         assert response.status_code == 503 and response.json()["error"] == "no inference worker is alive"
+        assert (await anonymous.get("/readyz")).json() == {"status": "not_ready"}, "why: to the admin only"
         await redis.zadd(Keys(namespace).workers, {"stale": time.time() - 60})
         assert (await anonymous.get("/readyz")).status_code == 503
         await redis.zadd(Keys(namespace).workers, {"fresh": time.time()})
-        response = await anonymous.get("/readyz")
+        response = await anonymous.get("/readyz", headers=admin)
         assert response.status_code == 200 and response.json()["workers"] == 1
 
 
 async def test_ready_without_workers_when_told(make_app: Callable[..., Litestar], redis_url: str) -> None:
     """Workers scaled to zero (KEDA) must not take the gateway out of service: a request is what wakes them."""
-    async with AsyncTestClient(app=make_app(redis_url, CHATBOT_READY_WITHOUT_WORKERS="true")) as anonymous:
-        response = await anonymous.get("/readyz")
+    async with AsyncTestClient(app=make_app(redis_url, CHATBOT_READY_WITHOUT_WORKERS="true")) as admin:
+        admin.headers["Authorization"] = "Bearer sk-test-admin-0123456789abcdef"
+        response = await admin.get("/readyz")
         assert response.status_code == 200 and response.json()["workers"] == 0
 
 
@@ -46,7 +50,7 @@ async def test_redis_down_means_503_within_a_second(make_app: Callable[..., Lite
 
     app = make_app(f"redis://127.0.0.1:{free_port()}/0")
     async with AsyncTestClient(app=app) as client:
-        client.headers["Authorization"] = "Bearer sk-test-admin"
+        client.headers["Authorization"] = "Bearer sk-test-admin-0123456789abcdef"
         started = time.monotonic()
         ready = await client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["redis"] == "down"
@@ -92,8 +96,8 @@ async def test_metrics_count_responses_by_route_and_refusals_by_reason(app: Lite
     await client.get("/v1/models")
     await client.get("/v1/nothing-here")
     await client.post("/v1/chat/completions", json={"model": "nope", "messages": [{"role": "user", "content": "a"}]})
-    async with AsyncTestClient(app=app) as anonymous:
-        text = (await anonymous.get("/metrics")).text
+    text = generate_latest(app.state.metrics.registry).decode()
+    assert (await client.get("/metrics")).status_code == 404, "metrics are served on their own port, not the API's"
     assert 'chatbot_http_requests_total{method="GET",route="/v1/models",status="200"} 1.0' in text
     assert 'chatbot_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
     assert 'chatbot_http_requests_total{method="POST",route="/v1/chat/completions",status="404"} 1.0' in text

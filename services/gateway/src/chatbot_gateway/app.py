@@ -15,21 +15,23 @@ from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatbot_contracts import Keys, Registry
 from chatbot_contracts.redis import connect
 from chatbot_contracts.registry import RegistryWatcher
+from chatbot_contracts.signing import Signer
 
 from .anthropic import messages
 from .apidocs import asyncapi_document
 from .apikeys import ROUTES as KEY_ROUTES
 from .apikeys import KeyStore
-from .auth import KeyAuthMiddleware
+from .auth import AuthFailures, KeyAuthMiddleware
 from .errors import EXCEPTION_HANDLERS, document_errors
 from .health import healthz, readyz
-from .metrics import GatewayMetrics, prometheus
+from .metrics import GatewayMetrics
 from .native import ROUTES as NATIVE_ROUTES
 from .native import ServiceClient
 from .openai import chat_completions, list_models
@@ -52,15 +54,25 @@ EXPOSED_HEADERS = ["x-request-id", "x-chatbot-overhead-ms", "retry-after", "x-ra
 
 
 _SECURITY_HEADER_LIST = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
+API_CONTENT_SECURITY_POLICY = (
+    b"content-security-policy",
+    b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+)
+"""For every response that sets none of its own (the API's JSON and streams): nothing may load or run from it.
+The web UI's pages set theirs (`web.py`)."""
 
 
 def on_response_start(metrics: GatewayMetrics) -> Callable[[Message, Scope], Awaitable[None]]:
     """The `before_send` hook: on every response (errors, unmatched routes and streams included) the same
-    hardening headers, and its count. One hook, as it runs for every message: each chunk of every stream."""
+    hardening headers, a Content-Security-Policy unless the response has its own, and its count. One hook, as it
+    runs for every message: each chunk of every stream."""
 
     async def hook(message: Message, scope: Scope) -> None:
         if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", []), *_SECURITY_HEADER_LIST]
+            headers = list(message.get("headers", []))
+            if not any(name.lower() == b"content-security-policy" for name, _ in headers):
+                headers.append(API_CONTENT_SECURITY_POLICY)
+            message["headers"] = [*headers, *_SECURITY_HEADER_LIST]
             metrics.count_response(message, scope)
 
     return hook
@@ -102,17 +114,20 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
         app.state.redis = redis
         app.state.relay = Relay(redis, app.state.redis_keys, settings.chat, metrics)
         app.state.limits = KeyLimits(redis, app.state.redis_keys)
+        app.state.auth_failures = AuthFailures(redis, app.state.redis_keys, settings.auth.auth_failures_per_minute)
         app.state.conversations = ServiceClient(
             settings.chat.conversation_url,
             "conversation service",
             "stored conversations are unavailable, OpenAI- and Anthropic-compatible chat still works",
             "conversation_service_unavailable",
+            signer,
         )
         app.state.usage = ServiceClient(
             settings.chat.log_collector_url,
             "log collector",
             "usage and request logs are unavailable, chat still works",
             "log_collector_unavailable",
+            signer,
         )
         await key_store.migrate()
         watching = None
@@ -132,6 +147,7 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
             await redis.aclose()
 
     key_store = KeyStore(settings.auth.admin_key, settings.auth.database_url)
+    signer = Signer(settings.signing.internal_secret)
     watch_registry = Path(registry.source).is_file()
     """A registry read from a file is reloaded when the file changes; one made in memory (tests) is not."""
     metrics = GatewayMetrics()
@@ -140,7 +156,6 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
         healthz,
         readyz,
         asyncapi_document,
-        prometheus,
         chat_completions,
         list_models,
         messages,
@@ -177,6 +192,9 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
             title="Chatbot-LLM gateway",
             version="0.1.0",
             path="/schema",
+            # The spec only: the docs pages (Redoc, Swagger, ...) would load scripts from CDNs onto the origin
+            # where the web UI keeps API keys.
+            render_plugins=[JsonRenderPlugin()],
             components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", description="An API key")}),
             security=[{"bearer": []}],
         ),

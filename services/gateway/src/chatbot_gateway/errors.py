@@ -54,6 +54,14 @@ class Unauthorized(GatewayError):
     code = "invalid_api_key"
 
 
+class TooManyFailures(GatewayError):
+    """This client address presented too many unknown keys lately."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "too_many_failed_authentications"
+
+
 class Forbidden(GatewayError):
     status_code = 403
     error_type = "permission_error"
@@ -226,6 +234,13 @@ def handle_redis_error(request: Request[Any, Any, Any], exc: redis.exceptions.Re
     )
 
 
+def handle_too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    """msgspec stops at a nesting depth (Python's recursion limit): the body was refused, the process is fine."""
+    return error_response(
+        400, "invalid request: the JSON body is nested too deeply", "invalid_request_error", "invalid_json", path=request.url.path
+    )
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("request.failed", path=request.url.path)
     return error_response(500, "internal error; it has been logged", "api_error", "internal", path=request.url.path)
@@ -236,6 +251,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: handle_http_exception,
     redis.exceptions.ConnectionError: handle_redis_error,
     redis.exceptions.TimeoutError: handle_redis_error,
+    RecursionError: handle_too_deep,
     Exception: handle_unexpected,
 }
 
