@@ -29,7 +29,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CHATBOT_MODELS_FILE=/app/config/models.toml \
     CHATBOT_GATEWAY_HOST=0.0.0.0 \
     CHATBOT_CONVERSATION_HOST=0.0.0.0 \
-    CHATBOT_LOG_COLLECTOR_HOST=0.0.0.0
+    CHATBOT_LOG_COLLECTOR_HOST=0.0.0.0 \
+    CHATBOT_METRICS_HOST=0.0.0.0
 RUN useradd --system --uid 10001 --no-create-home --home-dir /app --shell /usr/sbin/nologin chatbot
 WORKDIR /app
 COPY config/models.toml /app/config/models.toml
@@ -41,7 +42,7 @@ RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
 COPY --from=web /web/dist /app/web/dist
 ENV CHATBOT_WEB_DIST=/app/web/dist
 USER 10001
-EXPOSE 8000
+EXPOSE 8000 9100
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
 CMD ["chatbot-gateway"]
@@ -61,7 +62,7 @@ FROM runtime AS conversation
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links /wheels chatbot-conversation
 USER 10001
-EXPOSE 8001
+EXPOSE 8001 9102
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8001/healthz', timeout=2)"]
 CMD ["chatbot-conversation"]
@@ -71,7 +72,7 @@ FROM runtime AS log-collector
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links /wheels chatbot-log-collector
 USER 10001
-EXPOSE 8002
+EXPOSE 8002 9103
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8002/healthz', timeout=2)"]
 CMD ["chatbot-log-collector"]

@@ -40,6 +40,13 @@ SERVICES = {
     "log-collector": ("chatbot-log-collector", CollectorServer().log_collector_port),
     "inference": ("chatbot-inference", WorkerSettings().metrics_port),
 }
+METRICS = {
+    # name: the port its metrics are served on, apart from its API (the settings' defaults)
+    "gateway": GatewayServer().gateway_metrics_port,
+    "conversation": ConversationServer().conversation_metrics_port,
+    "log-collector": CollectorServer().log_collector_metrics_port,
+    "inference": WorkerSettings().metrics_port,
+}
 OVERLAYS = ["dev", "prod"]
 
 
@@ -104,9 +111,10 @@ def test_deployments_match_the_services(overlay: str) -> None:
         deployment = _one(docs, "Deployment", name)
         container = _container(deployment)
         assert container["command"] == [script] and script in pyprojects[name], f"{name}: a real entry point"
-        assert [p["containerPort"] for p in container["ports"]] == [port]
+        assert [p["containerPort"] for p in container["ports"]] == list(dict.fromkeys([port, METRICS[name]]))
         pod = deployment["spec"]["template"]
-        assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+        assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(METRICS[name])
+        assert pod["spec"]["automountServiceAccountToken"] is False, f"{name}: no service-account token it does not need"
         assert container["livenessProbe"]["httpGet"]["path"] in ("/healthz", "/metrics")
         if name != "inference":
             assert (container["readinessProbe"]["httpGet"]["path"], container["livenessProbe"]["httpGet"]["path"]) == (
@@ -129,6 +137,7 @@ def test_only_the_gateway_is_reachable_from_outside() -> None:
     docs = _rendered("prod")
     policies = {doc["metadata"]["name"]: doc["spec"] for doc in docs if doc["kind"] == "NetworkPolicy"}
     assert policies["default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    assert policies["default-deny-egress"] == {"podSelector": {}, "policyTypes": ["Egress"]}
     open_to_all = [spec for spec in policies.values() if any("from" not in rule for rule in spec.get("ingress", []))]
     assert [spec["podSelector"] for spec in open_to_all] == [{"matchLabels": {"app.kubernetes.io/name": "gateway"}}]
     ingress = _one(docs, "Ingress", "gateway")
@@ -136,6 +145,33 @@ def test_only_the_gateway_is_reachable_from_outside() -> None:
     assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off", "SSE needs unbuffered responses"
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= ChatSettings().request_timeout_s
     assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "gateway"
+
+
+def test_the_monitoring_namespace_reaches_only_metrics_ports() -> None:
+    for overlay in OVERLAYS:
+        policies = [doc["spec"] for doc in _rendered(overlay) if doc["kind"] == "NetworkPolicy"]
+        from_monitoring = [
+            port["port"]
+            for spec in policies
+            for rule in spec.get("ingress", [])
+            if any(peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == "monitoring"
+                   for peer in rule.get("from", []))
+            for port in rule.get("ports", [])
+        ]  # fmt: skip
+        assert sorted(from_monitoring) == sorted(set(METRICS.values())), f"{overlay}: metrics ports only, never an API port"
+        internal_api = {port for name, (_, port) in SERVICES.items() if name in ("conversation", "log-collector")}
+        assert not internal_api & set(from_monitoring)
+
+
+def test_only_the_workers_reach_out_to_providers_and_only_the_gateway_calls_the_internal_apis() -> None:
+    policies = {doc["metadata"]["name"]: doc["spec"] for doc in _rendered("prod") if doc["kind"] == "NetworkPolicy"}
+    egress = {name: spec for name, spec in policies.items() if "Egress" in spec["policyTypes"] and spec.get("egress")}
+    https = [name for name, spec in egress.items() if any(p.get("port") == 443 for rule in spec["egress"] for p in rule.get("ports", []))]
+    assert [egress[name]["podSelector"] for name in https] == [{"matchLabels": {"app.kubernetes.io/name": "inference"}}]
+    internal = [
+        name for name, spec in egress.items() if any(p.get("port") == 8001 for rule in spec["egress"] for p in rule.get("ports", []))
+    ]
+    assert [egress[name]["podSelector"] for name in internal] == [{"matchLabels": {"app.kubernetes.io/name": "gateway"}}]
 
 
 def _dockerfile_targets() -> dict[str, dict[str, list[str]]]:
@@ -159,7 +195,7 @@ def test_images_run_the_services_entry_points_on_their_ports() -> None:
     for name, (script, port) in SERVICES.items():
         stage = stages[name]
         assert json.loads(stage["CMD"][-1]) == [script]
-        assert stage["EXPOSE"] == [str(port)]
+        assert stage["EXPOSE"] == [" ".join(dict.fromkeys([str(port), str(METRICS[name])]))]
         assert stage["USER"] == ["10001"], f"{name} runs as a non-root user"
         assert f"127.0.0.1:{port}/" in stage["HEALTHCHECK"][0]
         assert any(f"pip install --no-cache-dir --no-index --find-links /wheels {script}" in run for run in stage["RUN"])
@@ -179,7 +215,21 @@ def test_compose_is_valid_and_brings_up_the_whole_platform(schemas: Path) -> Non
     assert not errors, errors
     services = compose["services"]
     assert set(services) == {"redis", "postgres", *SERVICES}
-    assert services["redis"]["command"][1:] == ["--appendonly", "yes", "--appendfsync", "everysec"]
+    assert services["redis"]["command"][1:] == [
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--requirepass",
+        "${REDIS_PASSWORD:?set REDIS_PASSWORD}",
+    ]
+    # No secret has a default: each must come from the environment, or compose refuses to start.
+    text = (ROOT / "compose.yaml").read_text()
+    for variable in ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "CHATBOT_ADMIN_KEY", "CHATBOT_INTERNAL_SECRET"):
+        assert f"${{{variable}:?" in text and f"${{{variable}:-" not in text, variable
+    assert "chatbot:chatbot@" not in text, "no fixed database credentials"
+    environment = services["gateway"]["environment"]
+    assert environment["CHATBOT_INTERNAL_SECRET"].startswith("${CHATBOT_INTERNAL_SECRET:?")
     assert services["inference"]["deploy"]["replicas"] == 2
     stages = _dockerfile_targets()
     for name in SERVICES:
