@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import random
+import sys
 from collections.abc import Callable
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from chatbot_devtools.fakes import FakeOpenAI
@@ -26,6 +29,10 @@ def test_generated_requests_never_break_the_gateway(
     platform.start_worker()
     platform.wait_ready(url)
     schema = schemathesis.openapi.from_url(f"{url}/schema/openapi.json")
+    # A fresh seed each run explores new inputs; it is printed so that a failure can be replayed
+    # (CHATBOT_FUZZ_SEED=<seed>), and every failure found is kept as a test in tests/security.
+    fuzz_seed = int(os.environ.get("CHATBOT_FUZZ_SEED") or random.randrange(2**32))
+    print(f"\nschemathesis seed: {fuzz_seed} (replay: CHATBOT_FUZZ_SEED={fuzz_seed})", file=sys.__stderr__, flush=True)
     failures: list[str] = []
     statuses: list[int] = []
 
@@ -34,15 +41,8 @@ def test_generated_requests_never_break_the_gateway(
         if api.path in ("/api/v1/requests/{request_id}/events",):
             continue  # an open stream: it lasts until its request's deadline by design
 
-        # Derandomized so that CI is repeatable; drop `derandomize` locally to explore other inputs.
-        @settings(
-            max_examples=40,
-            deadline=None,
-            phases=[Phase.generate],
-            suppress_health_check=list(HealthCheck),
-            database=None,
-            derandomize=True,
-        )
+        @settings(max_examples=40, deadline=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck), database=None)
+        @seed(fuzz_seed)
         @given(case=api.as_strategy())
         def run(case: schemathesis.Case) -> None:
             response = case.call(base_url=url, headers={"Authorization": f"Bearer {platform.admin_key}"}, timeout=30)
@@ -53,5 +53,5 @@ def test_generated_requests_never_break_the_gateway(
                 failures.append(f"{case.method} {case.path} -> {response.status_code}: {str(exc)[:400]}")
 
         run()
-    assert not failures, "\n".join(failures[:20])
+    assert not failures, f"seed {fuzz_seed}:\n" + "\n".join(failures[:20])
     assert len(statuses) > 200 and any(200 <= s < 300 for s in statuses), "the fuzzing reached the routes, valid requests included"
