@@ -67,15 +67,11 @@ def test_unsigned_stale_replayed_or_tampered_calls_get_401(start_stack: Callable
 
 
 def test_every_service_serves_metrics_on_a_port_of_its_own(start_stack: Callable[..., Stack]) -> None:
-    ports = {name: str(port) for name, port in (("gateway", 19100), ("conversation", 19102), ("collector", 19103))}
-    stack = start_stack(
-        CHATBOT_GATEWAY_METRICS_PORT=ports["gateway"],
-        CHATBOT_CONVERSATION_METRICS_PORT=ports["conversation"],
-        CHATBOT_LOG_COLLECTOR_METRICS_PORT=ports["collector"],
-    )
-    for name, port in ports.items():
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-        assert "# TYPE" in text, name
+    stack = start_stack()
+    for service in ("gateway", "conversation", "log-collector", "inference"):
+        url = stack.platform.metrics_url(service)
+        assert "# TYPE" in httpx.get(url, timeout=5).text, service
+        assert url.startswith("http://127.0.0.1:")
     assert stack.client().get("/metrics").status_code in (401, 404), "not on the public port"
 
 
