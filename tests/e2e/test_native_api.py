@@ -165,3 +165,21 @@ def test_a_retried_post_with_an_idempotency_key_gets_the_same_stream(api: httpx.
         api, f"/api/v1/conversations/{conversation_id}/messages", {"content": "A new one"}, headers={"Idempotency-Key": "turn-8b1c"}
     )
     assert other[0].json()["request_id"] != first[0].json()["request_id"]
+
+
+def test_an_answer_is_readable_the_moment_its_stream_is_done(api: httpx.Client) -> None:
+    """Read-your-writes: right after `done`, the conversation shows the answer complete (the stored event may come later)."""
+    conversation_id = api.post("/api/v1/conversations", json={"title": "rw"}).json()["id"]
+    for turn in range(10):
+        events = stream(api, f"/api/v1/conversations/{conversation_id}/messages", {"content": f"question {turn}"})
+        start, done = events[0].json(), events[-1]
+        assert done.event == "done"
+        answer = next(
+            m for m in api.get(f"/api/v1/conversations/{conversation_id}").json()["messages"] if m["id"] == start["assistant_message_id"]
+        )
+        assert (answer["status"], answer["content"]) == ("complete", REPLY), f"turn {turn}"
+        assert answer["usage"] and answer["usage"]["output_tokens"] > 0
+        regenerated = stream(api, f"/api/v1/conversations/{conversation_id}/messages/{start['assistant_message_id']}/regenerate", {})
+        again = regenerated[0].json()["assistant_message_id"]
+        answer = next(m for m in api.get(f"/api/v1/conversations/{conversation_id}").json()["messages"] if m["id"] == again)
+        assert (answer["status"], answer["content"]) == ("complete", REPLY), f"regenerated {turn}"

@@ -33,6 +33,7 @@ from .db.engine import Database
 from .errors import ConversationError
 from .events import EventApplier, TitleQueue
 from .importers import ImportLimits
+from .live import FinishedStreams
 from .service import ConversationService
 from .settings import Settings
 
@@ -66,6 +67,7 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
         max_message_chars=settings.store.max_message_chars,
         share_base_url=settings.store.public_url,
         default_model=settings.store.default_model or None,
+        live=FinishedStreams(redis, keys),
     )
     verifier = Verifier(settings.signing.internal_secret, SeenNonces(redis, keys.internal_nonce_prefix))
     applier = EventApplier(service, settings.store.title_model or None, TitleQueue(redis, keys))

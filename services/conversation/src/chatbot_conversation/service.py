@@ -38,6 +38,7 @@ from .cache import TreeCache
 from .db.engine import Database
 from .db.schema import ConversationRow, MessageRow, ShareRow, TagRow
 from .errors import Invalid, NotFound, TooLarge
+from .live import FinishedStreams
 from .tree import TreeProblem, check_forest, children_of, newest_leaf, path_to, trim_to_budget
 
 TITLE_WORDS = 8
@@ -106,6 +107,7 @@ class ConversationService:
         max_message_chars: int,
         share_base_url: str,
         default_model: str | None = None,
+        live: FinishedStreams | None = None,
     ) -> None:
         if default_model is not None and default_model not in registry:
             raise ValueError(f"CHATBOT_DEFAULT_MODEL `{default_model}` is not in the model registry")
@@ -117,6 +119,8 @@ class ConversationService:
         self.cache = cache
         self.max_message_chars = max_message_chars
         self.share_base_url = share_base_url.rstrip("/")
+        self.live = live
+        """Shows answers whose stream has ended as ended, before their event is stored (read-your-writes)."""
 
     # --- conversations ---------------------------------------------------------------------------
 
@@ -171,9 +175,14 @@ class ConversationService:
         return ConversationPage(items=[self._summary(row, tags.get(row.id, [])) for row in rows[:limit]], next_cursor=next_cursor)
 
     async def get(self, who: Principal, conversation_id: str) -> Conversation:
+        conversation = await self._stored(who, conversation_id)
+        return await self.live.overlay(conversation) if self.live is not None else conversation
+
+    async def _stored(self, who: Principal, conversation_id: str) -> Conversation:
         owner, body, version = await self.cache.load(conversation_id)
         if body is not None and (owner == who.owner or who.is_admin):
-            return _conversation_decoder.decode(body)
+            decoded: Conversation = _conversation_decoder.decode(body)
+            return decoded
         async with self.db.read() as session:
             row = await self._owned(session, who, conversation_id)
             messages = await self._messages(session, conversation_id)
