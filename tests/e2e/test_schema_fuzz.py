@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 from collections.abc import Callable
 
 import pytest
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_generated_requests_never_break_the_gateway(
-    platform_factory: Callable[..., LocalPlatform], fake_registry: str, fake_openai: FakeOpenAI
+    platform_factory: Callable[..., LocalPlatform], fake_registry: str, fake_openai: FakeOpenAI, capsys: pytest.CaptureFixture[str]
 ) -> None:
     platform = platform_factory(fake_registry)
     platform.env["CHATBOT_REQUEST_TIMEOUT_S"] = "20"
@@ -32,7 +31,8 @@ def test_generated_requests_never_break_the_gateway(
     # A fresh seed each run explores new inputs; it is printed so that a failure can be replayed
     # (CHATBOT_FUZZ_SEED=<seed>), and every failure found is kept as a test in tests/security.
     fuzz_seed = int(os.environ.get("CHATBOT_FUZZ_SEED") or random.randrange(2**32))
-    print(f"\nschemathesis seed: {fuzz_seed} (replay: CHATBOT_FUZZ_SEED={fuzz_seed})", file=sys.__stderr__, flush=True)
+    with capsys.disabled():  # shown in every run, passed or not
+        print(f"\nschemathesis seed: {fuzz_seed} (replay: CHATBOT_FUZZ_SEED={fuzz_seed})", flush=True)
     failures: list[str] = []
     statuses: list[int] = []
 
