@@ -196,7 +196,7 @@ BANNER = """
     API        {base}/v1   (OpenAI-compatible)
     API key    {key}
     Model      {model}   (GET {base}/v1/models lists them all)
-    Docs       {base}/schema
+    OpenAPI    {base}/schema/openapi.json
     Redis      {redis}   ({workers} inference workers)
 
   Try it:
