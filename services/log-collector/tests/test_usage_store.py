@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from chatbot_contracts import AnyInferenceEvent
+from chatbot_contracts import AnyInferenceEvent, Completed
+from chatbot_log_collector import store as store_module
 from chatbot_log_collector.api import report
 from chatbot_log_collector.store import EventStore, quantile
 
@@ -46,11 +47,11 @@ async def test_scripted_turns_give_exact_aggregates(store: EventStore, entries: 
     # Time to first token of r1, r2, r3: 0.3 s, 0.7 s, 1.5 s (buckets ≤0.5, ≤1, ≤2.5).
     assert fast.time_to_first_token.count == 3
     assert fast.time_to_first_token.mean_ms == pytest.approx((300 + 700 + 1500) / 3, abs=0.1)
-    assert fast.time_to_first_token.p50_ms == 750.0  # rank 1.5 falls halfway into (0.5 s, 1 s]
+    assert fast.time_to_first_token.p50_ms == 700.0  # three answers: every timing is read, the quantile is exact
     assert fast.duration.count == 5
     smart = by_model["data"][("2027-01-15T09:00:00Z", "smart")]
     assert (smart.requests, smart.failed, smart.errors, smart.cost_usd) == (1, 1, {"timeout": 1}, 0.0)
-    assert smart.duration.p99_ms == 120_000.0  # 130 s is past the last bound: reported as at least 120 s
+    assert smart.duration.p99_ms == 130_000.0  # exact, even past the histogram's last bound
     assert len(by_model["data"]) == 2
     totals = by_model["totals"]
     assert (totals.requests, totals.failed, totals.errors) == (6, 2, {"rate_limited": 1, "timeout": 1})
@@ -112,3 +113,47 @@ def test_quantiles_interpolate_within_buckets() -> None:
     assert quantile(0.5, [0] * 11) is None
     assert quantile(0.5, [2] + [0] * 10) == pytest.approx(0.05)  # halfway into (0, 0.1]
     assert quantile(1.0, [0] * 10 + [1]) == 120.0
+
+
+async def _timed(store: EventStore, ttfts_ms: list[float]) -> Any:
+    """Store one completed answer per time to first token, and report the hour they fall in."""
+    answers = [
+        Completed(
+            request_id=f"t{i}",
+            at=T0 + 1 + i * 0.01,
+            text="x",
+            finish_reason="stop",
+            ttft_s=ms / 1000,
+            duration_s=ms / 500,
+            model="fast",
+            provider="openai",
+            owner="alice",
+            key_id="k1",
+        )
+        for i, ms in enumerate(ttfts_ms)
+    ]
+    events: list[tuple[str, AnyInferenceEvent]] = [(f"{T0 * 1000 + i}-0", answer) for i, answer in enumerate(answers)]
+    assert await store.record(events) == len(events)
+    return (await _report(store))["totals"]
+
+
+async def test_one_answer_reports_its_own_timing(store: EventStore) -> None:
+    """A 7 ms time to first token is 7 ms at every quantile (a 0-100 ms bucket made it 50, 95, 99 ms)."""
+    ttft = (await _timed(store, [7.0])).time_to_first_token
+    assert (ttft.count, ttft.p50_ms, ttft.p95_ms, ttft.p99_ms) == (1, 7.0, 7.0, 7.0)
+
+
+async def test_a_known_set_of_timings_gives_its_true_quantiles(store: EventStore) -> None:
+    timings = [float(ms) for ms in range(1, 101)]  # 1 … 100 ms
+    totals = await _timed(store, timings)
+    ttft, duration = totals.time_to_first_token, totals.duration
+    assert (ttft.p50_ms, ttft.p95_ms, ttft.p99_ms) == (50.5, 95.0, 99.0)  # linear between ranks: 50.5, 95.05, 99.01
+    assert (duration.p50_ms, duration.p95_ms, duration.p99_ms) == (101.0, 190.1, 198.0)
+
+
+async def test_a_large_report_interpolates_within_the_histogram(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "EXACT_UP_TO", 50)  # more answers than that: the aggregates alone answer
+    timings = [float(ms) for ms in range(1, 101)]
+    ttft = (await _timed(store, timings)).time_to_first_token
+    assert ttft.count == 100 and ttft.p50_ms is not None and 0 < ttft.p50_ms <= 100.0, "within the first bucket, (0, 100 ms]"
+    assert ttft.p50_ms != 50.5 or ttft.p95_ms != 95.0

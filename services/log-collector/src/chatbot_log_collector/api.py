@@ -26,7 +26,7 @@ from chatbot_contracts.usage import (
     UsageTotals,
 )
 
-from .store import EXPORTED, GRANULARITY_S, MAX_BUCKETS, EventStore, UsageGroup, now_s, quantile
+from .store import EXPORTED, GRANULARITY_S, MAX_BUCKETS, EventStore, UsageGroup, exact_quantile, now_s, quantile
 from .table import DURATION_BUCKETS, TTFT_BUCKETS
 
 DAY_S = 86_400
@@ -91,23 +91,30 @@ def _iso(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _latency(counts: Sequence[int], count: int, sum_ms: int) -> Latency:
+def _latency(counts: Sequence[int], count: int, sum_ms: int, exact: Sequence[float] | None = None) -> Latency:
+    """Quantiles from every timing when they were read (`exact`, sorted), else interpolated within the histogram's buckets."""
+
     def ms(q: float) -> float | None:
+        if exact is not None:
+            value = exact_quantile(q, exact)
+            return None if value is None else round(value, 1)
         seconds = quantile(q, counts)
         return None if seconds is None else round(seconds * 1000, 1)
 
     return Latency(count=count, mean_ms=round(sum_ms / count, 1) if count else None, p50_ms=ms(0.5), p95_ms=ms(0.95), p99_ms=ms(0.99))
 
 
-def _totals(counters: dict[str, int], errors: dict[str, int]) -> dict[str, Any]:
+def _totals(
+    counters: dict[str, int], errors: dict[str, int], ttft_ms: Sequence[float] | None = None, duration_ms: Sequence[float] | None = None
+) -> dict[str, Any]:
     c = counters
     return {
         "requests": c.get("requests", 0), "completed": c.get("completed", 0), "failed": c.get("failed", 0),
         "cancelled": c.get("cancelled", 0), "errors": dict(sorted(errors.items())), "retries": c.get("retries", 0),
         "fallbacks": c.get("fallbacks", 0), "input_tokens": c.get("input_tokens", 0), "output_tokens": c.get("output_tokens", 0),
         "cached_tokens": c.get("cached_tokens", 0), "cost_usd": c.get("cost_micros", 0) / 1_000_000,
-        "time_to_first_token": _latency([c.get(b, 0) for b in TTFT_BUCKETS], c.get("ttft_count", 0), c.get("ttft_sum_ms", 0)),
-        "duration": _latency([c.get(b, 0) for b in DURATION_BUCKETS], c.get("duration_count", 0), c.get("duration_sum_ms", 0)),
+        "time_to_first_token": _latency([c.get(b, 0) for b in TTFT_BUCKETS], c.get("ttft_count", 0), c.get("ttft_sum_ms", 0), ttft_ms),
+        "duration": _latency([c.get(b, 0) for b in DURATION_BUCKETS], c.get("duration_count", 0), c.get("duration_sum_ms", 0), duration_ms),
     }  # fmt: skip
 
 
@@ -120,10 +127,12 @@ def report(groups: list[UsageGroup], start_s: int, end_s: int, group_by: GroupBy
             counters[name] = counters.get(name, 0) + value
         for code, value in group.errors.items():
             errors[code] = errors.get(code, 0) + value
-    data = [UsageBucket(start=_iso(g.start), group=g.group, **_totals(g.counters, g.errors)) for g in groups]
+    data = [UsageBucket(start=_iso(g.start), group=g.group, **_totals(g.counters, g.errors, g.ttft_ms, g.duration_ms)) for g in groups]
+    ttft = None if any(g.ttft_ms is None for g in groups) else sorted(v for g in groups for v in g.ttft_ms or ())
+    duration = None if any(g.duration_ms is None for g in groups) else sorted(v for g in groups for v in g.duration_ms or ())
     return UsageReport(
         start=_iso(start_s), end=_iso(end_s), group_by=group_by, granularity=granularity, data=data,
-        totals=UsageTotals(**_totals(counters, errors)),
+        totals=UsageTotals(**_totals(counters, errors, ttft, duration)),
     )  # fmt: skip
 
 

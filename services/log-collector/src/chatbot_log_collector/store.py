@@ -42,6 +42,9 @@ from .table import (
 MIGRATIONS = Path(__file__).with_name("migrations")
 GRANULARITY_S: dict[str, int] = {"minute": 60, "hour": 3600, "day": 86400}
 GROUP_COLUMN: dict[str, str] = {"model": "model", "provider": "provider", "key": "key_id", "owner": "owner"}
+EXACT_UP_TO = 10_000
+"""A usage report over at most this many answers reports exact latency quantiles, read from the raw events; a larger one
+interpolates within the aggregates' histogram buckets."""
 MAX_BUCKETS = 20_000
 """The most time buckets one usage query may return (a year by hour, two weeks by minute)."""
 EXPORT_PAGE = 1000
@@ -136,6 +139,16 @@ def quantile(q: float, counts: Sequence[int]) -> float | None:
     return LATENCY_BOUNDS_S[-1]
 
 
+def exact_quantile(q: float, values: Sequence[float]) -> float | None:
+    """The `q` quantile of `values` (sorted), interpolated linearly between the two nearest ranks."""
+    if not values:
+        return None
+    position = q * (len(values) - 1)
+    low = int(position)
+    high = min(low + 1, len(values) - 1)
+    return values[low] + (values[high] - values[low]) * (position - low)
+
+
 @dataclass
 class UsageGroup:
     """The sums of one time bucket and group."""
@@ -144,6 +157,9 @@ class UsageGroup:
     group: str
     counters: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
+    ttft_ms: list[float] | None = None
+    """Every time to first token of the group (sorted), when the report is small enough to read them: exact quantiles."""
+    duration_ms: list[float] | None = None
 
 
 class EventStore:
@@ -206,6 +222,7 @@ class EventStore:
             return query.group_by(bucket, table.c[column])
 
         async with self.engine.connect() as connection:
+            await self._timings(connection, groups, start_s, end_s, size, column, owner)
             sums = [sa.func.sum(usage_minutes.c[name]).label(name) for name in COUNTERS]
             for row in (await connection.execute(scoped(usage_minutes, *sums))).mappings():
                 group = groups.setdefault((row["bucket"], row["grp"]), UsageGroup(start=row["bucket"], group=row["grp"]))
@@ -214,7 +231,50 @@ class EventStore:
             for row in (await connection.execute(counted.group_by(usage_minute_errors.c.code))).mappings():
                 group = groups.setdefault((row["bucket"], row["grp"]), UsageGroup(start=row["bucket"], group=row["grp"]))
                 group.errors[row["code"]] = int(row["n"])
+        for group in groups.values():
+            # Raw events are kept for less time than the aggregates: exact only where they account for every count.
+            if group.ttft_ms is not None and len(group.ttft_ms) != group.counters.get("ttft_count", 0):
+                group.ttft_ms = None
+            if group.duration_ms is not None and len(group.duration_ms) != group.counters.get("duration_count", 0):
+                group.duration_ms = None
         return [groups[key] for key in sorted(groups)]
+
+    async def _timings(
+        self,
+        connection: Any,
+        groups: dict[tuple[int, str], UsageGroup],
+        start_s: int,
+        end_s: int,
+        size: int,
+        column: str,
+        owner: str | None,
+    ) -> None:
+        """The raw timings of a report with at most `EXACT_UP_TO` terminal events, into its groups (none past that)."""
+        first, last = -(-start_s // 60) * 60, -(-end_s // 60) * 60  # the events whose minute lies in [start_s, end_s)
+        query = sa.select(
+            usage_events.c.at_us, usage_events.c[column].label("grp"), usage_events.c.ttft_ms, usage_events.c.duration_ms
+        ).where(
+            usage_events.c.type.in_(("completed", "failed", "cancelled")),
+            usage_events.c.at_us >= first * 1_000_000,
+            usage_events.c.at_us < last * 1_000_000,
+        )
+        if owner is not None:
+            query = query.where(usage_events.c.owner == owner)
+        rows = (await connection.execute(query.limit(EXACT_UP_TO + 1))).all()
+        if len(rows) > EXACT_UP_TO:
+            return
+        for at_us, grp, ttft_ms, duration_ms in rows:
+            minute = at_us // 60_000_000 * 60
+            group = groups.setdefault((minute - minute % size, grp), UsageGroup(start=minute - minute % size, group=grp))
+            group.ttft_ms = group.ttft_ms if group.ttft_ms is not None else []
+            group.duration_ms = group.duration_ms if group.duration_ms is not None else []
+            if ttft_ms is not None:
+                group.ttft_ms.append(float(ttft_ms))
+            if duration_ms is not None:
+                group.duration_ms.append(float(duration_ms))
+        for group in groups.values():
+            group.ttft_ms = sorted(group.ttft_ms) if group.ttft_ms is not None else []
+            group.duration_ms = sorted(group.duration_ms) if group.duration_ms is not None else []
 
     async def request_log(self, request_id: str, owner: str | None) -> list[dict[str, Any]]:
         """Every stored event of one request, in order (empty: none, or not `owner`'s)."""
