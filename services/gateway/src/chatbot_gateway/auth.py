@@ -6,6 +6,7 @@ import time
 
 import msgspec
 import redis.asyncio as aioredis
+import redis.exceptions
 from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
@@ -75,8 +76,15 @@ class AuthFailures:
         )
 
     async def check(self, address: str) -> None:
-        """Refuse an address already past its bound, before anything is looked up for it."""
-        if self._per_minute and int(await self._redis.get(self._keys.auth_failures(address)) or 0) >= self._per_minute:
+        """Refuse an address already past its bound, before anything is looked up for it (while Redis answers: an
+        outage must not lock out valid keys)."""
+        if not self._per_minute:
+            return
+        try:
+            failures = int(await self._redis.get(self._keys.auth_failures(address)) or 0)
+        except (redis.exceptions.RedisError, OSError):
+            return
+        if failures >= self._per_minute:
             raise self._refusal()
 
     async def count(self, address: str) -> None:
@@ -87,7 +95,10 @@ class AuthFailures:
         pipe = self._redis.pipeline(transaction=False)
         pipe.incr(key)
         pipe.expire(key, 60, nx=True)
-        failures, _ = await pipe.execute()
+        try:
+            failures, _ = await pipe.execute()
+        except (redis.exceptions.RedisError, OSError):
+            return
         if int(failures) > self._per_minute:
             raise self._refusal()
 
