@@ -49,6 +49,9 @@ def test_unsigned_stale_replayed_or_tampered_calls_get_401(start_stack: Callable
             other = _signed("GET", path, owner="bob")
             other["x-chatbot-owner"] = "alice"
             assert neighbour.get(path, headers=other).status_code == 401, "the owner is signed"
+            twice = list(_signed("GET", path, owner="bob").items())
+            doubled = neighbour.get(path, headers=[("x-chatbot-owner", "alice"), *twice])
+            assert doubled.status_code == 401 and "twice" in doubled.json()["error"]["message"]
             assert neighbour.get("/healthz").status_code == 200 and neighbour.get("/readyz").status_code == 200, "probes stay open"
             metrics = neighbour.get("/metrics")
             assert metrics.status_code in (401, 404) and "# TYPE" not in metrics.text, "metrics are on their own port"

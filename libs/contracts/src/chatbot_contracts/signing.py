@@ -35,6 +35,7 @@ TIME = "x-chatbot-time"
 NONCE = "x-chatbot-nonce"
 SIGNATURE = "x-chatbot-signature"
 MAX_SKEW_S = 30.0
+SIGNED_HEADERS = frozenset({OWNER, ADMIN, TIME, NONCE, SIGNATURE})
 PROBES = ("/healthz", "/readyz")
 """The only paths an internal service answers unsigned (the kubelet's probes)."""
 MIN_SECRET_CHARS = 32
@@ -167,6 +168,10 @@ def signed_only(verifier: Verifier, open_paths: Iterable[str], max_body_bytes: i
             raw_path = (scope.get("raw_path") or scope["path"].encode()).partition(b"?")[0]
             headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
             try:
+                signed = [name for name, _ in scope["headers"] if name.decode("latin-1").lower() in SIGNED_HEADERS]
+                if len(signed) != len(set(signed)):
+                    # The check reads one value and the app might read another: a signed header twice is never believed.
+                    raise Refused("a signed header is sent twice")
                 await verifier.check(scope["method"], raw_path.decode("latin-1"), scope["query_string"].decode("latin-1"), body, headers)
             except Refused as refused:
                 log.warning("signing.refused", path=scope["path"], reason=str(refused))
