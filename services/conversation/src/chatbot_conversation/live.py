@@ -37,7 +37,8 @@ class FinishedStreams:
             return conversation
         try:
             ended = await self._ended(streaming)
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except (redis.exceptions.RedisError, OSError, KeyError, msgspec.MsgspecError) as exc:
+            # The stored state is still a true answer, only an older one: serve it.
             log.warning("live.unavailable", error=type(exc).__name__)
             return conversation
         if not ended:
