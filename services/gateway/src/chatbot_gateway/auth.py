@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -68,8 +66,8 @@ class AuthFailures:
         self._keys = keys
         self._per_minute = per_minute
 
-    def _refusal(self) -> TooManyFailures:
-        retry = 60 - int(time.time()) % 60
+    def _refusal(self, ttl_s: int) -> TooManyFailures:
+        retry = ttl_s if 0 < ttl_s <= 60 else 60  # the count's own expiry: the minute from the first failure
         return TooManyFailures(
             f"too many requests with an invalid API key from this address (at most {self._per_minute} a minute); retry in {retry}s",
             headers={"Retry-After": str(retry)},
@@ -80,12 +78,16 @@ class AuthFailures:
         outage must not lock out valid keys)."""
         if not self._per_minute:
             return
+        key = self._keys.auth_failures(address)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(key)
+        pipe.ttl(key)
         try:
-            failures = int(await self._redis.get(self._keys.auth_failures(address)) or 0)
+            failures, ttl_s = await pipe.execute()
         except (redis.exceptions.RedisError, OSError):
             return
-        if failures >= self._per_minute:
-            raise self._refusal()
+        if int(failures or 0) >= self._per_minute:
+            raise self._refusal(int(ttl_s))
 
     async def count(self, address: str) -> None:
         """Count one failure; refuse with 429 (rather than 401) once past the bound."""
@@ -95,12 +97,13 @@ class AuthFailures:
         pipe = self._redis.pipeline(transaction=False)
         pipe.incr(key)
         pipe.expire(key, 60, nx=True)
+        pipe.ttl(key)
         try:
-            failures, _ = await pipe.execute()
+            failures, _, ttl_s = await pipe.execute()
         except (redis.exceptions.RedisError, OSError):
             return
         if int(failures) > self._per_minute:
-            raise self._refusal()
+            raise self._refusal(int(ttl_s))
 
 
 class KeyAuthMiddleware(AbstractAuthenticationMiddleware):
