@@ -16,6 +16,10 @@ DATA_FIELD = "__data__"
 DATA_FIELD_BYTES = DATA_FIELD.encode()
 
 
+SPEND_TTL_S = {"day": 2 * 86_400, "week": 8 * 86_400, "month": 32 * 86_400}
+"""How long a budget period's spend is kept: a little longer than the period itself."""
+
+
 def period_label(period: str, now: datetime | None = None) -> str:
     """The current budget period's name (UTC): `2026-11-24`, `2026-W48` or `2026-11`."""
     moment = now or datetime.now(UTC)

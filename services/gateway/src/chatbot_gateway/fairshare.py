@@ -17,7 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from chatbot_contracts import ChatMessage, ChatRequest, Keys, ModelSpec
-from chatbot_contracts.keys import period_label
+from chatbot_contracts.keys import SPEND_TTL_S, period_label
 
 from .auth import Principal
 from .errors import TooManyInFlight
@@ -71,10 +71,6 @@ def budget_terms(who: Principal, spec: ModelSpec, messages: Sequence[ChatMessage
         "budget_label": period_label(who.budget_period),
         "budget_reserved_usd": spec.cost_usd(input_bound, max_tokens),
     }
-
-
-SPEND_TTL_S = {"day": 2 * 86_400, "week": 8 * 86_400, "month": 32 * 86_400}
-"""A period's spend is kept a little longer than the period itself."""
 
 
 class Admission:

@@ -44,6 +44,7 @@ from chatbot_contracts import (
 )
 from chatbot_contracts.buckets import MinuteBuckets
 from chatbot_contracts.capabilities import refusal
+from chatbot_contracts.keys import SPEND_TTL_S
 from chatbot_contracts.tracing import SpanKind, child_span, span_in, traceparent_of, tracer
 
 from .limits import ModelLimits, estimate_request_tokens
@@ -59,8 +60,6 @@ TRACER = tracer("chatbot.inference")
 MAX_RETRY_AFTER_S = 60.0
 STARTED_WAIT_S = 0.05
 """How long `started` may wait for the first token to share its write (a client shows it as "thinking", if at all)."""
-SPEND_TTL_S = {"day": 2 * 86_400, "week": 8 * 86_400, "month": 32 * 86_400}
-"""A period's spend is kept a little longer than the period itself."""
 
 
 class _RequestId(msgspec.Struct):
