@@ -18,10 +18,6 @@ SOURCES = sorted([*ROOT.glob("libs/*/src/**/*.py"), *ROOT.glob("services/*/src/*
 
 ALLOWED: dict[tuple[str, str], str] = {
     # (file relative to the root, the offending name) -> why it is still there. Each goes with issue #21.
-    ("libs/contracts/src/chatbot_contracts/redis.py", "_parser"): "Link reads hiredis replies itself (issue #21: redis-py's public API)",
-    ("libs/contracts/src/chatbot_contracts/redis.py", "_reader"): "Link reads hiredis replies itself (issue #21)",
-    ("libs/contracts/src/chatbot_contracts/redis.py", "_writer"): "Link writes rounds itself (issue #21)",
-    ("libs/contracts/src/chatbot_contracts/redis.py", "redis._parsers.hiredis"): "Link's NOT_ENOUGH_DATA (issue #21)",
     ("libs/contracts/src/chatbot_contracts/consumers.py", "_get_msgs"): "read_only_what_fits patches FastStream (issue #21)",
     ("libs/contracts/src/chatbot_contracts/consumers.py", "faststream.redis.subscriber.usecases"): "tune_faststream (issue #21)",
     ("libs/contracts/src/chatbot_contracts/consumers.py", "basic"): "tune_faststream lowers FastStream's read backoff (issue #21)",

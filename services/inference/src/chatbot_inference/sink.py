@@ -8,11 +8,11 @@ import math
 import redis.asyncio as aioredis
 
 from chatbot_contracts import DATA_FIELD_BYTES, Delta, InferenceEvent, StreamEvent, ToolCallDelta, encode
-from chatbot_contracts.redis import Link
+from chatbot_contracts.redis import round_trip
 
 Event = StreamEvent | InferenceEvent
 Command = tuple[bytes | str | int, ...]
-"""One Redis command, as `Link.round_trip` sends it."""
+"""One Redis command, as `round_trip` sends it."""
 
 
 def coalesce(events: list[Event]) -> list[Event]:
@@ -55,8 +55,7 @@ class SharedPipeline:
     """
 
     def __init__(self, redis: aioredis.Redis) -> None:
-        self._link = Link(redis)
-        """One connection held for every round."""
+        self._redis = redis
         self._ready: dict[StreamSink, None] = {}
         """Streams with something to write, in the order they asked."""
         self._sender: asyncio.Task[None] | None = None
@@ -73,7 +72,6 @@ class SharedPipeline:
     async def _send(self) -> None:
         while self._ready:
             sinks, self._ready = list(self._ready), {}
-            # Plain command tuples, not a redis-py pipeline: its command methods cost more than the write.
             commands: list[Command] = []
             spans: list[tuple[StreamSink, int, int]] = []
             for sink in sinks:
@@ -86,7 +84,7 @@ class SharedPipeline:
                     continue
                 spans.append((sink, start, len(commands)))
             try:
-                results = await self._link.round_trip(commands) if commands else []
+                results = await round_trip(self._redis, commands) if commands else []
             except Exception as exc:  # the round trip failed: none of it is known to be stored
                 for sink, _, _ in spans:
                     sink.written(exc)
@@ -191,15 +189,15 @@ class StreamSink:
         first, self._first_write = self._first_write, False
         for event in events:
             if isinstance(event, StreamEvent):
-                commands.append((b"XADD", self._stream_key, b"*", DATA_FIELD_BYTES, encode(event)))
+                commands.append(("XADD", self._stream_key, "*", DATA_FIELD_BYTES, encode(event)))
             else:
-                commands.append((b"XADD", self._events_key, b"MAXLEN", b"~", self._events_maxlen, b"*", DATA_FIELD_BYTES, encode(event)))
+                commands.append(("XADD", self._events_key, "MAXLEN", "~", self._events_maxlen, "*", DATA_FIELD_BYTES, encode(event)))
         if closing:
-            commands.append((b"EXPIRE", self._stream_key, self._closed_ttl_s))
+            commands.append(("EXPIRE", self._stream_key, self._closed_ttl_s))
             if self._release is not None:
-                commands.append((b"ZREM", *self._release))
+                commands.append(("ZREM", *self._release))
         elif first:
-            commands.append((b"EXPIRE", self._stream_key, self._open_ttl_s))
+            commands.append(("EXPIRE", self._stream_key, self._open_ttl_s))
 
     def written(self, error: BaseException | None) -> None:
         """The pipeline with this stream's last `fill` has run; `error` is what refused it, if anything did."""
