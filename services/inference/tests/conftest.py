@@ -2,16 +2,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
+import aiohttp
 import pytest
 
 from chatbot_contracts import ChatMessage, ChatRequest, GenerationParams, ModelSpec
 from chatbot_devtools.fakes import FakeOpenAI
 from chatbot_inference.providers.http import client_session
-from chatbot_inference.providers.wire import Client
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[Client]:
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """The provider calls' session, as a worker makes it."""
     async with client_session(connect_timeout_s=5.0) as session:
         yield session

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pytest
 
 from chatbot_contracts import ChatMessage, ChatRequest, Delta, Done, ModelSpec, TokenUsage
@@ -16,7 +17,6 @@ from chatbot_devtools.serve import ThreadedServer
 from chatbot_devtools.tcp_proxy import TcpProxy
 from chatbot_inference.providers import AnthropicProvider, GeminiProvider, OllamaProvider, OpenAIProvider, Provider, ProviderError
 from chatbot_inference.providers.http import client_session
-from chatbot_inference.providers.wire import Client
 
 REPLY = "Tokens arrive one by one, and every one of them counts."
 
@@ -26,7 +26,7 @@ class Case:
     name: str
     fake: type[FakeUpstream]
     suffix: str
-    adapter: Callable[[Client], Provider]
+    adapter: Callable[[aiohttp.ClientSession], Provider]
     error_after_code: str
 
 
@@ -53,7 +53,7 @@ def fake(case: Case) -> AsyncIterator[FakeUpstream]:
 
 
 @pytest.fixture
-def adapter(case: Case, http: Client) -> Provider:
+def adapter(case: Case, http: aiohttp.ClientSession) -> Provider:
     return case.adapter(http)
 
 
@@ -175,7 +175,7 @@ async def test_cancelling_the_consumer_closes_the_upstream_call(
 
 
 async def test_anthropic_takes_the_system_prompt_top_level_and_usage_without_double_counting(
-    fake_anthropic: FakeAnthropic, http: Client, new_request: Callable[..., ChatRequest]
+    fake_anthropic: FakeAnthropic, http: aiohttp.ClientSession, new_request: Callable[..., ChatRequest]
 ) -> None:
     fake_anthropic.reply = REPLY
     fake_anthropic.cache_read_tokens = 3
@@ -203,7 +203,7 @@ async def test_anthropic_takes_the_system_prompt_top_level_and_usage_without_dou
 
 
 async def test_anthropic_refusal_and_gemini_safety_stop_as_content_filter(
-    fake_anthropic: FakeAnthropic, fake_gemini: FakeGemini, http: Client, new_request: Callable[..., ChatRequest]
+    fake_anthropic: FakeAnthropic, fake_gemini: FakeGemini, http: aiohttp.ClientSession, new_request: Callable[..., ChatRequest]
 ) -> None:
     for provider, fake in ((AnthropicProvider(http), fake_anthropic), (GeminiProvider(http), fake_gemini)):
         fake.reply = REPLY
@@ -215,7 +215,7 @@ async def test_anthropic_refusal_and_gemini_safety_stop_as_content_filter(
 
 
 async def test_gemini_maps_roles_and_a_blocked_prompt(
-    fake_gemini: FakeGemini, http: Client, new_request: Callable[..., ChatRequest]
+    fake_gemini: FakeGemini, http: aiohttp.ClientSession, new_request: Callable[..., ChatRequest]
 ) -> None:
     spec = ModelSpec(provider="gemini", upstream_model="gemini-fake", base_url=fake_gemini.base_url, api_key_env="G")
     messages = [
@@ -237,7 +237,7 @@ async def test_gemini_maps_roles_and_a_blocked_prompt(
 
 
 async def test_gemini_says_an_invalid_key_is_an_authentication_failure(
-    fake_gemini: FakeGemini, http: Client, new_request: Callable[..., ChatRequest]
+    fake_gemini: FakeGemini, http: aiohttp.ClientSession, new_request: Callable[..., ChatRequest]
 ) -> None:
     fake_gemini.faults.append(Fault(status=400, message="API key not valid. Please pass a valid API key."))
     spec = ModelSpec(provider="gemini", upstream_model="m", base_url=fake_gemini.base_url)
@@ -246,7 +246,7 @@ async def test_gemini_says_an_invalid_key_is_an_authentication_failure(
     assert caught.value.code == "authentication"
 
 
-async def test_ollama_sends_options(fake_ollama: FakeOllama, http: Client, new_request: Callable[..., ChatRequest]) -> None:
+async def test_ollama_sends_options(fake_ollama: FakeOllama, http: aiohttp.ClientSession, new_request: Callable[..., ChatRequest]) -> None:
     spec = ModelSpec(provider="ollama", upstream_model="llama-fake:latest", base_url=fake_ollama.base_url, max_output_tokens=64)
     await _drain(OllamaProvider(http).stream(new_request(params={"temperature": 0.3, "seed": 5, "max_tokens": 500}), spec))
     assert fake_ollama.requests[0]["options"] == {"temperature": 0.3, "seed": 5, "num_predict": 64}

@@ -10,11 +10,12 @@ from chatbot_inference.providers.http import Body
 
 
 class _Arriving:
-    """A response whose body arrives in the given pieces (`readany()` is all `Body` reads: as `wire.Response`'s,
+    """A response whose body arrives in the given pieces (`content.readany()` is all `Body` reads: as aiohttp's,
     it returns what has arrived, and `b""` only at the end)."""
 
     def __init__(self, pieces: list[bytes]) -> None:
         self._pieces = iter([piece for piece in pieces if piece])
+        self.content = self
 
     async def readany(self) -> bytes:
         return next(self._pieces, b"")

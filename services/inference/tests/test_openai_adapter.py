@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 import pytest
 
 from chatbot_contracts import ChatRequest, Delta, ModelSpec, TokenUsage, ToolCallDelta
 from chatbot_devtools.fakes import FakeOpenAI
 from chatbot_inference.providers import OpenAIProvider, ProviderError
 from chatbot_inference.providers.openai import ChunkReader
-from chatbot_inference.providers.wire import Client
 
 REPLY = "The quick brown fox jumps over the lazy dog."
 
@@ -26,7 +26,7 @@ def collect(new_request: Callable[..., ChatRequest], spec_for: Callable[..., Mod
 
 
 async def test_the_api_key_comes_from_the_named_variable(
-    fake_openai: FakeOpenAI, http: Client, collect: Callable[..., Awaitable[list[object]]]
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession, collect: Callable[..., Awaitable[list[object]]]
 ) -> None:
     provider = OpenAIProvider(http, environ={"MY_KEY": "sk-upstream"})
     await collect(provider, fake_openai, api_key_env="MY_KEY")

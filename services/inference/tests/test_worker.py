@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
 import redis.asyncio as aioredis
@@ -37,7 +38,6 @@ from chatbot_devtools.platform import registry_toml
 from chatbot_devtools.serve import ThreadedServer
 from chatbot_inference import Worker
 from chatbot_inference.providers import build_providers
-from chatbot_inference.providers.wire import Client
 from chatbot_inference.settings import ProviderSettings, WorkerSettings
 
 REPLY = "Fallbacks answer when the first choice cannot."
@@ -53,7 +53,9 @@ def backup_upstream() -> AsyncIterator[FakeOpenAI]:
 
 
 @pytest.fixture
-def worker(redis: aioredis.Redis, namespace: str, http: Client, fake_openai: FakeOpenAI, backup_upstream: FakeOpenAI) -> Worker:
+def worker(
+    redis: aioredis.Redis, namespace: str, http: aiohttp.ClientSession, fake_openai: FakeOpenAI, backup_upstream: FakeOpenAI
+) -> Worker:
     fake_openai.reply = REPLY
     registry = Registry.parse(
         registry_toml(
@@ -214,7 +216,7 @@ async def test_a_provider_without_an_adapter_fails_clearly(worker: Worker, new_r
 
 
 def worker_for(
-    redis: aioredis.Redis, namespace: str, http: Client, models: dict[str, dict[str, object]], **provider_settings: Any
+    redis: aioredis.Redis, namespace: str, http: aiohttp.ClientSession, models: dict[str, dict[str, object]], **provider_settings: Any
 ) -> Worker:
     settings = ProviderSettings(**{"provider_retries": 0, "retry_base_s": 0.01, "retry_max_s": 0.05, **provider_settings})
     return Worker(redis, Keys(namespace), Registry.parse(registry_toml(models)), build_providers(http), WorkerSettings(), settings)
@@ -225,7 +227,7 @@ def fake_model(fake: FakeOpenAI, **fields: object) -> dict[str, object]:
 
 
 async def test_no_first_token_in_time_is_a_timeout(
-    redis: aioredis.Redis, namespace: str, http: Client, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
+    redis: aioredis.Redis, namespace: str, http: aiohttp.ClientSession, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
 ) -> None:
     fake_openai.token_delay_s = 1.0
     worker = worker_for(redis, namespace, http, {"slow": fake_model(fake_openai, first_token_timeout_s=0.2)}, provider_retries=1)
@@ -240,7 +242,7 @@ async def test_no_first_token_in_time_is_a_timeout(
 
 
 async def test_silence_between_tokens_is_a_timeout(
-    redis: aioredis.Redis, namespace: str, http: Client, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
+    redis: aioredis.Redis, namespace: str, http: aiohttp.ClientSession, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
 ) -> None:
     fake_openai.token_delay_s = 0.4
     worker = worker_for(redis, namespace, http, {"stutter": fake_model(fake_openai, idle_timeout_s=0.2)}, provider_retries=2)
@@ -253,7 +255,7 @@ async def test_silence_between_tokens_is_a_timeout(
 
 
 async def test_a_models_system_prompt_is_sent_when_the_request_brings_none(
-    redis: aioredis.Redis, namespace: str, http: Client, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
+    redis: aioredis.Redis, namespace: str, http: aiohttp.ClientSession, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
 ) -> None:
     worker = worker_for(redis, namespace, http, {"small": fake_model(fake_openai, system_prompt="You are a helpful assistant.")})
     await worker.handle(new_request(model="small", messages=[ChatMessage(role="user", content="Hi")]))
@@ -271,7 +273,7 @@ async def test_a_models_system_prompt_is_sent_when_the_request_brings_none(
 async def test_a_context_length_error_falls_back_only_to_a_larger_window(
     redis: aioredis.Redis,
     namespace: str,
-    http: Client,
+    http: aiohttp.ClientSession,
     fake_openai: FakeOpenAI,
     backup_upstream: FakeOpenAI,
     new_request: Callable[..., ChatRequest],
@@ -297,7 +299,7 @@ async def test_a_context_length_error_falls_back_only_to_a_larger_window(
 
 
 async def test_max_concurrency_holds_across_workers(
-    redis: aioredis.Redis, namespace: str, http: Client, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
+    redis: aioredis.Redis, namespace: str, http: aiohttp.ClientSession, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
 ) -> None:
     fake_openai.reply = "one two three four five"
     fake_openai.token_delay_s = 0.03
@@ -311,7 +313,7 @@ async def test_max_concurrency_holds_across_workers(
 
 
 async def test_an_exhausted_rpm_bucket_waits_then_refuses_with_retry_after(
-    redis: aioredis.Redis, namespace: str, http: Client, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
+    redis: aioredis.Redis, namespace: str, http: aiohttp.ClientSession, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
 ) -> None:
     worker = worker_for(redis, namespace, http, {"metered": fake_model(fake_openai, rpm=2)}, limit_wait_s=0.3)
     requests = [new_request(model="metered") for _ in range(3)]
@@ -324,7 +326,7 @@ async def test_an_exhausted_rpm_bucket_waits_then_refuses_with_retry_after(
 
 
 async def test_tokens_per_minute_are_reserved_then_settled_from_usage(
-    redis: aioredis.Redis, namespace: str, http: Client, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
+    redis: aioredis.Redis, namespace: str, http: aiohttp.ClientSession, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
 ) -> None:
     worker = worker_for(redis, namespace, http, {"metered": fake_model(fake_openai, tpm=1000)})
     await worker.handle(new_request(model="metered", params={"max_tokens": 500}))
@@ -362,7 +364,7 @@ async def test_every_adapter_retries_a_rate_limit_then_falls_back_after_server_e
     vendor: str,
     redis: aioredis.Redis,
     namespace: str,
-    http: Client,
+    http: aiohttp.ClientSession,
     backup_upstream: FakeOpenAI,
     new_request: Callable[..., ChatRequest],
     request: pytest.FixtureRequest,

@@ -48,7 +48,7 @@ class WorkerApp:
             settings.redis.url, settings.redis.redis_connect_timeout_s, graceful_timeout=settings.worker.shutdown_grace_s
         )
         self.redis = connect(settings.redis)
-        self.http = client_session(settings.providers.connect_timeout_s)
+        self.http = client_session(settings.providers.connect_timeout_s, settings.providers.provider_connections)
         self.registry_file = registry.source if Path(registry.source).is_file() else None
         """Reloaded when it changes (a registry made in memory, in tests, is not)."""
         self.worker = Worker(self.redis, self.keys, registry, build_providers(self.http), settings.worker, settings.providers)

@@ -57,7 +57,10 @@ class ProviderSettings(msgspec.Struct, kw_only=True, frozen=True):
     retry_max_s: float = 8.0
     """`CHATBOT_RETRY_MAX_S`: the longest backoff (a provider's Retry-After wins if longer, up to 60 s)."""
     connect_timeout_s: float = 10.0
-    """`CHATBOT_CONNECT_TIMEOUT_S`: time to connect to a provider."""
+    """`CHATBOT_CONNECT_TIMEOUT_S`: time to connect to a provider (TLS and a proxy's tunnel included), or to wait for a free
+    connection when `CHATBOT_PROVIDER_CONNECTIONS` are in use."""
+    provider_connections: int = 256
+    """`CHATBOT_PROVIDER_CONNECTIONS`: kept-alive connections a worker holds at most to one provider origin (scheme, host, port)."""
     first_token_timeout_s: float = 120.0
     """`CHATBOT_FIRST_TOKEN_TIMEOUT_S`: longest wait for an answer's first token (a model's `first_token_timeout_s` wins)."""
     idle_timeout_s: float = 120.0

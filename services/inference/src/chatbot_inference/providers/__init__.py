@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import aiohttp
+
 from .anthropic import AnthropicProvider
 from .base import Provider, ProviderError, ProviderEvent
 from .gemini import GeminiProvider
 from .llamacpp import LlamaCppProvider
 from .ollama import OllamaProvider
 from .openai import OpenAIProvider
-from .wire import Client
 
 
-def build_providers(http: Client) -> dict[str, Provider]:
+def build_providers(http: aiohttp.ClientSession) -> dict[str, Provider]:
     """Every adapter this worker can run, by the registry's `provider` name."""
     return {
         "openai": OpenAIProvider(http),

@@ -1,32 +1,57 @@
 """What the HTTP adapters share: the client, opening a streamed call, reading its body, classifying how it failed.
 
-Provider calls go through `wire.Client` (HTTP/1.1 parsed by httptools in the connection's
-protocol): with httpx and httpx-sse the provider call was about half of a worker's CPU, with
-aiohttp's client 18 µs per token, with this one 11. The body is read as lines (any of CR, LF,
-CRLF ends one) or as server-sent events (the data of each).
+Provider calls go through one aiohttp `ClientSession` per worker. The body is read as lines
+(any of CR, LF, CRLF ends one) or as server-sent events (the data of each), straight from the
+response's stream with bounds on a line's and an event's size.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.request import getproxies, proxy_bypass
 
+import aiohttp
 import msgspec
 
 from .base import ProviderError, error_for_status
-from .wire import Client, ConnectTimeout, HttpError, InvalidRequest, Response
+
+USER_AGENT = "chatbot-llm-inference"
+IDLE_S = 15.0
+"""A kept-alive connection unused this long is closed rather than reused (servers close theirs after seconds to minutes)."""
+DNS_TTL_S = 60.0
 
 
-def client_session(connect_timeout_s: float) -> Client:
-    """The worker's client for every provider call: pooled connections without a bound, `connect_timeout_s` to
-    get one, proxies from the environment. Reads have no timer of the client's: the worker times the
-    first token and every later one itself (a read timer moved on every chunk received was about 4 %
-    of a worker's CPU at a thousand streams), and `drain` bounds its own read.
+def client_session(connect_timeout_s: float, per_origin: int = 256, ssl_context: ssl.SSLContext | None = None) -> aiohttp.ClientSession:
+    """The worker's client for every provider call.
+
+    Kept-alive connections, at most `per_origin` to one scheme, host and port (a call past it
+    waits for one to be free, within the connect timeout); `connect_timeout_s` to get a
+    connection, TLS handshake and proxy tunnel included; proxies from the environment
+    (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, read by `proxy_for` on each call: `http://` and
+    `https://` proxies, which aiohttp's own reading of the environment would ignore); certificates
+    checked against the system's store (`SSL_CERT_FILE` names another) or `ssl_context`.
+    Reads have no timer of the client's: the worker times the first token and every later one
+    itself, and `drain` bounds its own read.
     """
-    return Client(connect_timeout_s)
+    connector = aiohttp.TCPConnector(
+        limit=0,
+        limit_per_host=per_origin,
+        keepalive_timeout=IDLE_S,
+        ttl_dns_cache=int(DNS_TTL_S),
+        ssl=ssl_context if ssl_context is not None else True,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout_s),
+        trust_env=False,
+        headers={"User-Agent": USER_AGENT},
+    )
 
 
 MAX_LINE_BYTES = 1 << 20
@@ -44,12 +69,12 @@ def _too_long(what: str, limit: int) -> ProviderError:
 class Body:
     """A streamed response's body, read with bounds on a line's and an event's size."""
 
-    def __init__(self, response: Response) -> None:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
         self.response = response
 
     async def lines(self) -> AsyncIterator[bytes]:
         """Each line as it arrives, without its ending (CR, LF or CRLF); a last line without one too."""
-        read, pending = self.response.readany, b""
+        read, pending = self.response.content.readany, b""
         while chunk := await read():
             lines, pending = _cut(pending + chunk)
             if len(pending) > MAX_LINE_BYTES:
@@ -68,7 +93,7 @@ class Body:
         an empty line ends the event, and an event the body ends without ending is not one. Read
         straight from the body, not through `lines`: one generator less for every token.
         """
-        read, pending, ended = self.response.readany, b"", False
+        read, pending, ended = self.response.content.readany, b"", False
         data: list[str] = []
         size = 0
         while not ended:
@@ -125,32 +150,59 @@ def error_message(raw: bytes) -> str:
     return error or raw.decode(errors="replace")[:500]
 
 
-async def read_at_most(response: Response, limit: int) -> bytes:
+async def read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
     """The body's first `limit` bytes (the rest is left unread: the connection is closed with the response)."""
     chunks: list[bytes] = []
     size = 0
-    while size < limit and (chunk := await response.readany()):
+    while size < limit and (chunk := await response.content.readany()):
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)[:limit]
 
 
+def proxy_for(url: str) -> tuple[str | None, dict[str, str] | None]:
+    """The proxy the environment names for `url` (none when `NO_PROXY` covers its host), and the `Proxy-Authorization`
+    header the credentials in its URL make."""
+    target = urlsplit(url)
+    proxies = getproxies()
+    proxy = proxies.get(target.scheme) or proxies.get("all")
+    if not proxy or (target.hostname and proxy_bypass(target.hostname)):
+        return None, None
+    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"the proxy {parts.scheme}://{parts.hostname} is not supported: only http:// and https:// proxies are")
+    address = urlunsplit((parts.scheme, f"{parts.hostname}" + (f":{parts.port}" if parts.port else ""), parts.path, "", ""))
+    if not parts.username:
+        return address, None
+    return address, {"Proxy-Authorization": aiohttp.encode_basic_auth(unquote(parts.username), unquote(parts.password or ""))}
+
+
 @asynccontextmanager
-async def streaming_post(http: Client, url: str, *, body: bytes, headers: Mapping[str, str], provider: str) -> AsyncIterator[Body]:
+async def streaming_post(
+    http: aiohttp.ClientSession, url: str, *, body: bytes, headers: Mapping[str, str], provider: str
+) -> AsyncIterator[Body]:
     """POST and yield the open response's body; failures of the call, or of reading it, become `ProviderError`s."""
     try:
-        async with http.post(url, body, headers) as response:
+        proxy, proxy_headers = proxy_for(url)
+        async with http.post(url, data=body, headers=headers, allow_redirects=False, proxy=proxy, proxy_headers=proxy_headers) as response:
             if response.status >= 400:
                 raise error_for_status(
                     response.status, error_message(await read_at_most(response, MAX_ERROR_BODY_BYTES)), response.headers, provider
                 )
             yield Body(response)
-    except ConnectTimeout as exc:
-        raise ProviderError("timeout", f"{provider}: {exc} calling {url}") from exc
-    except InvalidRequest as exc:
-        raise ProviderError("bad_request", f"{provider}: {exc}") from exc
-    except HttpError as exc:
-        raise ProviderError("network", f"{provider}: {exc} calling {url}") from exc
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise ProviderError("timeout", f"{provider}: no connection within the connect timeout calling {url}") from exc
+    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
+        raise ProviderError("bad_request", f"{provider}: the call cannot be made: {url} is not an http or https URL") from exc
+    except aiohttp.ClientError as exc:  # before ValueError: a certificate that fails its check is both
+        raise ProviderError("network", f"{provider}: {_described(exc)} calling {url}") from exc
+    except ValueError as exc:  # a header with a line break, refused before anything is sent
+        raise ProviderError("bad_request", f"{provider}: the call cannot be made: {exc}") from exc
+
+
+def _described(error: aiohttp.ClientError) -> str:
+    """What went wrong, in words: aiohttp's own for most; the kind for those whose message is empty."""
+    return str(error) or type(error).__name__
 
 
 def api_key(environ: Mapping[str, str], variable: str | None, provider: str) -> str | None:
@@ -173,7 +225,7 @@ async def drain(rest: AsyncIterator[Any], within_s: float = DRAIN_WITHIN_S) -> N
     connects again (a tenth of a worker's CPU at load went to new connections). A server that
     keeps sending or holds the body open past `within_s` is left to the close.
     """
-    with contextlib.suppress(TimeoutError, HttpError):
+    with contextlib.suppress(TimeoutError, aiohttp.ClientError):
         async with asyncio.timeout(within_s):
             async for _ in rest:
                 pass

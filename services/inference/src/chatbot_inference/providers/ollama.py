@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping
 
+import aiohttp
 import msgspec
 
 from chatbot_contracts import ChatRequest, Delta, Done, FinishReason, ModelSpec, TokenUsage, json_encoder
 
 from .base import ProviderError, ProviderEvent
 from .http import api_key, drain, streaming_post
-from .wire import Client
 
 DEFAULT_BASE_URL = "http://localhost:11434"
 
@@ -72,7 +72,7 @@ class OllamaProvider:
 
     name = "ollama"
 
-    def __init__(self, http: Client, environ: Mapping[str, str] = os.environ) -> None:
+    def __init__(self, http: aiohttp.ClientSession, environ: Mapping[str, str] = os.environ) -> None:
         self._http = http
         self._environ = environ
 

@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import aiohttp
 import msgspec
 
 from chatbot_contracts import (
@@ -23,7 +24,6 @@ from chatbot_contracts import (
 
 from .base import ProviderError, ProviderEvent
 from .http import drain, streaming_post
-from .wire import Client
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -159,7 +159,7 @@ class OpenAIProvider:
 
     name = "openai"
 
-    def __init__(self, http: Client, environ: Mapping[str, str] = os.environ) -> None:
+    def __init__(self, http: aiohttp.ClientSession, environ: Mapping[str, str] = os.environ) -> None:
         self._http = http
         self._environ = environ
 

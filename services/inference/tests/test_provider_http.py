@@ -1,4 +1,5 @@
-"""The provider calls' HTTP/1.1 client against scripted servers: framings, encodings, TLS, proxies, kept-alive connections.
+"""The provider calls' HTTP client (aiohttp, as `client_session` sets it up) against scripted servers: framings, encodings,
+TLS, proxies, kept-alive connections, and how each failure reads as a `ProviderError`.
 
 The adapter tests cover what the fake providers send (chunked streams, error bodies with a length,
 connections dropped mid-stream); these cover what real servers and networks may do besides.
@@ -13,6 +14,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,8 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from chatbot_inference.providers.base import ProviderError
-from chatbot_inference.providers.http import streaming_post
-from chatbot_inference.providers.wire import Client, ConnectTimeout, HttpError, InvalidRequest
+from chatbot_inference.providers.http import client_session, proxy_for, streaming_post
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -77,9 +78,20 @@ class _Recorded:
         return await self._reader.read(n)
 
 
-async def body_of(client: Client, url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    async with client.post(url, b'{"q": 1}', headers or {"content-type": "application/json"}) as response:
-        return response.status, await response.read()
+def Client(connect_timeout_s: float, ssl_context: ssl.SSLContext | None = None) -> aiohttp.ClientSession:
+    return client_session(connect_timeout_s, ssl_context=ssl_context)
+
+
+async def body_of(client: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """Status and body of a POST through `streaming_post`, as an adapter makes it (an error status raises)."""
+    async with streaming_post(
+        client, url, body=b'{"q": 1}', headers=headers or {"content-type": "application/json"}, provider="openai"
+    ) as body:
+        return body.response.status, await body.response.read()
+
+
+def failure(error: pytest.ExceptionInfo[ProviderError]) -> tuple[str, str]:
+    return error.value.code, error.value.message
 
 
 async def test_bodies_framed_by_length_by_chunks_and_by_the_close_are_read_whole(
@@ -106,8 +118,9 @@ async def test_bodies_framed_by_length_by_chunks_and_by_the_close_are_read_whole
         for path in framings:
             assert await body_of(client, f"http://127.0.0.1:{port}{path}") == (200, b"hello"), path
     assert len([head for head in heads if head.startswith(b"POST")]) == 3
-    first = heads[0].decode()
-    assert first.startswith("POST /length HTTP/1.1\r\n") and f"Host: 127.0.0.1:{port}\r\n" in first and "Content-Length: 8\r\n" in first
+    first = heads[0].decode().lower()
+    assert first.startswith("post /length http/1.1\r\n") and f"host: 127.0.0.1:{port}\r\n" in first and "content-length: 8\r\n" in first
+    assert "user-agent: chatbot-llm-inference\r\n" in first
 
 
 async def test_a_kept_alive_connection_carries_the_next_call_and_a_half_read_one_does_not(
@@ -131,39 +144,61 @@ async def test_a_kept_alive_connection_carries_the_next_call_and_a_half_read_one
         assert await body_of(client, url) == (200, b"firstlast")
         assert await body_of(client, url) == (200, b"firstlast")
         assert connections == 1
-        async with client.post(url, b"", {}) as response:
-            assert await response.readany() == b"first"  # and left before the end
+        async with streaming_post(client, url, body=b"", headers={}, provider="openai") as body:
+            assert await body.response.content.readany() == b"first"  # and left before the end
         assert await body_of(client, url) == (200, b"firstlast")
         assert connections == 2, "a connection with a body left unread is not reused"
 
 
-async def test_a_kept_alive_connection_the_server_dropped_is_replaced_and_the_call_sent_again(
+async def test_a_kept_alive_connection_the_server_closed_while_idle_is_replaced(
     serve: Callable[..., Awaitable[tuple[int, list[bytes]]]],
 ) -> None:
-    """The server closes an idle connection just as the next request goes out: nothing of it was read, so it is sent anew."""
-    served = 0
+    """Servers close idle connections after a while of their own: the next call goes out on a new one, and succeeds."""
+    connections = 0
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal served
+        nonlocal connections
+        connections += 1
         await read_request(reader)
-        served += 1
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await writer.drain()
-        await reader.read(1)  # the next request's first byte: close without an answer
+        await asyncio.sleep(0.05)  # idle a moment, then closed (by `serve`)
 
     port, _ = await serve(answer)
     async with Client(connect_timeout_s=2) as client:
         for _ in range(3):
             assert await body_of(client, f"http://127.0.0.1:{port}/") == (200, b"ok")
-    assert served == 3
+            await asyncio.sleep(0.2)
+    assert connections == 3
 
 
-async def test_gzip_and_deflate_bodies_are_decoded_and_other_encodings_refused(
-    serve: Callable[..., Awaitable[tuple[int, list[bytes]]]],
-) -> None:
+async def test_a_pool_is_bounded_per_origin(serve: Callable[..., Awaitable[tuple[int, list[bytes]]]]) -> None:
+    """Past `per_origin` connections to one server, a call waits for a free one: never more sockets than the bound."""
+    open_now = most = 0
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal open_now, most
+        open_now += 1
+        most = max(most, open_now)
+        try:
+            while True:
+                await read_request(reader)
+                await asyncio.sleep(0.05)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        finally:
+            open_now -= 1
+
+    port, _ = await serve(answer)
+    async with client_session(2, per_origin=3) as client:
+        results = await asyncio.gather(*(body_of(client, f"http://127.0.0.1:{port}/") for _ in range(12)))
+    assert results == [(200, b"ok")] * 12
+    assert most == 3
+
+
+async def test_gzip_and_deflate_bodies_are_decoded(serve: Callable[..., Awaitable[tuple[int, list[bytes]]]]) -> None:
     import zlib
 
-    encoded = {"/gzip": (b"gzip", gzip.compress(b"x" * 1000)), "/deflate": (b"deflate", zlib.compress(b"x" * 1000)), "/br": (b"br", b"??")}
+    encoded = {"/gzip": (b"gzip", gzip.compress(b"x" * 1000)), "/deflate": (b"deflate", zlib.compress(b"x" * 1000))}
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
@@ -175,26 +210,28 @@ async def test_gzip_and_deflate_bodies_are_decoded_and_other_encodings_refused(
     async with Client(connect_timeout_s=2) as client:
         assert await body_of(client, f"http://127.0.0.1:{port}/gzip") == (200, b"x" * 1000)
         assert await body_of(client, f"http://127.0.0.1:{port}/deflate") == (200, b"x" * 1000)
-        with pytest.raises(HttpError, match="content encoding 'br'"):
-            await body_of(client, f"http://127.0.0.1:{port}/br")
 
 
-async def test_an_interim_answer_is_skipped_and_headers_are_read_by_lowercase_name(
+async def test_an_interim_answer_is_skipped_and_an_error_status_is_the_providers_error(
     serve: Callable[..., Awaitable[tuple[int, list[bytes]]]],
 ) -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n")
-        writer.write(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nX-Seen: a\r\nX-Seen: b\r\nContent-Length: 4\r\n\r\nslow")
+        body = b'{"error": {"message": "slow down"}}'
+        writer.write(b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
 
     port, _ = await serve(answer)
-    async with Client(connect_timeout_s=2) as client, client.post(f"http://127.0.0.1:{port}/", b"", {}) as response:
-        assert response.status == 429
-        assert response.headers["retry-after"] == "7" and response.headers["x-seen"] == "a, b" and "x-interim" not in response.headers
-        assert await response.read() == b"slow"
+    async with Client(connect_timeout_s=2) as client:
+        with pytest.raises(ProviderError) as refused:
+            await body_of(client, f"http://127.0.0.1:{port}/")
+    assert refused.value.code == "rate_limited" and "slow down" in refused.value.message
+    assert refused.value.retry_after == 7, "Retry-After is read whatever the case of its name"
 
 
-async def test_what_is_not_http_and_what_ends_too_soon_are_errors(serve: Callable[..., Awaitable[tuple[int, list[bytes]]]]) -> None:
+async def test_what_is_not_http_and_what_ends_too_soon_are_network_errors(
+    serve: Callable[..., Awaitable[tuple[int, list[bytes]]]],
+) -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head, _ = await read_request(reader)
         if b"/garbage" in head:
@@ -204,27 +241,31 @@ async def test_what_is_not_http_and_what_ends_too_soon_are_errors(serve: Callabl
 
     port, _ = await serve(answer)
     async with Client(connect_timeout_s=2) as client:
-        with pytest.raises(HttpError, match="not valid HTTP"):
+        with pytest.raises(ProviderError) as garbage:
             await body_of(client, f"http://127.0.0.1:{port}/garbage")
-        with pytest.raises(HttpError, match="closed before the response ended"):
+        assert garbage.value.code == "network" and f"127.0.0.1:{port}/garbage" in garbage.value.message
+        with pytest.raises(ProviderError) as short:
             await body_of(client, f"http://127.0.0.1:{port}/short")
+        assert short.value.code == "network"
 
 
-async def test_calls_that_cannot_be_made_say_why() -> None:
+async def test_calls_that_cannot_be_made_say_why(serve: Callable[..., Awaitable[tuple[int, list[bytes]]]]) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    port, heads = await serve(answer)
     async with Client(connect_timeout_s=2) as client:
-        with pytest.raises(InvalidRequest, match="not an http or https URL"):
+        with pytest.raises(ProviderError) as scheme:
             await body_of(client, "ftp://example.com/")
-        with pytest.raises(InvalidRequest, match="line break"):
-            await body_of(client, "http://127.0.0.1:9/", {"authorization": "Bearer x\r\nX-Injected: 1"})
-        with pytest.raises(HttpError, match=r"cannot connect to 127\.0\.0\.1:1"):
+        assert failure(scheme)[0] == "bad_request" and "ftp://example.com/" in failure(scheme)[1]
+        with pytest.raises(ProviderError) as injected:
+            await body_of(client, f"http://127.0.0.1:{port}/", {"authorization": "Bearer x\r\nX-Injected: 1"})
+        assert failure(injected)[0] == "bad_request" and "header" in failure(injected)[1]
+        assert heads == [], "nothing of it was sent"
+        with pytest.raises(ProviderError) as refused:
             await body_of(client, "http://127.0.0.1:1/")
-    with pytest.raises(ProviderError) as refused:
-        async with (
-            Client(connect_timeout_s=2) as client,
-            streaming_post(client, "http://127.0.0.1:1/", body=b"", headers={}, provider="openai"),
-        ):
-            pass
-    assert refused.value.code == "network" and "cannot connect" in refused.value.message
+        assert failure(refused)[0] == "network" and "127.0.0.1:1" in failure(refused)[1]
 
 
 def _certificate(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
@@ -253,7 +294,7 @@ def _certificate(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server, ssl.create_default_context(cafile=directory / "cert.pem")
 
 
-async def test_https_checks_the_certificate_and_goes_through_a_connect_proxy(
+async def test_https_checks_the_certificate_and_goes_through_connect_proxies_http_and_https(
     serve: Callable[..., Awaitable[tuple[int, list[bytes]]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server_tls, client_tls = _certificate(tmp_path)
@@ -267,10 +308,11 @@ async def test_https_checks_the_certificate_and_goes_through_a_connect_proxy(
     url = f"https://localhost:{port}/v1"
     async with Client(connect_timeout_s=2, ssl_context=client_tls) as client:
         assert await body_of(client, url) == (200, b"secret")
-    assert f"Host: localhost:{port}\r\n".encode() in heads[0]
+    assert f"host: localhost:{port}\r\n".encode() in heads[0].lower()
     async with Client(connect_timeout_s=2) as client:  # the system's CA store does not know this certificate
-        with pytest.raises(HttpError, match="CERTIFICATE_VERIFY_FAILED"):
+        with pytest.raises(ProviderError) as unknown:
             await body_of(client, url)
+        assert unknown.value.code == "network" and "CERTIFICATE_VERIFY_FAILED" in unknown.value.message
 
     async def tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -285,17 +327,19 @@ async def test_https_checks_the_certificate_and_goes_through_a_connect_proxy(
 
         await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer), return_exceptions=True)
 
-    proxy_port, proxy_heads = await serve(tunnel)
-    monkeypatch.setenv("HTTPS_PROXY", f"http://me:p%40ss@127.0.0.1:{proxy_port}")
     monkeypatch.setenv("NO_PROXY", "")
     monkeypatch.delenv("no_proxy", raising=False)
-    async with Client(connect_timeout_s=2, ssl_context=client_tls) as client:
-        assert await body_of(client, url) == (200, b"secret")
-        assert await body_of(client, url) == (200, b"secret")
-    credentials = "Basic bWU6cEBzcw=="  # me:p@ss
-    assert proxy_heads == [
-        f"CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\nProxy-Authorization: {credentials}\r\n\r\n".encode()
-    ], "one tunnel, kept alive, with the proxy URL's credentials"
+    monkeypatch.delenv("https_proxy", raising=False)
+    for scheme, proxy_tls in (("http", None), ("https", server_tls)):
+        proxy_port, proxy_heads = await serve(tunnel, proxy_tls)
+        monkeypatch.setenv("HTTPS_PROXY", f"{scheme}://me:p%40ss@localhost:{proxy_port}")
+        async with Client(connect_timeout_s=2, ssl_context=client_tls) as client:
+            assert await body_of(client, url) == (200, b"secret"), scheme
+            assert await body_of(client, url) == (200, b"secret"), scheme
+        assert len(proxy_heads) == 1, f"one tunnel through the {scheme} proxy, kept alive"
+        connect = proxy_heads[0].decode()
+        assert connect.startswith(f"CONNECT localhost:{port} HTTP/1.1\r\n"), scheme
+        assert "Proxy-Authorization: Basic bWU6cEBzcw==\r\n" in connect, "the proxy URL's credentials (me:p@ss)"
 
 
 async def test_a_connection_not_made_within_the_connect_timeout_is_a_timeout(
@@ -309,5 +353,23 @@ async def test_a_connection_not_made_within_the_connect_timeout_is_a_timeout(
 
     port, _ = await serve(silent)
     async with Client(connect_timeout_s=0.2) as client:
-        with pytest.raises(ConnectTimeout, match=r"no connection to localhost:\d+ within 0.2 s"):
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ProviderError) as late:
             await body_of(client, f"https://localhost:{port}/")
+        assert late.value.code == "timeout" and "connect timeout" in late.value.message
+        assert asyncio.get_running_loop().time() - started < 2
+
+
+def test_the_proxy_for_a_call_is_the_one_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert proxy_for("https://api.openai.com/v1") == (None, None)
+    monkeypatch.setenv("HTTPS_PROXY", "https://proxy.internal:3129")
+    monkeypatch.setenv("ALL_PROXY", "http://u:p%3Aw@fallback.internal:8080")
+    monkeypatch.setenv("NO_PROXY", "localhost,.svc.cluster.local")
+    assert proxy_for("https://api.openai.com/v1") == ("https://proxy.internal:3129", None)
+    assert proxy_for("http://vllm.internal/v1") == ("http://fallback.internal:8080", {"Proxy-Authorization": "Basic dTpwOnc="})
+    assert proxy_for("http://ollama.ai.svc.cluster.local:11434/api/chat") == (None, None), "NO_PROXY covers it"
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://proxy.internal:1080")
+    with pytest.raises(ValueError, match=r"socks5://proxy\.internal is not supported"):
+        proxy_for("https://api.openai.com/v1")
