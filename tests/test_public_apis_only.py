@@ -17,15 +17,7 @@ ROOT = Path(__file__).parents[1]
 SOURCES = sorted([*ROOT.glob("libs/*/src/**/*.py"), *ROOT.glob("services/*/src/**/*.py")])
 
 ALLOWED: dict[tuple[str, str], str] = {
-    # (file relative to the root, the offending name) -> why it is still there. Each goes with issue #21.
-    ("libs/contracts/src/chatbot_contracts/consumers.py", "_get_msgs"): "read_only_what_fits patches FastStream (issue #21)",
-    ("libs/contracts/src/chatbot_contracts/consumers.py", "faststream.redis.subscriber.usecases"): "tune_faststream (issue #21)",
-    ("libs/contracts/src/chatbot_contracts/consumers.py", "basic"): "tune_faststream lowers FastStream's read backoff (issue #21)",
-    (
-        "libs/contracts/src/chatbot_contracts/consumers.py",
-        "stream_subscriber",
-    ): "tune_faststream lowers FastStream's read backoff (issue #21)",
-    ("libs/contracts/src/chatbot_contracts/consumers.py", "StreamSub"): "tune_faststream replaces StreamSub.add_prefix (issue #21)",
+    # (file relative to the root, the offending name) -> why it has to be there. None has to be today.
 }
 
 

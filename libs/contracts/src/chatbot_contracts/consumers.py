@@ -78,82 +78,6 @@ async def keep_consuming(
                 log.warning("consumer.restart_failed", error=str(exc))
 
 
-def tune_faststream(backoff_s: float = 0.5) -> None:
-    """Make FastStream 0.7's Redis stream consumers recover quickly and cost little per message.
-
-    - A consumer that lost its connection while Redis restarted retries after `backoff_s`
-      instead of FastStream's fixed 5 s (the platform promises to serve again within 5 s of
-      Redis returning). The constant is module state, read on every failure.
-    - `StreamSub.add_prefix` deep-copies the subscription on every access to a subscriber's
-      `stream_sub`, which FastStream makes for every read and every message (logging context):
-      about a fifth of its per-message cost. With no prefix (the platform uses none) the
-      subscription is returned as it is.
-    """
-    from faststream.redis.schemas.stream_sub import StreamSub
-    from faststream.redis.subscriber.usecases import basic, stream_subscriber
-
-    basic.CONSUME_ERROR_BACKOFF_SECONDS = backoff_s  # type: ignore[assignment]
-    stream_subscriber.CONSUME_ERROR_BACKOFF_SECONDS = backoff_s  # type: ignore[attr-defined,assignment]
-    copying = getattr(StreamSub.add_prefix, "copying", StreamSub.add_prefix)
-
-    def add_prefix(self: Any, prefix: str) -> Any:
-        return self if not prefix else copying(self, prefix)
-
-    add_prefix.copying = copying  # type: ignore[attr-defined]
-    StreamSub.add_prefix = add_prefix  # type: ignore[method-assign]
-
-
-def read_only_what_fits(subscriber: Any) -> None:
-    """Make a stream subscriber with `max_workers` read only when one of its handler slots is free, and
-    at most as many entries as are free.
-
-    FastStream reads first and waits for a slot after: a worker whose slots were all busy held what
-    it had read (with no COUNT, every new entry) pending in its name, where no other worker took it
-    until the claim time had passed, and where queue-lag autoscaling did not count it. Entries are
-    counted from the read to the end of their handler. Relies on `tune_faststream` (the
-    subscriber's `stream_sub` is then the very subscription its reads use).
-    """
-    subscription = subscriber.stream_sub
-    slots = getattr(subscriber, "max_workers", 1)
-    if slots <= 1:  # one handler at a time, run before the next read: read one entry at a time
-        subscription.max_records = 1
-        return
-    fetch, put, consume, start = subscriber._get_msgs, subscriber.consume_one, subscriber.consume, subscriber.start
-    taken = [0, 0]  # entries read and not yet handled, entries being handled
-    freed = asyncio.Event()
-
-    async def fetch_what_fits(*args: Any) -> None:
-        while sum(taken) >= slots:
-            freed.clear()
-            await freed.wait()
-        subscription.max_records = slots - sum(taken)
-        await fetch(*args)
-
-    async def put_counted(message: Any) -> None:
-        taken[0] += 1
-        await put(message)
-
-    async def consume_counted(message: Any) -> Any:
-        taken[0] = max(0, taken[0] - 1)
-        taken[1] += 1
-        try:
-            return await consume(message)
-        finally:
-            taken[1] -= 1
-            freed.set()
-
-    async def start_afresh() -> None:
-        taken[0] = 0  # a stopped subscriber's queue went with it
-        await start()
-
-    subscriber._get_msgs, subscriber.consume_one, subscriber.consume, subscriber.start = (
-        fetch_what_fits,
-        put_counted,
-        consume_counted,
-        start_afresh,
-    )
-
-
 def consumer_broker(url: str, connect_timeout_s: float, **options: Any) -> Any:
     """A FastStream `RedisBroker` for the platform's stream consumers.
 
@@ -164,7 +88,6 @@ def consumer_broker(url: str, connect_timeout_s: float, **options: Any) -> Any:
     """
     from faststream.redis import RedisBroker
 
-    tune_faststream()
     return RedisBroker(
         url,
         logger=logging.getLogger("chatbot.faststream"),

@@ -1,9 +1,9 @@
-"""The worker process: FastStream consumers of `chat.requests` (group `inference`) and the tasks that keep it honest.
+"""The worker process: the reader of `chat.requests` (group `inference`) and the tasks that keep it honest.
 
-- a reader takes new requests, a claimer takes over requests whose worker died (XAUTOCLAIM);
+- the reader takes new requests, and takes over requests whose worker died (XAUTOCLAIM), as many as fit;
 - the claims of running generations are refreshed, so long answers are never taken over;
 - cancel signals arrive on a Pub/Sub channel and stop the generation at once;
-- consumer groups that Redis lost (it restarted empty) are recreated, and stopped consumers started again;
+- a consumer group that Redis lost (it restarted empty) is made again;
 - SIGTERM stops taking work, lets running generations finish for a grace period, then leaves
   the rest unacknowledged for another worker.
 """
@@ -19,18 +19,16 @@ from pathlib import Path
 import msgspec
 import redis.exceptions
 import structlog
-from faststream import AckPolicy
-from faststream.redis import StreamSub
-from faststream.redis.message import RedisStreamMessage
 
-from chatbot_contracts import DATA_FIELD_BYTES, INFERENCE_GROUP, Keys, Registry, chat_request_decoder
-from chatbot_contracts.consumers import consumer_broker, ensure_groups, keep_consuming, read_only_what_fits, the_message
+from chatbot_contracts import INFERENCE_GROUP, Keys, Registry, chat_request_decoder
+from chatbot_contracts.consumers import ensure_groups
 from chatbot_contracts.observability import serve_metrics
 from chatbot_contracts.redis import connect
 from chatbot_contracts.registry import RegistryWatcher
 
 from .providers import build_providers
 from .providers.http import client_session
+from .queue import QueueReader
 from .settings import Settings
 from .worker import TakenOver, Worker
 
@@ -44,48 +42,28 @@ class WorkerApp:
         self.settings = settings
         self.keys = Keys(settings.redis.redis_namespace)
         self.name = settings.worker.consumer_name
-        self.broker = consumer_broker(
-            settings.redis.url, settings.redis.redis_connect_timeout_s, graceful_timeout=settings.worker.shutdown_grace_s
-        )
         self.redis = connect(settings.redis)
         self.http = client_session(settings.providers.connect_timeout_s, settings.providers.provider_connections)
         self.registry_file = registry.source if Path(registry.source).is_file() else None
         """Reloaded when it changes (a registry made in memory, in tests, is not)."""
         self.worker = Worker(self.redis, self.keys, registry, build_providers(self.http), settings.worker, settings.providers)
         self.stopping = asyncio.Event()
-        concurrency = settings.worker.worker_concurrency
-        self.reader = self.broker.subscriber(
-            stream=StreamSub(self.keys.chat_requests, group=INFERENCE_GROUP, consumer=self.name, polling_interval=1000),
-            max_workers=concurrency,
-            decoder=the_message,
-            ack_policy=AckPolicy.MANUAL,
+        self.reader = QueueReader(
+            self.redis,
+            self.keys.chat_requests,
+            INFERENCE_GROUP,
+            self.name,
+            self.on_request,
+            slots=settings.worker.worker_concurrency,
+            claim_idle_s=settings.worker.claim_idle_s,
         )
-        self.claimer = self.broker.subscriber(
-            stream=StreamSub(
-                self.keys.chat_requests,
-                group=INFERENCE_GROUP,
-                consumer=self.name,
-                min_idle_time=int(settings.worker.claim_idle_s * 1000),
-                polling_interval=1000,
-            ),
-            max_workers=max(1, concurrency // 4),
-            decoder=the_message,
-            ack_policy=AckPolicy.MANUAL,
-        )
-        self.reader(self.on_request)
-        self.claimer(self.on_request)
-        read_only_what_fits(self.reader)
-        read_only_what_fits(self.claimer)
 
-    async def on_request(self, message: RedisStreamMessage) -> None:
-        payload = message.raw_message["data"].get(DATA_FIELD_BYTES) or b""
-        entry_ids = message.raw_message.get("message_ids") or [b""]
-        entry_id = entry_ids[0].decode() if isinstance(entry_ids[0], bytes) else str(entry_ids[0])
+    async def on_request(self, entry_id: str, payload: bytes) -> None:
         try:
             request = chat_request_decoder.decode(payload)
         except msgspec.MsgspecError as exc:
             await self.worker.refuse(payload, f"the request could not be read: {exc}")
-            await message.ack()
+            await self.redis.xack(self.keys.chat_requests, INFERENCE_GROUP, entry_id)
             return
         with structlog.contextvars.bound_contextvars(
             request_id=request.request_id, model=request.model, key_id=request.key_id, conversation_id=request.conversation_id
@@ -102,14 +80,13 @@ class WorkerApp:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stopping.set)
-        await self._start_broker()
-        groups = [(self.keys.chat_requests, INFERENCE_GROUP)]
+        await self._make_group()
+        self.reader.start()
         tasks = [asyncio.create_task(job()) for job in (self._heartbeat, self._refresh_claims, self._listen_for_cancels)]
         if self.registry_file is not None:
             watcher = RegistryWatcher(self.registry_file, self._use_registry, self.settings.worker.registry_poll_s)
             watcher.listen_for_sighup()
             tasks.append(asyncio.create_task(watcher.run()))
-        tasks.append(asyncio.create_task(keep_consuming(self.redis, groups, [self.reader, self.claimer], self.stopping)))
         serve_metrics(self.worker.metrics.registry, self.settings.metrics.metrics_host, self.settings.worker.metrics_port)
         log.info(
             "worker.started",
@@ -119,7 +96,7 @@ class WorkerApp:
         )
         await self.stopping.wait()
         log.info("worker.stopping", running=len(self.worker.inflight), grace_s=self.settings.worker.shutdown_grace_s)
-        await self.broker.stop()  # stops reading, waits up to the grace period, then cancels what still runs
+        await self.reader.stop(self.settings.worker.shutdown_grace_s)  # what still runs after the grace is cancelled
         for task in tasks:
             task.cancel()
         with contextlib.suppress(Exception):
@@ -132,11 +109,10 @@ class WorkerApp:
         """A reloaded registry: generations that run keep their model; new ones use the new file."""
         self.worker.registry = registry
 
-    async def _start_broker(self) -> None:
+    async def _make_group(self) -> None:
         while True:
             try:
                 await ensure_groups(self.redis, [(self.keys.chat_requests, INFERENCE_GROUP)])
-                await self.broker.start()
                 return
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.warning("worker.waiting_for_redis", error=str(exc))
