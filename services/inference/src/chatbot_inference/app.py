@@ -43,7 +43,9 @@ class WorkerApp:
         self.keys = Keys(settings.redis.redis_namespace)
         self.name = settings.worker.consumer_name
         self.redis = connect(settings.redis)
-        self.http = client_session(settings.providers.connect_timeout_s, settings.providers.provider_connections)
+        self.http = client_session(
+            settings.providers.connect_timeout_s, settings.providers.provider_connections or settings.worker.worker_concurrency
+        )
         self.registry_file = registry.source if Path(registry.source).is_file() else None
         """Reloaded when it changes (a registry made in memory, in tests, is not)."""
         self.worker = Worker(self.redis, self.keys, registry, build_providers(self.http), settings.worker, settings.providers)

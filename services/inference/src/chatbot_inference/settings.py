@@ -59,8 +59,9 @@ class ProviderSettings(msgspec.Struct, kw_only=True, frozen=True):
     connect_timeout_s: float = 10.0
     """`CHATBOT_CONNECT_TIMEOUT_S`: time to connect to a provider (TLS and a proxy's tunnel included), or to wait for a free
     connection when `CHATBOT_PROVIDER_CONNECTIONS` are in use."""
-    provider_connections: int = 256
-    """`CHATBOT_PROVIDER_CONNECTIONS`: kept-alive connections a worker holds at most to one provider origin (scheme, host, port)."""
+    provider_connections: int = 0
+    """`CHATBOT_PROVIDER_CONNECTIONS`: connections a worker holds at most to one provider origin (scheme, host, port);
+    0, the default, is the worker's concurrency, so that no call waits for another's connection."""
     first_token_timeout_s: float = 120.0
     """`CHATBOT_FIRST_TOKEN_TIMEOUT_S`: longest wait for an answer's first token (a model's `first_token_timeout_s` wins)."""
     idle_timeout_s: float = 120.0

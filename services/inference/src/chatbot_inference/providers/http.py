@@ -27,7 +27,7 @@ IDLE_S = 15.0
 DNS_TTL_S = 60.0
 
 
-def client_session(connect_timeout_s: float, per_origin: int = 256, ssl_context: ssl.SSLContext | None = None) -> aiohttp.ClientSession:
+def client_session(connect_timeout_s: float, per_origin: int = 128, ssl_context: ssl.SSLContext | None = None) -> aiohttp.ClientSession:
     """The worker's client for every provider call.
 
     Kept-alive connections, at most `per_origin` to one scheme, host and port (a call past it
