@@ -81,6 +81,15 @@ async def test_a_round_trip_that_redis_does_not_answer_in_time_fails_and_leaves_
     await client.aclose()
 
 
+async def test_a_round_timed_whole_fails_past_its_time_and_leaves_the_client_usable(redis_url: str, namespace: str) -> None:
+    client = connect(RedisSettings(url=redis_url), timed_replies=False)
+    with pytest.raises(redis.exceptions.TimeoutError, match=r"no reply from Redis within 0\.2 s"):
+        await round_trip(client, [("PING",), ("BLPOP", f"{namespace}rt.never", 2)], within_s=0.2)
+    assert await round_trip(client, [(b"PING",), (b"INCR", f"{namespace}rt.n")], within_s=1) == [b"PONG", 1], "its connection was closed"
+    await client.delete(f"{namespace}rt.n")
+    await client.aclose()
+
+
 @pytest.fixture
 def unix_redis(tmp_path: Path) -> Iterator[Path]:
     """A redis-server of its own listening on a Unix socket only."""

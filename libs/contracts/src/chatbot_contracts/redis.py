@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,8 +28,12 @@ class RedisSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_REDIS_SOCKET_TIMEOUT_S`: longest wait for a reply; above the longest blocking read (5 s)."""
 
 
-def connect(settings: RedisSettings) -> aioredis.Redis:
+def connect(settings: RedisSettings, *, timed_replies: bool = True) -> aioredis.Redis:
     """A client over a blocking pool: callers wait for a free connection instead of failing.
+
+    Each reply is awaited for at most the socket timeout; without `timed_replies`, for a caller
+    that times its whole round itself (`round_trip` with `within_s`), none is: redis-py's timer
+    per reply was about a third of a pipeline's CPU.
 
     A command on a connection that Redis dropped (it restarted) is retried once on a new one,
     at once: a Redis that is really gone surfaces within the connect timeout, not after a
@@ -40,7 +45,7 @@ def connect(settings: RedisSettings) -> aioredis.Redis:
         max_connections=settings.redis_max_connections,
         timeout=10,
         socket_connect_timeout=settings.redis_connect_timeout_s,
-        socket_timeout=settings.redis_socket_timeout_s,
+        socket_timeout=settings.redis_socket_timeout_s if timed_replies else None,
         **({} if settings.url.startswith("unix:") else {"socket_keepalive": True}),
         health_check_interval=30,
         retry=Retry(NoBackoff(), 1),
@@ -49,12 +54,20 @@ def connect(settings: RedisSettings) -> aioredis.Redis:
     return aioredis.Redis(connection_pool=pool)
 
 
-async def round_trip(client: aioredis.Redis, commands: Sequence[Sequence[Any]]) -> list[Any]:
+async def round_trip(client: aioredis.Redis, commands: Sequence[Sequence[Any]], within_s: float | None = None) -> list[Any]:
     """Sends `commands` in one pipeline (no transaction) and returns their replies in order, a refused command's as its
     `ResponseError`. A pipeline whose connection failed is sent again once on a fresh connection (the pool's retry
-    rule); one that Redis does not answer within the socket timeout raises `TimeoutError`."""
+    rule). With `within_s`, the round (its retry included) fails with `TimeoutError` past that long, and the
+    connection it was on is closed; otherwise the client's socket timeout bounds each reply.
+
+    A command named in bytes (`b"XADD"`) gets Redis's reply as it is; named in text, redis-py's reply callback
+    converts it (`"SET"` -> `True`)."""
     pipeline = client.pipeline(transaction=False)
     for command in commands:
         pipeline.execute_command(*command)
-    replies: list[Any] = await pipeline.execute(raise_on_error=False)
+    try:
+        async with asyncio.timeout(within_s):
+            replies: list[Any] = await pipeline.execute(raise_on_error=False)
+    except TimeoutError as exc:
+        raise redis.exceptions.TimeoutError(f"no reply from Redis within {within_s} s") from exc
     return replies

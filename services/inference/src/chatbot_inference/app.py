@@ -48,7 +48,18 @@ class WorkerApp:
         )
         self.registry_file = registry.source if Path(registry.source).is_file() else None
         """Reloaded when it changes (a registry made in memory, in tests, is not)."""
-        self.worker = Worker(self.redis, self.keys, registry, build_providers(self.http), settings.worker, settings.providers)
+        self.writer = connect(settings.redis, timed_replies=False)
+        """The request streams' writes: rounds timed whole, not reply by reply."""
+        self.worker = Worker(
+            self.redis,
+            self.keys,
+            registry,
+            build_providers(self.http),
+            settings.worker,
+            settings.providers,
+            writer=self.writer,
+            write_within_s=settings.redis.redis_socket_timeout_s,
+        )
         self.stopping = asyncio.Event()
         self.reader = QueueReader(
             self.redis,
@@ -104,6 +115,7 @@ class WorkerApp:
         with contextlib.suppress(Exception):
             await self.redis.zrem(self.keys.workers, self.name)
         await self.http.close()
+        await self.writer.aclose()
         await self.redis.aclose()
         log.info("worker.stopped")
 

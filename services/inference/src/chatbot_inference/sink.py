@@ -12,7 +12,8 @@ from chatbot_contracts.redis import round_trip
 
 Event = StreamEvent | InferenceEvent
 Command = tuple[bytes | str | int, ...]
-"""One Redis command, as `round_trip` sends it."""
+"""One Redis command, as `round_trip` sends it: named in bytes, so that Redis's replies come as they are (no reply
+callbacks: only a refusal matters), with its keys in bytes (no encoding per command)."""
 
 
 def coalesce(events: list[Event]) -> list[Event]:
@@ -54,8 +55,10 @@ class SharedPipeline:
     refused command fails only its own stream's write; a lost round trip fails every write in it.
     """
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, within_s: float | None = None) -> None:
         self._redis = redis
+        self._within_s = within_s
+        """How long a round may take (None: the client's own timer per reply)."""
         self._ready: dict[StreamSink, None] = {}
         """Streams with something to write, in the order they asked."""
         self._sender: asyncio.Task[None] | None = None
@@ -84,7 +87,7 @@ class SharedPipeline:
                     continue
                 spans.append((sink, start, len(commands)))
             try:
-                results = await round_trip(self._redis, commands) if commands else []
+                results = await round_trip(self._redis, commands, self._within_s) if commands else []
             except Exception as exc:  # the round trip failed: none of it is known to be stored
                 for sink, _, _ in spans:
                     sink.written(exc)
@@ -115,8 +118,8 @@ class StreamSink:
         release: tuple[str, str] | None = None,
     ) -> None:
         self._writer = writer
-        self._stream_key = stream_key
-        self._events_key = events_key
+        self._stream_key = stream_key.encode()
+        self._events_key = events_key.encode()
         self._open_ttl_s = open_ttl_s
         self._closed_ttl_s = closed_ttl_s
         self._events_maxlen = events_maxlen
@@ -189,15 +192,15 @@ class StreamSink:
         first, self._first_write = self._first_write, False
         for event in events:
             if isinstance(event, StreamEvent):
-                commands.append(("XADD", self._stream_key, "*", DATA_FIELD_BYTES, encode(event)))
+                commands.append((b"XADD", self._stream_key, b"*", DATA_FIELD_BYTES, encode(event)))
             else:
-                commands.append(("XADD", self._events_key, "MAXLEN", "~", self._events_maxlen, "*", DATA_FIELD_BYTES, encode(event)))
+                commands.append((b"XADD", self._events_key, b"MAXLEN", b"~", self._events_maxlen, b"*", DATA_FIELD_BYTES, encode(event)))
         if closing:
-            commands.append(("EXPIRE", self._stream_key, self._closed_ttl_s))
+            commands.append((b"EXPIRE", self._stream_key, self._closed_ttl_s))
             if self._release is not None:
-                commands.append(("ZREM", *self._release))
+                commands.append((b"ZREM", *self._release))
         elif first:
-            commands.append(("EXPIRE", self._stream_key, self._open_ttl_s))
+            commands.append((b"EXPIRE", self._stream_key, self._open_ttl_s))
 
     def written(self, error: BaseException | None) -> None:
         """The pipeline with this stream's last `fill` has run; `error` is what refused it, if anything did."""

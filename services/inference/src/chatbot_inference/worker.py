@@ -146,12 +146,15 @@ class Worker:
         settings: WorkerSettings,
         provider_settings: ProviderSettings,
         metrics: WorkerMetrics | None = None,
+        writer: aioredis.Redis | None = None,
+        write_within_s: float | None = None,
     ) -> None:
+        """`writer`: the client for the request streams' writes (`redis` without), whose rounds take `write_within_s` at most."""
         self.metrics = metrics or WorkerMetrics()
         self.limits = ModelLimits(redis, keys, max_wait_s=provider_settings.limit_wait_s)
         self.key_buckets = MinuteBuckets(redis)
         self.redis = redis
-        self.writes = SharedPipeline(redis)
+        self.writes = SharedPipeline(writer or redis, write_within_s)
         """Every request stream's writes, batched across requests."""
         self.keys = keys
         self.registry = registry
