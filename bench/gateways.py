@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 import uvloop
 from loadclient import Client, Sample
+from redis import Redis
 
 from chatbot_devtools.platform import LocalPlatform, registry_toml
 from chatbot_devtools.redis_server import RedisServer, free_port
@@ -115,6 +116,16 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def redis_calls(url: str) -> Counter[str]:
+    """How many times each command has run on the Redis at `url` (its `INFO commandstats`)."""
+    client = Redis.from_url(url)
+    try:
+        stats: dict[str, dict[str, Any]] = client.info("commandstats")
+    finally:
+        client.close()
+    return Counter({name.removeprefix("cmdstat_"): int(fields["calls"]) for name, fields in stats.items()})
 
 
 def own_cpu_seconds() -> float:
@@ -235,6 +246,43 @@ def summarize(samples: list[Sample], seconds: float) -> dict[str, float]:
     }
 
 
+def streams_through(
+    ours: Target, paced: str, paced_process: subprocess.Popen[bytes], platform: LocalPlatform, redis: RedisServer, args: argparse.Namespace
+) -> tuple[dict[str, Any], int]:
+    """Target 3: many paced streams through this platform (and, for the client's own noise, through the upstream alone
+    for a third as long: it only measures the harness); what it measured, and the tokens delivered."""
+    tokens = 20 * args.stream_seconds
+    wait_idle(children(os.getpid())[1:])
+    floor_streams = uvloop.run(
+        many_streams(Target("paced upstream", paced, "bench-model", "none"), args.streams, max(20, tokens // 3), "bench-model")
+    )
+    parts = {
+        "gateway": [p.pid for p in platform.processes if p.service == "gateway"],
+        "workers": [p.pid for p in platform.processes if p.service == "inference"],
+        "Redis": [redis.process.pid] if redis.process else [],
+        "other services": [p.pid for p in platform.processes if p.service not in ("gateway", "inference")],
+        "upstream": [paced_process.pid],
+    }
+    calls_before = redis_calls(redis.url)
+    cpu_before = {name: cpu_seconds(pids) for name, pids in parts.items()} | {"load client": own_cpu_seconds()}
+    ours_streams = uvloop.run(many_streams(ours, args.streams, tokens, "bench-paced"))
+    delivered = max(1, sum(s.tokens for s in ours_streams))
+    cpu_after = {name: cpu_seconds(pids) for name, pids in parts.items()} | {"load client": own_cpu_seconds()}
+    calls = redis_calls(redis.url) - calls_before
+    cpu_per_token = {name: (cpu_after[name] - cpu_before[name]) / delivered * 1e6 for name in cpu_before}
+    nominal = 1000 / 20
+    many = {
+        "floor_gap_p99": quantile([g for s in floor_streams if not s.error for g in s.gaps if g > 0], 0.99) * 1000 - nominal,
+        "gap_p99": quantile([g for s in ours_streams if not s.error for g in s.gaps if g > 0], 0.99) * 1000 - nominal,
+        "errors": sum(1 for s in ours_streams if s.error),
+        "floor_errors": sum(1 for s in floor_streams if s.error),
+        "kinds": Counter(str(s.error).split(":")[0] for s in ours_streams if s.error).most_common(3),
+        "cpu_per_token": cpu_per_token,
+        "calls_per_token": {name: count / delivered for name, count in calls.most_common() if count >= delivered / 1000},
+    }
+    return many, delivered
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="length of one throughput round")
@@ -242,9 +290,12 @@ def main() -> None:
     parser.add_argument("--latency-requests", type=int, default=200)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--stream-seconds", type=int, default=60)
+    parser.add_argument(
+        "--streams-only", action="store_true", help="only target 3 through this platform (a probe: no LiteLLM, nothing written)"
+    )
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    binary = install_litellm()
+    binary = None if args.streams_only else install_litellm()
     workdir = Path(tempfile.mkdtemp(prefix="chatbot-bench-"))
     redis = RedisServer(workdir / "redis").start()
     processes: list[subprocess.Popen[bytes]] = []
@@ -255,6 +306,11 @@ def main() -> None:
         processes += [upstream_process, paced_process]
         upstream = Target("upstream (floor)", instant, "bench-model", "none", [upstream_process.pid])
         platform, ours = start_platform(instant, paced, workdir, redis.url)
+        if binary is None:
+            print(f"bench: streams only; work dir {workdir}", flush=True)
+            many, _ = streams_through(ours, paced, paced_process, platform, redis, args)
+            print(cpu_line(many, args), flush=True)
+            return
         litellm_process, litellm = start_litellm(binary, instant, paced, workdir)
         processes.append(litellm_process)
         targets = [upstream, ours, litellm]
@@ -278,34 +334,8 @@ def main() -> None:
                 single[target.name] += [s.ttft for s in uvloop.run(sequential(target, args.latency_requests // 2)) if s.ttft]
         ttft = {name: quantile(values, 0.5) * 1000 for name, values in single.items()}
 
-        # 3. Many paced streams through this platform (and, for the client's own noise, through the upstream
-        # alone for a third as long: it only measures the harness).
-        tokens = 20 * args.stream_seconds
-        wait_idle(children(os.getpid())[1:])
-        floor_streams = uvloop.run(
-            many_streams(Target("paced upstream", paced, "bench-model", "none"), args.streams, max(20, tokens // 3), "bench-model")
-        )
-        parts = {
-            "gateway": [p.pid for p in platform.processes if p.service == "gateway"],
-            "workers": [p.pid for p in platform.processes if p.service == "inference"],
-            "Redis": [redis.process.pid] if redis.process else [],
-            "other services": [p.pid for p in platform.processes if p.service not in ("gateway", "inference")],
-            "upstream": [paced_process.pid],
-        }
-        cpu_before = {name: cpu_seconds(pids) for name, pids in parts.items()} | {"load client": own_cpu_seconds()}
-        ours_streams = uvloop.run(many_streams(ours, args.streams, tokens, "bench-paced"))
-        delivered = max(1, sum(s.tokens for s in ours_streams))
-        cpu_after = {name: cpu_seconds(pids) for name, pids in parts.items()} | {"load client": own_cpu_seconds()}
-        cpu_per_token = {name: (cpu_after[name] - cpu_before[name]) / delivered * 1e6 for name in cpu_before}
-        nominal = 1000 / 20
-        many = {
-            "floor_gap_p99": quantile([g for s in floor_streams if not s.error for g in s.gaps if g > 0], 0.99) * 1000 - nominal,
-            "gap_p99": quantile([g for s in ours_streams if not s.error for g in s.gaps if g > 0], 0.99) * 1000 - nominal,
-            "errors": sum(1 for s in ours_streams if s.error),
-            "floor_errors": sum(1 for s in floor_streams if s.error),
-            "kinds": Counter(str(s.error).split(":")[0] for s in ours_streams if s.error).most_common(3),
-            "cpu_per_token": cpu_per_token,
-        }
+        # 3. Many paced streams through this platform.
+        many, _ = streams_through(ours, paced, paced_process, platform, redis, args)
         rss = {t.name: max((peak_rss_mb(pid) for pid in t.pids), default=float("nan")) for t in targets}
         gateway_rss = peak_rss_mb(next(p.pid for p in platform.processes if p.service == "gateway"))
         write_results(targets, measured, ttft, many, rss, gateway_rss, args)
@@ -354,18 +384,23 @@ def write_results(
     ]  # fmt: skip
     lines += ["", "| target | met | measured |", "|---|---|---|"]
     lines += [f"| {name} | {'yes' if ok else '**no**'} | {detail} |" for name, ok, detail in targets_met]
-    cpu = many["cpu_per_token"]
-    ours_cpu = sum(v for k, v in cpu.items() if k not in ("upstream", "load client"))
-    lines += [
-        "",
-        f"CPU per token delivered in target 3 (µs): {', '.join(f'{k} {v:.1f}' for k, v in cpu.items())}; "
-        f"the platform {ours_cpu:.1f}, the bench's upstream and client {cpu['upstream'] + cpu['load client']:.1f}. "
-        f"At {args.streams * 20:,} tokens/s, {os.cpu_count()} cores allow {(os.cpu_count() or 1) * 1e6 / (args.streams * 20):.0f} µs per token in all.",
-    ]
+    lines += ["", cpu_line(many, args)]
     lines += ["", "Target 4 (conversation queries) is in `conversations.md`."]
     (RESULTS / "latest.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     chart(targets, measured, ttft)
+
+
+def cpu_line(many: dict[str, Any], args: argparse.Namespace) -> str:
+    cpu = many["cpu_per_token"]
+    ours_cpu = sum(v for k, v in cpu.items() if k not in ("upstream", "load client"))
+    return (
+        f"CPU per token delivered in target 3 (µs): {', '.join(f'{k} {v:.1f}' for k, v in cpu.items())}; "
+        f"the platform {ours_cpu:.1f}, the bench's upstream and client {cpu['upstream'] + cpu['load client']:.1f}. "
+        f"At {args.streams * 20:,} tokens/s, {os.cpu_count()} cores allow {(os.cpu_count() or 1) * 1e6 / (args.streams * 20):.0f} µs per token in all. "
+        f"Redis commands per token: {', '.join(f'{k} {v:.3f}' for k, v in many['calls_per_token'].items())}; "
+        f"added inter-token p99 +{many['gap_p99']:.1f} ms, {many['errors']} errors."
+    )
 
 
 def chart(targets: list[Target], measured: dict[str, dict[str, float]], ttft: dict[str, float]) -> None:
