@@ -80,7 +80,8 @@ async def test_an_event_that_may_wait_goes_with_the_next_one(redis: aioredis.Red
             break
         await asyncio.sleep(0.005)
     (written_at, first), (token_at, token) = await entry_times(redis, key)
-    assert (first, token) == (started, Delta(text="first")) and written_at == token_at, "one write, in order"
+    # One write: both in one round, so within the millisecond Redis's clock may turn between them.
+    assert (first, token) == (started, Delta(text="first")) and token_at - written_at <= 1, "one write, in order"
     await sink.close(Done(reason="stop"))
 
 
