@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,75 @@ def test_what_a_provider_cannot_do_is_named() -> None:
         "model `slow` (provider anthropic) takes `temperature` from 0 to 1",
     )
     assert refusal("fast", registry.models["fast"], GenerationParams(seed=7, temperature=1.5)) is None
+
+
+DEPLOYED = """
+[models."gpt-4o-mini"]
+context_window = 128000
+routing = "least-busy"
+input_usd_per_mtok = 0.15
+rpm = 100
+[[models."gpt-4o-mini".deployments]]
+provider = "openai"
+upstream_model = "gpt-4o-mini"
+api_key_env = "OPENAI_KEY_A"
+weight = 3
+rpm = 5000
+[[models."gpt-4o-mini".deployments]]
+name = "vllm"
+provider = "openai"
+base_url = "https://my-vllm.internal/v1"
+upstream_model = "llama-3.1-8b"
+input_usd_per_mtok = 0.0
+"""
+
+
+def test_an_alias_with_deployments_routes_over_each_with_what_it_sets_and_the_rest_from_the_alias() -> None:
+    registry = Registry.parse(DEPLOYED)
+    first, vllm = registry.routes("gpt-4o-mini")
+    assert (first.name, first.weight, first.deployment) == ("gpt-4o-mini#1", 3.0, True)
+    assert (first.spec.upstream_model, first.spec.api_key_env, first.spec.rpm, first.spec.input_usd_per_mtok) == (
+        "gpt-4o-mini",
+        "OPENAI_KEY_A",
+        5000,
+        0.15,
+    )
+    assert (vllm.name, vllm.weight, vllm.spec.base_url, vllm.spec.upstream_model) == (
+        "vllm",
+        1.0,
+        "https://my-vllm.internal/v1",
+        "llama-3.1-8b",
+    )
+    assert vllm.spec.api_key_env is None, "a deployment's own fields are its own, never another deployment's"
+    assert (vllm.spec.rpm, vllm.spec.input_usd_per_mtok, vllm.spec.context_window) == (100, 0.0, 128000)
+    assert registry.get("gpt-4o-mini").routing == "least-busy"  # type: ignore[union-attr]
+    assert registry.routes("gpt-4o-mini")[0].spec.deployments == []
+
+
+def test_a_single_provider_alias_is_its_own_one_route() -> None:
+    [route] = Registry.parse(GOOD).routes("fast")
+    assert (route.name, route.deployment, route.spec) == ("fast", False, Registry.parse(GOOD).get("fast"))
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda t: t.replace("routing = ", 'provider = "openai"\nrouting = '),
+            "m.toml:4: `models.gpt-4o-mini.provider`: an alias with `deployments` sets `provider` on each deployment",
+        ),
+        (
+            lambda t: t.replace('name = "vllm"', 'name = "gpt-4o-mini#1"'),
+            "m.toml:14: `models.gpt-4o-mini.deployments.1`: two deployments are named 'gpt-4o-mini#1'",
+        ),
+        (lambda t: t.replace("weight = 3", "weight = 0"), "m.toml:11: `models.gpt-4o-mini.deployments.0.weight`: Expected `float` > 0.0"),
+        (
+            lambda t: t.replace('routing = "least-busy"', 'routing = "fastest"'),
+            "m.toml:4: `models.gpt-4o-mini.routing`: Invalid enum value 'fastest'",
+        ),
+    ],
+)
+def test_bad_deployments_are_refused_naming_key_and_line(change: Callable[[str], str], expected: str) -> None:
+    with pytest.raises(RegistryError) as caught:
+        Registry.parse(change(DEPLOYED), source="m.toml")
+    assert str(caught.value).startswith(expected)

@@ -27,7 +27,7 @@ from .events import (
     Usage,
 )
 from .keys import CONVERSATION_GROUP, DATA_FIELD, DATA_FIELD_BYTES, INFERENCE_GROUP, LOG_COLLECTOR_GROUP, Keys
-from .registry import ModelSpec, Registry, RegistryError
+from .registry import Deployment, ModelSpec, Registry, RegistryError, Route
 
 __all__ = [
     "CONVERSATION_GROUP",
@@ -42,6 +42,7 @@ __all__ = [
     "ChatRequest",
     "Completed",
     "Delta",
+    "Deployment",
     "Done",
     "Error",
     "ErrorCode",
@@ -60,6 +61,7 @@ __all__ = [
     "RegistryError",
     "Restart",
     "Role",
+    "Route",
     "Start",
     "Started",
     "StreamEvent",

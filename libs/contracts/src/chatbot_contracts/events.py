@@ -69,6 +69,8 @@ class Started(StreamEvent, tag="started", frozen=True):
     attempt: int = 1
     waited_s: float = 0.0
     """Time from the gateway enqueueing the request to this call to the provider (queue and worker)."""
+    deployment: str | None = None
+    """The alias's deployment that was called, when it has several."""
 
 
 class Delta(StreamEvent, tag="delta", frozen=True):
@@ -135,6 +137,10 @@ class InferenceEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"
     conversation_id: str | None = None
     message_id: str | None = None
     purpose: str = "chat"
+    deployment: str | None = None
+    """The alias's deployment that was called, when it has several."""
+    route: str | None = None
+    """Why that deployment: the routing strategy, and the deployments left out with their reasons."""
 
 
 class Queued(InferenceEvent, tag="queued", frozen=True):

@@ -15,13 +15,37 @@ import msgspec
 import structlog
 
 Provider = Literal["openai", "anthropic", "gemini", "ollama", "llamacpp"]
+Routing = Literal["weighted", "least-busy", "lowest-latency", "lowest-cost"]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 Price = Annotated[float, msgspec.Meta(ge=0)]
 
 
+class Deployment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One place an alias is served (`[[models."<alias>".deployments]]`); what it leaves unset, it takes from the alias."""
+
+    provider: Provider
+    upstream_model: str
+    name: str | None = None
+    """Shown in `x-chatbot-deployment`, the events and the metrics (default: `<alias>#<position from 1>`)."""
+    base_url: str | None = None
+    api_key_env: str | None = None
+    weight: PositiveFloat = 1.0
+    """Weighted routing sends it this share of the alias's requests, relative to the others' weights."""
+    max_concurrency: PositiveInt | None = None
+    rpm: PositiveInt | None = None
+    tpm: PositiveInt | None = None
+    input_usd_per_mtok: Price | None = None
+    output_usd_per_mtok: Price | None = None
+    first_token_timeout_s: PositiveFloat | None = None
+    idle_timeout_s: PositiveFloat | None = None
+    model_path: str | None = None
+    model_package: str | None = None
+    chat_format: str | None = None
+
+
 class ModelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """One alias of the registry (`[models."<alias>"]`)."""
+    """One alias of the registry (`[models."<alias>"]`): one provider's model, or `deployments` of it to route over."""
 
     provider: Provider
     upstream_model: str
@@ -53,10 +77,49 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     """llamacpp: llama-cpp-python's chat format (default: the model's own template)."""
     system_prompt: str | None = None
     """Sent as the system message of a request that brings none (small local models answer far better with one)."""
+    deployments: list[Deployment] = []
+    """Where the alias is served, when in more than one place (then `provider`, `upstream_model`, `base_url` and
+    `api_key_env` belong to each deployment, not to the alias)."""
+    routing: Routing = "weighted"
+    """How a request's deployment is chosen."""
+    allowed_fails: PositiveInt = 3
+    """Retryable failures of one deployment within `fail_window_s` that cool it down for every worker."""
+    fail_window_s: PositiveFloat = 60.0
+    cooldown_s: PositiveFloat = 30.0
+    """How long a failing deployment gets no requests; then one request probes it."""
 
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         """What a generation with these token counts costs, in US dollars."""
         return (input_tokens * self.input_usd_per_mtok + output_tokens * self.output_usd_per_mtok) / 1e6
+
+
+class Route(msgspec.Struct, frozen=True):
+    """One way to serve an alias: its deployment's name (the alias itself without deployments), the spec a call uses
+    (the alias's, with the deployment's provider, model, limits, prices and timeouts), its routing weight."""
+
+    alias: str
+    name: str
+    spec: ModelSpec
+    weight: float = 1.0
+    deployment: bool = False
+    """Whether it is one of several deployments (routing and health apply), not a single-provider alias."""
+
+
+_OWN_FIELDS = ("provider", "upstream_model", "base_url", "api_key_env")
+"""An alias's fields that belong to each deployment when it has them."""
+_DEPLOYMENT_FIELDS = tuple(field.name for field in msgspec.structs.fields(Deployment) if field.name not in ("name", "weight"))
+"""A deployment's fields that replace the alias's in the spec its calls use."""
+
+
+def _routes(alias: str, spec: ModelSpec) -> list[Route]:
+    if not spec.deployments:
+        return [Route(alias, alias, spec)]
+    routes = []
+    for position, deployment in enumerate(spec.deployments, start=1):
+        changes = {name: value for name in _DEPLOYMENT_FIELDS if (value := getattr(deployment, name)) is not None or name in _OWN_FIELDS}
+        call_spec = msgspec.structs.replace(spec, **changes, deployments=[])
+        routes.append(Route(alias, deployment.name or f"{alias}#{position}", call_spec, deployment.weight, deployment=True))
+    return routes
 
 
 class RegistryError(ValueError):
@@ -69,6 +132,11 @@ class Registry:
     def __init__(self, models: dict[str, ModelSpec], source: str = "<memory>") -> None:
         self.models = models
         self.source = source
+        self._routes = {alias: _routes(alias, spec) for alias, spec in models.items()}
+
+    def routes(self, alias: str) -> list[Route]:
+        """The ways to serve `alias`: one per deployment, or the alias itself."""
+        return self._routes[alias]
 
     def get(self, alias: str) -> ModelSpec | None:
         return self.models.get(alias)
@@ -108,6 +176,16 @@ class Registry:
             raise RegistryError(f'{source}:{line or 1}: {problem}; the registry holds only `[models."<alias>"]` tables')
         models: dict[str, ModelSpec] = {}
         for alias, entry in raw["models"].items():
+            if isinstance(entry, dict) and isinstance(entry.get("deployments"), list) and entry["deployments"]:
+                for own in _OWN_FIELDS:
+                    if own in entry:
+                        line = _line_of_key(text, ("models", alias, own))
+                        raise RegistryError(
+                            f"{source}:{line}: `models.{alias}.{own}`: an alias with `deployments` sets `{own}` on each deployment"
+                        )
+                first = entry["deployments"][0]
+                if isinstance(first, dict):  # the alias's own fields, for what is checked per alias (capabilities, limits)
+                    entry = {**entry, **{own: first[own] for own in _OWN_FIELDS if own in first}}
             try:
                 models[alias] = msgspec.convert(entry, ModelSpec)
             except msgspec.ValidationError as exc:
@@ -116,6 +194,11 @@ class Registry:
                 key = ".".join(("models", alias, *path, *field))
                 raise RegistryError(f"{source}:{line}: `{key}`: {problem}") from exc
         for alias, spec in models.items():
+            names = [deployment.name or f"{alias}#{i}" for i, deployment in enumerate(spec.deployments, start=1)]
+            if len(set(names)) != len(names):
+                second = next(i for i, name in enumerate(names) if name in names[:i])
+                line = _line_of_key(text, ("models", alias, "deployments", str(second), "name"))
+                raise RegistryError(f"{source}:{line}: `models.{alias}.deployments.{second}`: two deployments are named {names[second]!r}")
             if spec.provider == "llamacpp" and not (spec.model_path or spec.model_package):
                 line = _line_of_key(text, ("models", alias))
                 raise RegistryError(f"{source}:{line}: `models.{alias}`: a llamacpp model needs `model_path` or `model_package`")
@@ -148,11 +231,17 @@ def _line_of_key(text: str, path: tuple[str, ...]) -> int | None:
     """The 1-based line where the dotted TOML key `path` (or its nearest table) is defined."""
     best: tuple[int, int] | None = None  # (matched length, line)
     table: tuple[str, ...] = ()
+    arrays: dict[tuple[str, ...], int] = {}  # tables of an array (`[[...]]`): how many so far
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.split("#", 1)[0].strip()
-        if stripped.startswith("[") and stripped.endswith("]"):
-            table = _split_key(stripped.strip("[]"))
+        if stripped.startswith("[[") and stripped.endswith("]]"):
+            array = _split_key(stripped.strip("[]"))
+            arrays[array] = arrays.get(array, -1) + 1
+            table = (*array, str(arrays[array]))  # the n-th table of the array, as a key path names it
             key: tuple[str, ...] = table
+        elif stripped.startswith("[") and stripped.endswith("]"):
+            table = _split_key(stripped.strip("[]"))
+            key = table
         elif "=" in stripped:
             key = table + _split_key(stripped.split("=", 1)[0])
         else:

@@ -84,6 +84,10 @@ class LoggedEvent(msgspec.Struct, kw_only=True):
     finish_reason: str | None
     error: str | None
     trace_id: str | None
+    deployment: str | None = None
+    """The alias's deployment that was called, when it has several."""
+    route: str | None = None
+    """Why that deployment: the routing strategy, and the deployments left out with their reasons."""
 
 
 class RequestLog(msgspec.Struct, kw_only=True):

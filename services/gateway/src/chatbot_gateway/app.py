@@ -50,7 +50,14 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
-EXPOSED_HEADERS = ["x-request-id", "x-chatbot-overhead-ms", "retry-after", "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens"]
+EXPOSED_HEADERS = [
+    "x-request-id",
+    "x-chatbot-overhead-ms",
+    "x-chatbot-deployment",
+    "retry-after",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+]
 
 
 _SECURITY_HEADER_LIST = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]

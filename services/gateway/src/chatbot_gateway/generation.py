@@ -148,5 +148,8 @@ async def start(
     # What the platform added before the provider was called: the gateway's own work, then queue and worker.
     waited = next((e.waited_s for batch in prelude for _, e in batch if isinstance(e, Started)), 0.0)
     headers = {**rate_headers, "x-chatbot-overhead-ms": f"{(admitted_s + waited) * 1000:.1f}"}
+    # The deployment that answers: the last one started before the answer began (retries start others first).
+    if deployment := next((e.deployment for batch in reversed(prelude) for _, e in reversed(batch) if isinstance(e, Started)), None):
+        headers["x-chatbot-deployment"] = deployment
     state.metrics.overhead.observe(admitted_s + waited)
     return Generation(chat, prelude, rest, cancel=lambda: state.relay.cancel_soon(chat.request_id), headers=headers)

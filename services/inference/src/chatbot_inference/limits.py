@@ -59,7 +59,9 @@ class ModelLimits:
                     "bad_request", f"the request needs about {tokens} tokens, more than model `{alias}` allows per minute ({spec.tpm})"
                 )
             if time.time() + wait_ms / 1000 > give_up:
-                raise ProviderError("rate_limited", f"model `{alias}` is at its per-minute limit", retry_after=wait_ms / 1000)
+                raise ProviderError(
+                    "rate_limited", f"model `{alias}` is at its per-minute limit", retry_after=wait_ms / 1000, at_limit=True
+                )
             await asyncio.sleep(wait_ms / 1000)
 
     async def give_back(self, alias: str, spec: ModelSpec, unused_tokens: int) -> None:
@@ -79,7 +81,10 @@ class ModelLimits:
         while not await self._acquire(keys=[key], args=[int(time.time() * 1000), self._lease_ms, spec.max_concurrency, holder]):
             if time.time() + delay > give_up:
                 raise ProviderError(
-                    "rate_limited", f"model `{alias}` is running its {spec.max_concurrency} concurrent generations", retry_after=1.0
+                    "rate_limited",
+                    f"model `{alias}` is running its {spec.max_concurrency} concurrent generations",
+                    retry_after=1.0,
+                    at_limit=True,
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)

@@ -39,5 +39,21 @@ class WorkerMetrics:
         self.errors = Counter("chatbot_generation_errors", "Failed generations, by error class", ["error_type"], registry=r)
         self.retries = Counter("chatbot_provider_retries", "Provider calls retried, by error class", ["error_type"], registry=r)
         self.fallbacks = Counter("chatbot_fallbacks", "Generations moved on to a fallback model", registry=r)
+        self.deployment_calls = Counter(
+            "chatbot_deployment_calls",
+            "Provider calls per model and deployment, by outcome (ok or the error class)",
+            ["model", "deployment", "outcome"],
+            registry=r,
+        )
+        self.deployment_ttft = Histogram(
+            "chatbot_deployment_time_to_first_token_seconds",
+            "Time from a deployment's call to its first token, per model and deployment (aliases with deployments)",
+            ["model", "deployment"],
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.cooldowns = Counter(
+            "chatbot_deployment_cooldowns", "Deployments cooled down after failures, by this worker", ["model", "deployment"], registry=r
+        )
         self.claims = Counter("chatbot_claimed_requests", "Requests taken over from a worker that died", registry=r)
         self.cancellations = Counter("chatbot_cancelled_generations", "Generations stopped by their client", registry=r)

@@ -35,6 +35,7 @@ from chatbot_contracts import (
     Queued,
     Registry,
     Restart,
+    Route,
     Started,
     TokenUsage,
     ToolCall,
@@ -51,6 +52,7 @@ from .limits import ModelLimits, estimate_request_tokens
 from .metrics import WorkerMetrics
 from .providers import Provider, ProviderError
 from .redaction import mask_secrets, public_message
+from .routing import Router
 from .settings import ProviderSettings, WorkerSettings
 from .sink import SharedPipeline, StreamSink
 
@@ -110,6 +112,8 @@ class _Outcome:
         self.tool_calls: list[ToolCallDelta] = []
         self.alias = ""
         self.spec: ModelSpec | None = None
+        self.deployment: str | None = None
+        self.route: str | None = None
         self.first_token_at: float | None = None
         self.usage: TokenUsage | None = None
         self.finish_reason: FinishReason = "stop"
@@ -152,6 +156,7 @@ class Worker:
         """`writer`: the client for the request streams' writes (`redis` without), whose rounds take `write_within_s` at most."""
         self.metrics = metrics or WorkerMetrics()
         self.limits = ModelLimits(redis, keys, max_wait_s=provider_settings.limit_wait_s)
+        self.router = Router(redis, keys)
         self.key_buckets = MinuteBuckets(redis)
         self.redis = redis
         self.writes = SharedPipeline(writer or redis, write_within_s)
@@ -407,23 +412,50 @@ class Worker:
             too_small = outcome.spec is not None and spec.context_window <= outcome.spec.context_window
             if last_error is not None and last_error.code == "context_length_exceeded" and too_small:
                 continue  # only a larger context window can help
-            provider = self.providers.get(spec.provider)
-            if provider is None:
-                last_error = ProviderError("bad_request", f"no adapter for provider `{spec.provider}` (model `{alias}`) in this worker")
-                continue
             if problem := refusal(alias, spec, request.params, request.messages):
                 last_error = ProviderError("bad_request", problem[1])
+                continue
+            plan = await self.router.plan(spec, self.registry.routes(alias), request.request_id)
+            if not plan.routes:
+                log.warning("generation.no_deployment", request_id=request.request_id, model=alias, skipped=plan.skipped)
+                last_error = ProviderError(
+                    "overloaded", f"every deployment of model `{alias}` is cooling down after failures", retry_after=plan.retry_after_s
+                )
                 continue
             if last_error is not None:
                 log.info("generation.fallback", request_id=request.request_id, model=alias, after=last_error.code)
                 self.metrics.fallbacks.inc()
                 outcome.fallbacks += 1
-            outcome.alias, outcome.spec = alias, spec
-            for retry in range(retries + 1):
+            outcome.alias = alias
+            tries, turn = 0, 0
+            while tries <= retries:
+                route = plan.routes[turn % len(plan.routes)]
+                others = len(plan.routes) - 1 - turn % len(plan.routes) > 0
+                turn += 1
+                provider = self.providers.get(route.spec.provider)
+                if provider is None:
+                    last_error = ProviderError(
+                        "bad_request", f"no adapter for provider `{route.spec.provider}` (model `{alias}`) in this worker"
+                    )
+                    break
+                if route.deployment and (problem := refusal(alias, route.spec, request.params, request.messages)):
+                    last_error = ProviderError("bad_request", problem[1])
+                    if others:
+                        continue
+                    break
+                outcome.spec, outcome.deployment = route.spec, (route.name if route.deployment else None)
+                outcome.route = plan.reason(spec.routing) if route.deployment else None
                 waited = max(0.0, time.time() - request.enqueued_at)
                 # Written with the first token, or once the provider has kept it waiting for STARTED_WAIT_S.
                 sink.push(
-                    Started(model=alias, provider=spec.provider, upstream_model=spec.upstream_model, attempt=attempt, waited_s=waited),
+                    Started(
+                        model=alias,
+                        provider=route.spec.provider,
+                        upstream_model=route.spec.upstream_model,
+                        attempt=attempt,
+                        waited_s=waited,
+                        deployment=outcome.deployment,
+                    ),
                     within_s=STARTED_WAIT_S,
                 )
                 sink.push(
@@ -432,20 +464,36 @@ class Worker:
                     ),
                     within_s=STARTED_WAIT_S,
                 )
+                probe = route.name in plan.probes
                 try:
-                    with _provider_span(spec, outcome):
-                        await self._call(provider, alias, spec, request, sink, outcome, started_at, attempt)
+                    with _provider_span(route.spec, outcome):
+                        async with self.router.running(spec, route, request.request_id):
+                            await self._call(provider, alias, route, request, sink, outcome, started_at, attempt, wait=not others)
+                    self.metrics.deployment_calls.labels(alias, route.name, "ok").inc()
+                    await self.router.succeeded(route, probe)
                     return
                 except ProviderError as error:
                     last_error = error
+                    self.metrics.deployment_calls.labels(alias, route.name, error.code).inc()
+                    if error.at_limit and others and not outcome.delivered:
+                        continue  # at its own limit: another deployment has room, and this was no try
+                    if error.retryable and not error.at_limit and route.deployment:
+                        if await self.router.failed(spec, route, error.retry_after if error.code == "rate_limited" else None):
+                            self.metrics.cooldowns.labels(alias, route.name).inc()
+                    elif probe:
+                        await self.router.succeeded(route, probe)  # it answered, if with a refusal: healthy
                     if outcome.delivered or error.code == "bad_request":
                         raise  # text has reached the client, or no other try can succeed
-                    if not error.retryable or retry == retries:
+                    if not error.retryable or tries == retries:
                         break  # on to the next fallback
-                    delay = backoff_s(retry, self.provider_settings, error.retry_after)
-                    log.info("generation.retry", request_id=request.request_id, model=alias, code=error.code, delay_s=round(delay, 3))
-                    self.metrics.retries.labels(error.code).inc()
+                    tries += 1
                     outcome.retries += 1
+                    self.metrics.retries.labels(error.code).inc()
+                    if others:
+                        log.info("generation.next_deployment", request_id=request.request_id, model=alias, after=error.code)
+                        continue  # another deployment first, at once
+                    delay = backoff_s(tries - 1, self.provider_settings, error.retry_after)
+                    log.info("generation.retry", request_id=request.request_id, model=alias, code=error.code, delay_s=round(delay, 3))
                     await asyncio.sleep(delay)
         assert last_error is not None
         raise last_error
@@ -454,19 +502,22 @@ class Worker:
         self,
         provider: Provider,
         alias: str,
-        spec: ModelSpec,
+        route: Route,
         request: ChatRequest,
         sink: StreamSink,
         outcome: _Outcome,
         started_at: float,
         attempt: int,
+        wait: bool = True,
     ) -> None:
-        """One provider call under the model's limits, its first token and every later one on a timer."""
+        """One provider call under the deployment's limits (waited for only when `wait`), its first token and every later
+        one on a timer."""
+        spec = route.spec
         if spec.system_prompt and not any(m.role == "system" for m in request.messages):
             request = msgspec.structs.replace(request, messages=[ChatMessage(role="system", content=spec.system_prompt), *request.messages])
         budget = min(request.params.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
         reserved = estimate_request_tokens(sum(len(m.content) for m in request.messages), budget)
-        await self.limits.take(alias, spec, reserved, request.deadline)
+        await self.limits.take(route.name, spec, reserved, request.deadline if wait else time.time())
         first_token_s = spec.first_token_timeout_s or self.provider_settings.first_token_timeout_s
         idle_s = spec.idle_timeout_s or self.provider_settings.idle_timeout_s
         # The idle timer moves at most every `slack` seconds (moving it costs a timer-heap operation
@@ -474,7 +525,11 @@ class Worker:
         slack = min(1.0, idle_s / 4)
         loop = asyncio.get_running_loop()
         call_started = time.monotonic()
-        async with self.limits.slot(alias, spec, request.request_id, request.deadline):
+        slot_deadline = request.deadline if wait else time.time()
+        async with (
+            self.limits.slot(route.name, spec, request.request_id, slot_deadline),
+            self.router.running(spec, route, request.request_id),
+        ):
             try:
                 async with asyncio.timeout(first_token_s) as timer:
                     async for event in provider.stream(request, spec):
@@ -483,7 +538,11 @@ class Worker:
                                 if outcome.first_token_at is None:
                                     timer.reschedule(loop.time() + idle_s + slack)
                                     outcome.first_token_at = time.time()
-                                    self.metrics.time_to_first_token.labels(alias, spec.provider).observe(time.monotonic() - call_started)
+                                    ttft_s = time.monotonic() - call_started
+                                    self.metrics.time_to_first_token.labels(alias, spec.provider).observe(ttft_s)
+                                    if route.deployment:
+                                        self.metrics.deployment_ttft.labels(alias, route.name).observe(ttft_s)
+                                        await self.router.observe(spec, route, "ttft_s", ttft_s)
                                     sink.push(
                                         FirstToken(
                                             **self._event_fields(request, outcome, attempt), ttft_s=outcome.first_token_at - started_at
@@ -506,7 +565,11 @@ class Worker:
                 waited = f"no token for {idle_s:g}s" if outcome.delivered else f"no first token within {first_token_s:g}s"
                 raise ProviderError("timeout", f"{spec.provider}: {waited}") from exc
         if outcome.usage is not None:
-            await self.limits.give_back(alias, spec, reserved - outcome.usage.input_tokens - outcome.usage.output_tokens)
+            await self.limits.give_back(route.name, spec, reserved - outcome.usage.input_tokens - outcome.usage.output_tokens)
+        if outcome.first_token_at is not None and (tokens := outcome.usage.output_tokens if outcome.usage else len(outcome.text)) > 1:
+            streamed_s = time.time() - outcome.first_token_at
+            if streamed_s > 0:
+                await self.router.observe(spec, route, "tokens_per_s", tokens / streamed_s)
 
     def _usage(self, request: ChatRequest, outcome: _Outcome) -> TokenUsage:
         usage = outcome.usage or TokenUsage(
@@ -544,5 +607,7 @@ class Worker:
             "conversation_id": request.conversation_id,
             "message_id": request.message_id,
             "purpose": request.purpose,
+            "deployment": outcome.deployment,
+            "route": outcome.route,
             "at": time.time(),
         }

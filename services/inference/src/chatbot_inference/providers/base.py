@@ -17,7 +17,14 @@ class ProviderError(Exception):
     """A classified failure of a provider call."""
 
     def __init__(
-        self, code: ErrorCode, message: str, *, status: int | None = None, retry_after: float | None = None, upstream: bool = False
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        upstream: bool = False,
+        at_limit: bool = False,
     ) -> None:
         super().__init__(message)
         self.code: ErrorCode = code
@@ -26,6 +33,8 @@ class ProviderError(Exception):
         self.retry_after = retry_after
         self.upstream = upstream or status is not None
         """The message holds the provider's own words (an error it answered or sent in its stream): tenants get its class."""
+        self.at_limit = at_limit
+        """The platform's own limit for the model (rpm, tpm, concurrency) refused the call before it was made."""
 
     @property
     def retryable(self) -> bool:

@@ -1,0 +1,28 @@
+"""Which deployment of an alias served each event, and why it was chosen.
+
+Revision ID: l0002
+Revises: l0001
+Create Date: 2026-12-01
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "l0002"
+down_revision = "l0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("usage_events") as table:
+        table.add_column(sa.Column("deployment", sa.String(200)))
+        table.add_column(sa.Column("route", sa.Text))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("usage_events") as table:
+        table.drop_column("route")
+        table.drop_column("deployment")
