@@ -85,3 +85,7 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     """The worst case reserved at admission (input and `max_tokens` at the model's prices); the worker settles it with the real cost."""
     purpose: Literal["chat", "title"] = "chat"
     """`title`: the conversation service asked for a title, not the user for an answer."""
+    cache_key: str | None = None
+    """Where the worker stores the completed answer (the response cache), for `cache_ttl_s` seconds."""
+    cache_index: str | None = None
+    cache_ttl_s: int = 0

@@ -141,6 +141,8 @@ class InferenceEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"
     """The alias's deployment that was called, when it has several."""
     route: str | None = None
     """Why that deployment: the routing strategy, and the deployments left out with their reasons."""
+    cache: Literal["hit", "miss"] | None = None
+    """The response cache's part: `hit` (answered from it, at no cost), `miss` (generated, then stored)."""
 
 
 class Queued(InferenceEvent, tag="queued", frozen=True):

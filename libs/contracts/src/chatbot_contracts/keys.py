@@ -85,6 +85,14 @@ class Keys:
         """The request an owner's `Idempotency-Key` (by its digest) started."""
         return f"{self.namespace}chat.idempotency.{{{owner}}}.{digest}"
 
+    def cache_entry(self, scope: str, digest: str) -> str:
+        """A cached answer of a scope (an owner, or `shared`), by the digest of its normalized request."""
+        return f"{self.namespace}cache.{{{scope}}}.{digest}"
+
+    def cache_index(self, scope: str) -> str:
+        """Set: the keys of a scope's cached answers (what a purge deletes)."""
+        return f"{self.namespace}cache.{{{scope}}}.index"
+
     def cancel_flag(self, request_id: str) -> str:
         """Set when the client cancels the request; a worker checks it before generating."""
         return f"{self.namespace}chat.cancel.{{{request_id}}}"

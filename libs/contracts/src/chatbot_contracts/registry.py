@@ -87,6 +87,12 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     fail_window_s: PositiveFloat = 60.0
     cooldown_s: PositiveFloat = 30.0
     """How long a failing deployment gets no requests; then one request probes it."""
+    cache_ttl_s: PositiveInt | None = None
+    """Answers of this alias are cached this long (None: only when a request asks with `x-chatbot-cache`)."""
+    cache_shared: bool = False
+    """One owner's cached answers serve every owner's identical requests (by default each owner has its own)."""
+    cache_any_request: bool = False
+    """Cache every request, not only the repeatable ones (temperature 0 or a seed)."""
 
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         """What a generation with these token counts costs, in US dollars."""

@@ -88,6 +88,8 @@ class LoggedEvent(msgspec.Struct, kw_only=True):
     """The alias's deployment that was called, when it has several."""
     route: str | None = None
     """Why that deployment: the routing strategy, and the deployments left out with their reasons."""
+    cache: str | None = None
+    """`hit`: answered from the response cache, at no cost; `miss`: generated, then cached."""
 
 
 class RequestLog(msgspec.Struct, kw_only=True):

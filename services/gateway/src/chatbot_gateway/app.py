@@ -29,6 +29,7 @@ from .apidocs import asyncapi_document
 from .apikeys import ROUTES as KEY_ROUTES
 from .apikeys import KeyStore
 from .auth import AuthFailures, KeyAuthMiddleware
+from .cache import ROUTES as CACHE_ROUTES
 from .errors import EXCEPTION_HANDLERS, document_errors
 from .health import healthz, readyz
 from .metrics import GatewayMetrics
@@ -169,6 +170,7 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
         *NATIVE_ROUTES,
         *KEY_ROUTES,
         *USAGE_ROUTES,
+        *CACHE_ROUTES,
     ]
     route_handlers = [document_errors(handler) for handler in route_handlers]
     if web_dist is not None:

@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import msgspec
+import redis.exceptions
 from litestar import Request
 from litestar.datastructures import State
 
-from chatbot_contracts import ChatMessage, ChatRequest, Delta, Done, Error, GenerationParams, Started, ToolCallDelta
+from chatbot_contracts import (
+    DATA_FIELD,
+    AnyStreamEvent,
+    ChatMessage,
+    ChatRequest,
+    Completed,
+    Delta,
+    Done,
+    Error,
+    GenerationParams,
+    Started,
+    TokenUsage,
+    ToolCallDelta,
+    Usage,
+    encode,
+)
+from chatbot_contracts.cache import CACHE_MODES, CachedAnswer, CacheMode, CachePolicy, cache_policy, cached_answer_decoder
 from chatbot_contracts.capabilities import refusal
 from chatbot_contracts.tracing import SpanKind, child_span, span_in, traceparent_of, traceparent_or_new, tracer, tracing_on
 
@@ -111,9 +130,14 @@ async def start(
         raise BadRequest(problem[1], code="unsupported_parameter", param=problem[0])
     arrived = time.monotonic()
     principal = request.user
+    cache = cache_policy(
+        state.redis_keys, spec, alias, principal.owner, messages, params, _cache_mode(request), state.settings.chat.cache_ttl_s
+    )
     max_tokens = min(params.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
     reserved = reserve(messages, max_tokens)
     rate_headers = await state.limits.take(principal, reserved)
+    if cache is not None and cache.read and (answer := await _cached(state, cache)) is not None:
+        return await _from_cache(state, principal, alias, messages, params, answer, rate_headers)
     now = time.time()
     with enqueue_span(request, alias) as traceparent:
         chat = ChatRequest(
@@ -130,6 +154,9 @@ async def start(
             key_tpm=principal.tpm,
             owner_tpm=principal.owner_tpm,
             **budget_terms(principal, spec, messages, max_tokens),
+            cache_key=cache.key if cache else None,
+            cache_index=cache.index if cache else None,
+            cache_ttl_s=cache.ttl_s if cache else 0,
         )
         admission = await state.relay.submit(chat, principal)
     admitted_s = time.monotonic() - arrived
@@ -148,8 +175,78 @@ async def start(
     # What the platform added before the provider was called: the gateway's own work, then queue and worker.
     waited = next((e.waited_s for batch in prelude for _, e in batch if isinstance(e, Started)), 0.0)
     headers = {**rate_headers, "x-chatbot-overhead-ms": f"{(admitted_s + waited) * 1000:.1f}"}
+    if cache is not None:
+        headers["x-chatbot-cache"] = "miss"
     # The deployment that answers: the last one started before the answer began (retries start others first).
     if deployment := next((e.deployment for batch in reversed(prelude) for _, e in reversed(batch) if isinstance(e, Started)), None):
         headers["x-chatbot-deployment"] = deployment
     state.metrics.overhead.observe(admitted_s + waited)
     return Generation(chat, prelude, rest, cancel=lambda: state.relay.cancel_soon(chat.request_id), headers=headers)
+
+
+def _cache_mode(request: Request[Any, Any, Any]) -> CacheMode | None:
+    """The request's `x-chatbot-cache` header (`use`, `refresh` or `skip`), or None."""
+    value = request.headers.get("x-chatbot-cache")
+    if value is None:
+        return None
+    mode = value.strip().lower()
+    if mode not in CACHE_MODES:
+        raise BadRequest(f"the header x-chatbot-cache is {value!r}; it may be use, refresh or skip", param="x-chatbot-cache")
+    return mode
+
+
+async def _cached(state: State, cache: CachePolicy) -> CachedAnswer | None:
+    """The answer cached under `cache.key`; None when there is none, it cannot be read, or Redis is away (then the
+    request is generated as if there were no cache)."""
+    try:
+        raw = await state.redis.get(cache.key)
+        return cached_answer_decoder.decode(raw) if raw else None
+    except (redis.exceptions.RedisError, OSError, msgspec.MsgspecError):
+        return None
+
+
+async def _from_cache(
+    state: State,
+    principal: Principal,
+    alias: str,
+    messages: list[ChatMessage],
+    params: GenerationParams,
+    answer: CachedAnswer,
+    rate_headers: dict[str, str],
+) -> Generation:
+    """A cached answer as a finished generation: the same events a worker writes, replayed at once, at no cost.
+
+    The hit goes into the inference events (and so into the usage and the request log) as a completed request
+    marked `cache: hit`."""
+    now = time.time()
+    chat = ChatRequest(
+        request_id=uuid.uuid4().hex, model=alias, messages=messages, params=params, owner=principal.owner,
+        key_id=principal.key_id, enqueued_at=now, deadline=now,
+    )  # fmt: skip
+    usage = TokenUsage(input_tokens=answer.usage.input_tokens, output_tokens=answer.usage.output_tokens, cost_usd=0.0)
+    events: list[AnyStreamEvent] = [
+        Started(model=answer.model, provider=answer.provider, upstream_model=answer.upstream_model, deployment=answer.deployment)
+    ]
+    if answer.text:
+        events.append(Delta(text=answer.text))
+    for index, call in enumerate(answer.tool_calls or []):
+        events.append(ToolCallDelta(index=index, id=call.id, name=call.function.name, arguments=call.function.arguments))
+    events += [Usage(usage=usage), Done(reason=answer.finish_reason)]
+    completed = Completed(
+        request_id=chat.request_id, model=alias, provider=answer.provider, upstream_model=answer.upstream_model,
+        owner=principal.owner, key_id=principal.key_id, at=now, text=answer.text, finish_reason=answer.finish_reason,
+        tool_calls=answer.tool_calls, usage=usage, deployment=answer.deployment, cache="hit",
+    )  # fmt: skip
+    with contextlib.suppress(redis.exceptions.RedisError, OSError):
+        await state.redis.xadd(
+            state.redis_keys.inference_events, {DATA_FIELD: encode(completed)}, maxlen=state.settings.chat.events_maxlen, approximate=True
+        )
+    headers = {**rate_headers, "x-chatbot-cache": "hit", "x-chatbot-overhead-ms": "0.0"}
+    if answer.deployment:
+        headers["x-chatbot-deployment"] = answer.deployment
+    return Generation(chat, [[(f"0-{i + 1}".encode(), event) for i, event in enumerate(events)]], _nothing(), lambda: None, headers)
+
+
+async def _nothing() -> AsyncIterator[Batch]:
+    return
+    yield

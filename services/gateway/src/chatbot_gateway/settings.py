@@ -64,6 +64,9 @@ class ChatSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_REQUESTS_MAXLEN`: approximate length the `chat.requests` stream is trimmed to."""
     events_maxlen: int = 1_000_000
     """`CHATBOT_EVENTS_MAXLEN`: approximate length the `inference.events` stream is trimmed to."""
+    cache_ttl_s: int = 3600
+    """`CHATBOT_CACHE_TTL_S`: how long an answer cached at a request's ask (`x-chatbot-cache: use`) is kept, for an alias
+    without `cache_ttl_s` of its own."""
     worker_stale_s: float = 15.0
     """`CHATBOT_WORKER_STALE_S`: a worker whose heartbeat is older is not counted as alive."""
     stream_ttl_s: int = 3600

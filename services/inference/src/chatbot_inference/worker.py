@@ -44,6 +44,7 @@ from chatbot_contracts import (
     encode,
 )
 from chatbot_contracts.buckets import MinuteBuckets
+from chatbot_contracts.cache import MAX_ENTRY_BYTES, CachedAnswer
 from chatbot_contracts.capabilities import refusal
 from chatbot_contracts.keys import SPEND_TTL_S
 from chatbot_contracts.tracing import SpanKind, child_span, span_in, traceparent_of, tracer
@@ -276,15 +277,46 @@ class Worker:
                 usage=usage,
                 ttft_s=(outcome.first_token_at - started_at) if outcome.first_token_at else None,
                 budget_period=request.budget_period,
+                cache="miss" if request.cache_key else None,
             ),
         )
         await self._settle_key(request, usage)
+        if request.cache_key and request.cache_index and outcome.finish_reason != "error":
+            await self._store_answer(request, request.cache_key, request.cache_index, outcome, usage)
         self._observe(outcome, "completed", started_at, usage)
         log.debug("generation.completed", request_id=request_id, model=outcome.alias, output_tokens=usage.output_tokens)
         if self.settings.log_content:
             log.info(
                 "generation.content", request_id=request_id, prompt=[m.content for m in request.messages], answer="".join(outcome.text)
             )
+
+    async def _store_answer(self, request: ChatRequest, key: str, index: str, outcome: _Outcome, usage: TokenUsage) -> None:
+        """Keep a completed answer in the response cache (an answer past `MAX_ENTRY_BYTES` is not kept)."""
+        answer = encode(
+            CachedAnswer(
+                model=outcome.alias,
+                provider=outcome.spec.provider if outcome.spec else "",
+                upstream_model=outcome.spec.upstream_model if outcome.spec else "",
+                deployment=outcome.deployment,
+                text="".join(outcome.text),
+                tool_calls=outcome.joined_tool_calls(),
+                finish_reason=outcome.finish_reason,
+                usage=usage,
+                stored_at=time.time(),
+            )
+        )
+        if len(answer) > MAX_ENTRY_BYTES:
+            log.info("cache.too_large", request_id=request.request_id, bytes=len(answer))
+            return
+        try:
+            pipeline = self.redis.pipeline(transaction=False)
+            pipeline.set(key, answer, ex=request.cache_ttl_s)
+            pipeline.sadd(index, key)
+            pipeline.expire(index, request.cache_ttl_s, gt=True)
+            pipeline.expire(index, request.cache_ttl_s, nx=True)
+            await pipeline.execute()
+        except (redis.exceptions.RedisError, OSError) as exc:
+            log.warning("cache.store_failed", request_id=request.request_id, error=str(exc))
 
     async def _settle_key(self, request: ChatRequest, usage: TokenUsage | None) -> None:
         """Settle with the key: give back tokens reserved but not used, and settle the spend reserved with the real cost."""

@@ -51,7 +51,7 @@ EXPORT_PAGE = 1000
 EXPORTED = (
     "at", "request_id", "type", "attempt", "model", "provider", "upstream_model", "owner", "key_id", "conversation_id", "purpose",
     "input_tokens", "output_tokens", "cached_tokens", "cost_usd", "estimated", "queue_wait_ms", "ttft_ms", "duration_ms",
-    "retries", "fallbacks", "code", "finish_reason", "error", "trace_id", "deployment", "route",
+    "retries", "fallbacks", "code", "finish_reason", "error", "trace_id", "deployment", "route", "cache",
 )  # fmt: skip
 """The fields of one exported or logged event, in order (the CSV header)."""
 
@@ -69,7 +69,7 @@ def _row(entry_id: str, event: AnyInferenceEvent) -> dict[str, Any]:
         "input_tokens": 0, "output_tokens": 0, "cached_tokens": 0, "cost_micros": 0, "estimated": False,
         "queue_wait_ms": None, "ttft_ms": None, "duration_ms": None, "retries": 0, "fallbacks": 0,
         "code": None, "finish_reason": None, "error": None, "trace_id": trace_id_of(event.traceparent),
-        "deployment": event.deployment, "route": event.route,
+        "deployment": event.deployment, "route": event.route, "cache": event.cache,
     }  # fmt: skip
     match event:
         case GenerationStarted():

@@ -52,6 +52,7 @@ usage_events = sa.Table(
     sa.Column("trace_id", sa.String(32)),
     sa.Column("deployment", sa.String(200)),
     sa.Column("route", sa.Text),
+    sa.Column("cache", sa.String(8)),
     sa.UniqueConstraint("request_id", "type", "attempt", "at_us", name="uq_usage_events_natural"),
     sa.Index("ix_usage_events_at", "at_us"),
     sa.Index("ix_usage_events_owner_at", "owner", "at_us"),

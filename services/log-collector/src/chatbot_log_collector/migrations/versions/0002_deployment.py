@@ -1,4 +1,4 @@
-"""Which deployment of an alias served each event, and why it was chosen.
+"""Which deployment of an alias served each event, why it was chosen, and the response cache's part in it.
 
 Revision ID: l0002
 Revises: l0001
@@ -20,9 +20,11 @@ def upgrade() -> None:
     with op.batch_alter_table("usage_events") as table:
         table.add_column(sa.Column("deployment", sa.String(200)))
         table.add_column(sa.Column("route", sa.Text))
+        table.add_column(sa.Column("cache", sa.String(8)))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("usage_events") as table:
+        table.drop_column("cache")
         table.drop_column("route")
         table.drop_column("deployment")
