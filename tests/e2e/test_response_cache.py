@@ -89,6 +89,12 @@ def test_a_hit_is_the_exact_answer_with_no_upstream_call_streamed_or_not(stack: 
     miss = completed_event(alice, first.headers["x-request-id"])
     assert (hit["cache"], hit["cost_usd"], miss["cache"]) == ("hit", 0.0, "miss") and miss["cost_usd"] > 0
 
+    deadline = time.monotonic() + 10
+    while (totals := alice.get("/api/v1/usage").json()["totals"])["requests"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (totals["requests"], totals["cache_hits"]) == (3, 2), "the usage counts the hits among the requests"
+    assert totals["cost_usd"] == miss["cost_usd"], "hits cost nothing"
+
     other = ask(api(url, key_of(url, platform.admin_key, "bob")), "cached")
     assert other.headers["x-chatbot-cache"] == "miss" and len(fake_openai.requests) == 2, "another owner's identical request misses"
 

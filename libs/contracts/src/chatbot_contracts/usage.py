@@ -35,6 +35,8 @@ class UsageTotals(msgspec.Struct, kw_only=True):
     output_tokens: int
     cached_tokens: int
     cost_usd: float
+    cache_hits: int = 0
+    """Requests answered from the response cache (counted in `requests`, at no cost)."""
     time_to_first_token: Latency
     duration: Latency
 

@@ -113,6 +113,7 @@ def _totals(
         "cancelled": c.get("cancelled", 0), "errors": dict(sorted(errors.items())), "retries": c.get("retries", 0),
         "fallbacks": c.get("fallbacks", 0), "input_tokens": c.get("input_tokens", 0), "output_tokens": c.get("output_tokens", 0),
         "cached_tokens": c.get("cached_tokens", 0), "cost_usd": c.get("cost_micros", 0) / 1_000_000,
+        "cache_hits": c.get("cache_hits", 0),
         "time_to_first_token": _latency([c.get(b, 0) for b in TTFT_BUCKETS], c.get("ttft_count", 0), c.get("ttft_sum_ms", 0), ttft_ms),
         "duration": _latency([c.get(b, 0) for b in DURATION_BUCKETS], c.get("duration_count", 0), c.get("duration_sum_ms", 0), duration_ms),
     }  # fmt: skip

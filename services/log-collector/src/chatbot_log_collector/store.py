@@ -108,6 +108,7 @@ def _aggregate(rows: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], li
         total = minutes.setdefault(key, dict(zip(AGGREGATE_KEY, key, strict=True)) | dict.fromkeys(COUNTERS, 0))
         total["requests"] += 1
         total[row["type"]] += 1
+        total["cache_hits"] += row["cache"] == "hit"
         for name in ("retries", "fallbacks", "input_tokens", "output_tokens", "cached_tokens", "cost_micros"):
             total[name] += row[name]
         if row["ttft_ms"] is not None:

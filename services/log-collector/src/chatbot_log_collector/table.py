@@ -16,7 +16,7 @@ AGGREGATE_KEY = ("minute", "model", "provider", "key_id", "owner")
 COUNTERS = (
     "requests", "completed", "failed", "cancelled", "retries", "fallbacks",
     "input_tokens", "output_tokens", "cached_tokens", "cost_micros",
-    "ttft_count", "ttft_sum_ms", *TTFT_BUCKETS, "duration_count", "duration_sum_ms", *DURATION_BUCKETS,
+    "ttft_count", "ttft_sum_ms", *TTFT_BUCKETS, "duration_count", "duration_sum_ms", *DURATION_BUCKETS, "cache_hits",
 )  # fmt: skip
 """The columns of `usage_minutes` that are sums (an upsert adds to each)."""
 

@@ -1,4 +1,5 @@
-"""Which deployment of an alias served each event, why it was chosen, and the response cache's part in it.
+"""Which deployment of an alias served each event, why it was chosen, and the response cache's part in it (and the
+answers the cache gave, per minute).
 
 Revision ID: l0002
 Revises: l0001
@@ -21,9 +22,13 @@ def upgrade() -> None:
         table.add_column(sa.Column("deployment", sa.String(200)))
         table.add_column(sa.Column("route", sa.Text))
         table.add_column(sa.Column("cache", sa.String(8)))
+    with op.batch_alter_table("usage_minutes") as table:
+        table.add_column(sa.Column("cache_hits", sa.BigInteger, nullable=False, server_default="0"))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("usage_minutes") as table:
+        table.drop_column("cache_hits")
     with op.batch_alter_table("usage_events") as table:
         table.drop_column("cache")
         table.drop_column("route")
