@@ -439,3 +439,34 @@ async def test_the_first_token_is_written_before_the_rest_of_a_buffered_answer_i
     assert deltas[0] == "one ", f"the first token waited for the whole answer: {deltas}"
     assert "".join(deltas) == "one two three four five"
     assert isinstance(events[0], Started) and events[-1] == Done(reason="stop")
+
+
+async def test_a_deployment_at_its_own_limit_is_skipped_for_one_with_room(
+    redis: aioredis.Redis,
+    namespace: str,
+    http: aiohttp.ClientSession,
+    fake_openai: FakeOpenAI,
+    backup_upstream: FakeOpenAI,
+    new_request: Callable[..., ChatRequest],
+) -> None:
+    """`a` runs one generation at a time and is always preferred; while it runs one, the next goes to `b` at once,
+    instead of waiting up to the limit wait (30 s) for `a`'s slot."""
+    fake_openai.reply, fake_openai.token_delay_s = "slow " * 20, 0.05
+    text = '[models."pair"]\nrouting = "weighted"\n'
+    for name, fake, extra in (("a", fake_openai, "weight = 1000\nmax_concurrency = 1\n"), ("b", backup_upstream, "weight = 1\n")):
+        text += f'[[models."pair".deployments]]\nname = "{name}"\nprovider = "openai"\nupstream_model = "{name}"\n'
+        text += f'base_url = "{fake.base_url}"\n{extra}'
+    worker = Worker(redis, Keys(namespace), Registry.parse(text), build_providers(http), WorkerSettings(), ProviderSettings())
+    first, second = new_request(model="pair"), new_request(model="pair")
+    running = asyncio.create_task(worker.handle(first))
+    for _ in range(500):  # until `a` has the first one
+        if fake_openai.requests:
+            break
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    await worker.handle(second)
+    assert time.monotonic() - started < 0.5 and not running.done()
+    assert text_of(await stream_of(worker, second.request_id)) == "The backup answered."
+    await running
+    assert text_of(await stream_of(worker, first.request_id)) == "slow " * 20
+    assert len(fake_openai.requests) == 1 and len(backup_upstream.requests) == 1
