@@ -558,10 +558,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         call_started = time.monotonic()
         slot_deadline = request.deadline if wait else time.time()
-        async with (
-            self.limits.slot(route.name, spec, request.request_id, slot_deadline),
-            self.router.running(spec, route, request.request_id),
-        ):
+        async with self.limits.slot(route.name, spec, request.request_id, slot_deadline):
             try:
                 async with asyncio.timeout(first_token_s) as timer:
                     async for event in provider.stream(request, spec):
