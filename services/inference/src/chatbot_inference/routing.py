@@ -61,8 +61,9 @@ return 0
 # KEYS: per deployment, in order: cooldown, tripped, probe, running, latency. ARGV: now ms, probe ms, holder, least-busy
 # (1 or 0). For each deployment: its cooldown's ms left, whether this request holds its probe (1), was refused one (-1) or
 # none is needed (0), its running count, and its time to first token and tokens per second (or false). With least-busy,
-# the healthy deployment with the fewest running (the first in ARGV order among equals) counts this request at once, in
-# the same script, so that requests planned at the same moment spread; its position is the last reply (0: none).
+# the healthy deployment with the fewest running (the first in ARGV order among equals; a probe this request holds before
+# all) counts this request at once, in the same script, so that requests planned at the same moment spread; its position
+# is the last reply (0: none).
 _PLAN = (
     """
 local now, probe_ms, holder, least = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
@@ -80,7 +81,11 @@ for i = 1, #KEYS / 5 do
   local latency = redis.call('HMGET', KEYS[k + 5], 'ttft_s', 'tokens_per_s')
   table.insert(out, cooling); table.insert(out, probe); table.insert(out, running)
   table.insert(out, latency[1]); table.insert(out, latency[2])
-  if least and cooling == 0 and probe >= 0 and (fewest == nil or running < fewest) then best, fewest = i, running end
+  if least and probe == 1 then
+    best, fewest = i, -1  -- a probe is called first: the request counts there
+  elseif least and cooling == 0 and probe == 0 and (fewest == nil or running < fewest) then
+    best, fewest = i, running
+  end
 end
 if best > 0 then
   local key = KEYS[(best - 1) * 5 + 4]
