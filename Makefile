@@ -95,7 +95,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed-test
 	$(PIP_INSTALL) --no-build-isolation -e 'libs/devtools[test,bench]'
 	@touch $@
 
-bench: $(VENV)/.installed-bench ## Benchmarks (not tests): the gateway against LiteLLM and the bare upstream, the conversation store
+bench: $(VENV)/.installed-bench $(NODE_FROM_PYPI) ## Benchmarks (not tests): the gateway against Portkey, LiteLLM and the bare upstream, the conversation store
 	$(BIN)/python bench/gateways.py
 	$(BIN)/python bench/conversations.py $(if $(BENCH_POSTGRES_URL),--postgres $(BENCH_POSTGRES_URL),)
 

@@ -111,11 +111,13 @@ class _Connection(asyncio.Protocol):
 class Client:
     """Streamed chat completions against one base URL (`http://host:port/v1`), over a pool of kept-alive connections."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, headers: dict[str, str] | None = None) -> None:
         url = urlsplit(base_url)
         self._host = url.hostname or "127.0.0.1"
         self._port = url.port or 80
         self._path = url.path.rstrip("/") + "/chat/completions"
+        self._headers = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items()).encode()
+        """Header lines every request carries besides its own (a gateway's routing headers)."""
         self._idle: list[_Connection] = []
 
     async def _connection(self) -> _Connection:
@@ -133,8 +135,8 @@ class Client:
             max_tokens,
         )
         request = (
-            b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-        ) % (self._path.encode(), self._host.encode(), self._port, key.encode(), len(body), body)
+            b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: Bearer %s\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        ) % (self._path.encode(), self._host.encode(), self._port, key.encode(), self._headers, len(body), body)
         try:
             connection = await self._connection()
         except OSError as exc:

@@ -106,3 +106,23 @@ async def test_the_load_client_reuses_its_connection_and_counts_what_went_wrong(
     client.close()
     refused = await loadclient.Client(f"http://127.0.0.1:{free_port()}/v1").stream("none", "bench-model", 5)
     assert refused.error == "ConnectionRefusedError"
+
+
+async def test_the_load_client_sends_a_targets_own_headers() -> None:
+    """Portkey is told where to send a request by headers; every request of a client carries them."""
+    heads: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = loadclient.Client(f"http://127.0.0.1:{port}/v1", {"x-portkey-provider": "openai", "x-portkey-custom-host": "http://up/v1"})
+    sample = await client.stream("none", "bench-model", 5)
+    server.close()
+    assert sample.error == "HTTP 500"
+    assert b"\r\nx-portkey-provider: openai\r\nx-portkey-custom-host: http://up/v1\r\n" in heads[0]
+    assert heads[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
