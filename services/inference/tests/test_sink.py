@@ -185,3 +185,32 @@ async def test_a_refused_write_fails_alone_in_a_shared_round_trip(redis: aioredi
     results = await asyncio.gather(broken.close(Done(reason="stop")), fine.close(Done(reason="stop")), return_exceptions=True)
     assert isinstance(results[0], redis_exceptions.ResponseError) and results[1] is None
     assert await stored(redis, keys.request_stream("fine")) == [Delta(text="kept"), Done(reason="stop")]
+
+
+async def test_a_write_window_gathers_streams_into_one_round_and_never_delays_a_first_write(redis: aioredis.Redis, namespace: str) -> None:
+    keys = Keys(namespace)
+    shared = SharedPipeline(redis, window_s=0.2)
+    sinks = [
+        StreamSink(shared, keys.request_stream(f"ww{i}"), keys.inference_events, open_ttl_s=600, closed_ttl_s=60, events_maxlen=1000)
+        for i in range(2)
+    ]
+    pushed = time.monotonic()
+    for sink in sinks:
+        sink.push(Delta(text="first"))
+    await asyncio.sleep(0.05)
+    assert [await redis.xlen(keys.request_stream(f"ww{i}")) for i in range(2)] == [1, 1], "first writes go at once"
+
+    for sink in sinks:
+        sink.push(Delta(text="later"))
+    await asyncio.sleep(0.1)
+    assert [await redis.xlen(keys.request_stream(f"ww{i}")) for i in range(2)] == [1, 1], "later ones wait for the window"
+    for _ in range(100):
+        if await redis.xlen(keys.request_stream("ww1")) == 2:
+            break
+        await asyncio.sleep(0.01)
+    waited = time.monotonic() - pushed
+    (_, _), (a_at, _) = await entry_times(redis, keys.request_stream("ww0"))
+    (_, _), (b_at, _) = await entry_times(redis, keys.request_stream("ww1"))
+    assert abs(a_at - b_at) <= 1 and 0.2 <= waited < 0.6, "both streams' later writes went in one round, after the window"
+    for sink in sinks:
+        await sink.close(Done(reason="stop"))

@@ -55,25 +55,35 @@ class SharedPipeline:
     refused command fails only its own stream's write; a lost round trip fails every write in it.
     """
 
-    def __init__(self, redis: aioredis.Redis, within_s: float | None = None) -> None:
+    def __init__(self, redis: aioredis.Redis, within_s: float | None = None, window_s: float = 0.0) -> None:
         self._redis = redis
         self._within_s = within_s
         """How long a round may take (None: the client's own timer per reply)."""
+        self._window_s = window_s
+        """How long a round waits for more streams' writes before it goes (0: not at all); a first write does not wait."""
         self._ready: dict[StreamSink, None] = {}
         """Streams with something to write, in the order they asked."""
         self._sender: asyncio.Task[None] | None = None
+        self._hurry: asyncio.Future[None] | None = None
+        """Set while a round waits out its window: a first write ends the wait."""
 
-    def ready(self, sink: StreamSink) -> None:
-        """`sink` has events to write: they go in the next pipeline, at once when none is in flight."""
+    def ready(self, sink: StreamSink, first: bool = False) -> None:
+        """`sink` has events to write: they go in the next pipeline, at once when none is in flight (or after the
+        write window; at once for a stream's `first` write)."""
         self._ready[sink] = None
+        if first and self._hurry is not None:
+            _settle(self._hurry)
         if self._sender is None or self._sender.done():
-            self._sender = asyncio.get_running_loop().create_task(self._send(), name="shared-pipeline")
+            self._sender = asyncio.get_running_loop().create_task(self._send(first), name="shared-pipeline")
 
     def forget(self, sink: StreamSink) -> None:
         self._ready.pop(sink, None)
 
-    async def _send(self) -> None:
+    async def _send(self, first: bool = False) -> None:
         while self._ready:
+            if self._window_s and not first:
+                await self._wait_window()
+            first = False
             sinks, self._ready = list(self._ready), {}
             commands: list[Command] = []
             spans: list[tuple[StreamSink, int, int]] = []
@@ -94,6 +104,21 @@ class SharedPipeline:
                 continue
             for sink, start, end in spans:
                 sink.written(next((r for r in results[start:end] if isinstance(r, Exception)), None))
+
+    async def _wait_window(self) -> None:
+        loop = asyncio.get_running_loop()
+        hurry = self._hurry = loop.create_future()
+        timer = loop.call_later(self._window_s, _settle, hurry)
+        try:
+            await hurry
+        finally:
+            timer.cancel()
+            self._hurry = None
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class StreamSink:
@@ -147,7 +172,7 @@ class StreamSink:
             return
         self._pending.append(event)
         if within_s <= 0:
-            self._writer.ready(self)
+            self._writer.ready(self, self._first_write)
         elif within_s != math.inf and self._deadline is None:
             self._deadline = asyncio.get_running_loop().call_later(within_s, self._writer.ready, self)
 

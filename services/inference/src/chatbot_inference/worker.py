@@ -160,7 +160,7 @@ class Worker:
         self.router = Router(redis, keys)
         self.key_buckets = MinuteBuckets(redis)
         self.redis = redis
-        self.writes = SharedPipeline(writer or redis, write_within_s)
+        self.writes = SharedPipeline(writer or redis, write_within_s, settings.write_window_ms / 1000)
         """Every request stream's writes, batched across requests."""
         self.keys = keys
         self.registry = registry
