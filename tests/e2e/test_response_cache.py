@@ -138,3 +138,24 @@ def test_a_shared_alias_serves_every_owner_and_an_admin_purges_by_owner(stack: t
     assert ask(erin, "everyone").headers["x-chatbot-cache"] == "hit", "the shared entries are not dave's"
     assert admin.delete("/api/v1/cache", params={"shared": "true"}).json() == {"scope": "shared", "deleted": 1}
     assert admin.delete("/api/v1/cache").status_code == 400
+
+
+def test_a_hit_counts_as_a_request_and_costs_no_tokens_of_the_keys_rate(stack: tuple[LocalPlatform, str], fake_openai: FakeOpenAI) -> None:
+    platform, url = stack
+    created = api(url, platform.admin_key).post("/api/v1/admin/keys", json={"owner": "frank", "tpm": 10_000})
+    assert created.status_code == 201, created.text
+    frank = api(url, created.json()["key"])
+    answers = [ask(frank, "cached", max_tokens=3000) for _ in range(6)]  # each reserves about 3,000 tokens first
+    assert [a.headers["x-chatbot-cache"] for a in answers] == ["miss"] + ["hit"] * 5, "none refused for want of tokens"
+    assert len(fake_openai.requests) == 1
+
+
+def test_anthropic_messages_are_cached_too(stack: tuple[LocalPlatform, str], fake_openai: FakeOpenAI) -> None:
+    platform, url = stack
+    client = api(url, platform.admin_key)
+    body = {"model": "cached", "max_tokens": 100, "temperature": 0, "messages": QUESTION}
+    first, again = (client.post("/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"}) for _ in range(2))
+    assert (first.status_code, again.status_code) == (200, 200), again.text
+    assert (first.headers["x-chatbot-cache"], again.headers["x-chatbot-cache"]) == ("miss", "hit")
+    assert again.json()["content"] == first.json()["content"] == [{"type": "text", "text": "Paris, since the tenth century."}]
+    assert again.json()["stop_reason"] == "end_turn" and len(fake_openai.requests) == 1

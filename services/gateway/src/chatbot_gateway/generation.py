@@ -137,6 +137,8 @@ async def start(
     reserved = reserve(messages, max_tokens)
     rate_headers = await state.limits.take(principal, reserved)
     if cache is not None and cache.read and (answer := await _cached(state, cache)) is not None:
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):
+            await state.limits.give_back(principal, reserved)  # the request counts; its tokens cost nothing
         return await _from_cache(state, principal, alias, messages, params, answer, rate_headers)
     now = time.time()
     with enqueue_span(request, alias) as traceparent:

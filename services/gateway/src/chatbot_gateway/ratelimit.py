@@ -77,6 +77,13 @@ class KeyLimits:
             )
         return headers
 
+    async def give_back(self, who: Principal, tokens: int) -> None:
+        """Return `tokens` taken by `take` and not used (an answer from the cache uses none) to the key's and owner's buckets."""
+        if who.tpm:
+            await self._buckets.give_back(self._keys.rate(who.owner, who.key_id, "tpm"), tokens, who.tpm)
+        if who.owner_tpm:
+            await self._buckets.give_back(self._keys.rate(who.owner, None, "tpm"), tokens, who.owner_tpm)
+
 
 def _describe(who: Principal) -> str:
     parts = []
