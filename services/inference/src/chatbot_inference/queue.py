@@ -97,6 +97,9 @@ class QueueReader:
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
                 log.warning("queue.redis_unreachable", error=str(exc), retry_in_s=self._retry_s)
                 await self._pause(self._retry_s)
+            except Exception:  # a reader that stopped would leave the worker idle for good: log it and read on
+                log.exception("queue.read_failed", retry_in_s=self._retry_s)
+                await self._pause(self._retry_s)
 
     async def stop(self, grace_s: float) -> None:
         """Read no more; let what runs finish for `grace_s`, then cancel it (its entries stay pending for another worker).
