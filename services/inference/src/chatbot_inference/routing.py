@@ -41,8 +41,9 @@ TOKENS_FOR_LATENCY = 256
 LEASE_MS = 30_000
 """A running request's lease in its deployment's count; renewed while it runs, so a dead worker's requests drop out."""
 
-# KEYS: fails (sorted set of failure times), cooldown, tripped. ARGV: now ms, window ms, allowed fails, cooldown ms,
+# KEYS: fails (sorted set of failure times), cooldown, tripped, probe. ARGV: now ms, window ms, allowed fails, cooldown ms,
 # member, at least ms (a Retry-After; 0 without). Returns the cooldown's ms when this failure cooled the deployment, else 0.
+# Cooling frees the probe, so that the first request after the cooldown may probe again.
 _FAILED = """
 local now, window, allowed, cool, least = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
@@ -52,7 +53,7 @@ if least > 0 or redis.call('EXISTS', KEYS[3]) == 1 or redis.call('ZCARD', KEYS[1
   local ms = math.max(cool, least)
   if redis.call('PTTL', KEYS[2]) < ms then redis.call('SET', KEYS[2], '1', 'PX', ms) end
   redis.call('SET', KEYS[3], '1', 'PX', ms + 86400000)
-  redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1], KEYS[4])
   return ms
 end
 return 0
@@ -199,7 +200,7 @@ class Router:
         if not route.deployment:
             return 0.0
         now_ms = int(time.time() * 1000)
-        keys = [self._key(route, "fails"), self._key(route, "cooldown"), self._key(route, "tripped")]
+        keys = [self._key(route, kind) for kind in ("fails", "cooldown", "tripped", "probe")]
         args: list[str | int] = [now_ms, int(spec.fail_window_s * 1000), spec.allowed_fails, int(spec.cooldown_s * 1000)]
         args += [f"{now_ms}-{random.random()}", int((retry_after_s or 0) * 1000)]
         try:
@@ -209,7 +210,6 @@ class Router:
             return 0.0
         if cooled_ms:
             log.warning("routing.cooldown", deployment=route.name, cooldown_s=cooled_ms / 1000)
-        await self._redis.delete(self._key(route, "probe"))
         return cooled_ms / 1000
 
     async def succeeded(self, route: Route, probe: bool) -> None:
