@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
-import httpx
 import pytest
 
 from chatbot_devtools.fakes import FakeOpenAI
 from chatbot_devtools.platform import LocalPlatform, registry_toml
+from chatbot_devtools.platform import api_client as client
+from chatbot_devtools.platform import create_key as make_key
 
 pytestmark = pytest.mark.e2e
 
@@ -29,16 +29,6 @@ def gateways(platform_factory: Callable[..., LocalPlatform], fake_openai: FakeOp
     platform.start_worker()
     platform.wait_ready(first)
     return platform, first, second
-
-
-def client(url: str, key: str) -> httpx.Client:
-    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-
-
-def make_key(url: str, admin: str, **fields: Any) -> dict[str, Any]:
-    response = client(url, admin).post("/api/v1/admin/keys", json=fields)
-    assert response.status_code == 201, response.text
-    return response.json()  # type: ignore[no-any-return]
 
 
 def test_keys_are_created_listed_without_secrets_and_revoked_on_every_replica(gateways: tuple[LocalPlatform, str, str]) -> None:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from chatbot_devtools.fakes import FakeOpenAI
-from chatbot_devtools.platform import LocalPlatform
+from chatbot_devtools.platform import LocalPlatform, api_client, create_key
 
 pytestmark = pytest.mark.e2e
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -34,14 +34,8 @@ def stack(platform_factory: Callable[..., LocalPlatform], fake_openai: FakeOpenA
     return platform, url
 
 
-def api(url: str, key: str) -> httpx.Client:
-    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-
-
 def key_of(url: str, admin: str, owner: str) -> str:
-    response = api(url, admin).post("/api/v1/admin/keys", json={"owner": owner})
-    assert response.status_code == 201, response.text
-    return str(response.json()["key"])
+    return str(create_key(url, admin, owner=owner)["key"])
 
 
 def ask(client: httpx.Client, model: str, headers: dict[str, str] | None = None, **params: Any) -> httpx.Response:
@@ -72,7 +66,7 @@ def completed_event(client: httpx.Client, request_id: str) -> dict[str, Any]:
 
 def test_a_hit_is_the_exact_answer_with_no_upstream_call_streamed_or_not(stack: tuple[LocalPlatform, str], fake_openai: FakeOpenAI) -> None:
     platform, url = stack
-    alice = api(url, key_of(url, platform.admin_key, "alice"))
+    alice = api_client(url, key_of(url, platform.admin_key, "alice"))
     first = ask(alice, "cached")
     assert first.headers["x-chatbot-cache"] == "miss" and len(fake_openai.requests) == 1
     text = first.json()["choices"][0]["message"]["content"]
@@ -95,7 +89,7 @@ def test_a_hit_is_the_exact_answer_with_no_upstream_call_streamed_or_not(stack: 
     assert (totals["requests"], totals["cache_hits"]) == (3, 2), "the usage counts the hits among the requests"
     assert totals["cost_usd"] == miss["cost_usd"], "hits cost nothing"
 
-    other = ask(api(url, key_of(url, platform.admin_key, "bob")), "cached")
+    other = ask(api_client(url, key_of(url, platform.admin_key, "bob")), "cached")
     assert other.headers["x-chatbot-cache"] == "miss" and len(fake_openai.requests) == 2, "another owner's identical request misses"
 
 
@@ -103,7 +97,7 @@ def test_only_repeatable_requests_are_cached_unless_asked_and_the_header_rules(
     stack: tuple[LocalPlatform, str], fake_openai: FakeOpenAI
 ) -> None:
     platform, url = stack
-    carol = api(url, key_of(url, platform.admin_key, "carol"))
+    carol = api_client(url, key_of(url, platform.admin_key, "carol"))
     for _ in range(2):
         sampled = ask(carol, "cached", temperature=0.9)
         assert "x-chatbot-cache" not in sampled.headers
@@ -124,14 +118,14 @@ def test_only_repeatable_requests_are_cached_unless_asked_and_the_header_rules(
 
 def test_a_shared_alias_serves_every_owner_and_an_admin_purges_by_owner(stack: tuple[LocalPlatform, str], fake_openai: FakeOpenAI) -> None:
     platform, url = stack
-    dave, erin = (api(url, key_of(url, platform.admin_key, owner)) for owner in ("dave", "erin"))
+    dave, erin = (api_client(url, key_of(url, platform.admin_key, owner)) for owner in ("dave", "erin"))
     ask(dave, "everyone")
     assert ask(erin, "everyone").headers["x-chatbot-cache"] == "hit" and len(fake_openai.requests) == 1
     ask(dave, "cached")
     assert ask(dave, "cached").headers["x-chatbot-cache"] == "hit"
 
     assert dave.delete("/api/v1/cache", params={"owner": "dave"}).status_code == 403, "admins only"
-    admin = api(url, platform.admin_key)
+    admin = api_client(url, platform.admin_key)
     purged = admin.delete("/api/v1/cache", params={"owner": "dave"})
     assert purged.status_code == 200 and purged.json() == {"scope": "dave", "deleted": 1}
     assert ask(dave, "cached").headers["x-chatbot-cache"] == "miss", "purged"
@@ -142,9 +136,7 @@ def test_a_shared_alias_serves_every_owner_and_an_admin_purges_by_owner(stack: t
 
 def test_a_hit_counts_as_a_request_and_costs_no_tokens_of_the_keys_rate(stack: tuple[LocalPlatform, str], fake_openai: FakeOpenAI) -> None:
     platform, url = stack
-    created = api(url, platform.admin_key).post("/api/v1/admin/keys", json={"owner": "frank", "tpm": 10_000})
-    assert created.status_code == 201, created.text
-    frank = api(url, created.json()["key"])
+    frank = api_client(url, create_key(url, platform.admin_key, owner="frank", tpm=10_000)["key"])
     answers = [ask(frank, "cached", max_tokens=3000) for _ in range(6)]  # each reserves about 3,000 tokens first
     assert [a.headers["x-chatbot-cache"] for a in answers] == ["miss"] + ["hit"] * 5, "none refused for want of tokens"
     assert len(fake_openai.requests) == 1
@@ -152,7 +144,7 @@ def test_a_hit_counts_as_a_request_and_costs_no_tokens_of_the_keys_rate(stack: t
 
 def test_anthropic_messages_are_cached_too(stack: tuple[LocalPlatform, str], fake_openai: FakeOpenAI) -> None:
     platform, url = stack
-    client = api(url, platform.admin_key)
+    client = api_client(url, platform.admin_key)
     body = {"model": "cached", "max_tokens": 100, "temperature": 0, "messages": QUESTION}
     first, again = (client.post("/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"}) for _ in range(2))
     assert (first.status_code, again.status_code) == (200, 200), again.text

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from chatbot_devtools.fakes import FakeOpenAI, Fault
-from chatbot_devtools.platform import LocalPlatform, registry_toml
+from chatbot_devtools.platform import LocalPlatform, api_client, create_key, registry_toml
 
 pytestmark = pytest.mark.e2e
 INPUT_PRICE, OUTPUT_PRICE = 2_000.0, 8_000.0
@@ -37,14 +37,8 @@ def stack(platform_factory: Callable[..., LocalPlatform], fake_openai: FakeOpenA
     return platform, url
 
 
-def _client(url: str, key: str) -> httpx.Client:
-    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-
-
 def _key(url: str, admin: str, owner: str) -> str:
-    created = _client(url, admin).post("/api/v1/admin/keys", json={"owner": owner})
-    assert created.status_code == 201, created.text
-    return str(created.json()["key"])
+    return str(create_key(url, admin, owner=owner)["key"])
 
 
 def _chat(client: httpx.Client, content: str) -> httpx.Response:
@@ -62,8 +56,8 @@ def _wait_for(client: httpx.Client, requests: int) -> dict[str, Any]:
 
 def test_usage_is_exact_and_each_owner_sees_only_its_own(stack: tuple[LocalPlatform, str], fake_openai: FakeOpenAI) -> None:
     platform, url = stack
-    admin = _client(url, platform.admin_key)
-    alice, bob = _client(url, _key(url, platform.admin_key, "alice")), _client(url, _key(url, platform.admin_key, "bob"))
+    admin = api_client(url, platform.admin_key)
+    alice, bob = api_client(url, _key(url, platform.admin_key, "alice")), api_client(url, _key(url, platform.admin_key, "bob"))
     answers = [_chat(alice, "one"), _chat(alice, "two, three")]
     fake_openai.faults.append(Fault(status=500, message="hiccup"))
     answers.append(_chat(alice, "after a retry"))
@@ -112,11 +106,11 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 def test_every_service_serves_its_metrics_and_they_move(stack: tuple[LocalPlatform, str]) -> None:
     platform, url = stack
-    api = _client(url, platform.admin_key)
+    api = api_client(url, platform.admin_key)
     conversation = api.post("/api/v1/conversations", json={"model": "fake"}).json()["id"]
     turn = api.post(f"/api/v1/conversations/{conversation}/messages", json={"content": "Count me in, all of you"})
     assert "event: done" in turn.text
-    limited = _client(url, _key(url, platform.admin_key, "carol"))
+    limited = api_client(url, _key(url, platform.admin_key, "carol"))
     api.put("/api/v1/admin/owners/carol", json={"rpm": 1})
     time.sleep(1.1)  # the key cache
     statuses = [_chat(limited, "hi").status_code for _ in range(2)]

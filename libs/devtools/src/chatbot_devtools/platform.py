@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from .processes import ServiceProcess
 from .redis_server import free_port
@@ -112,3 +115,16 @@ class LocalPlatform:
     def stop(self) -> None:
         for process in self.processes:
             process.stop(grace_s=10.0)
+
+
+def api_client(url: str, key: str) -> httpx.Client:
+    """A client of a gateway at `url` that sends `key` as its bearer token."""
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def create_key(url: str, admin: str, **fields: Any) -> dict[str, Any]:
+    """A new API key (`fields`: its owner, limits, models), made with the admin key; the response, its secret included."""
+    response = api_client(url, admin).post("/api/v1/admin/keys", json=fields)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
