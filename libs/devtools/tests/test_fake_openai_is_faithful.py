@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from chatbot_devtools.fakes import FakeOpenAI, Fault, tokenize
+from chatbot_devtools.fakes import FakeOpenAI, Fault, fake_vector, tokenize
 
 REPLY = "Faithful fakes make honest tests. "
 
@@ -72,3 +72,14 @@ def test_the_sdk_assembles_a_streamed_tool_call(sdk: openai.OpenAI, fake_openai:
     assert final.choices[0].finish_reason == "tool_calls"
     whole = sdk.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "Weather?"}], tools=TOOLS)  # type: ignore[arg-type]
     assert (whole.choices[0].message.tool_calls or [])[0].function.arguments == '{"city": "Paris"}'
+
+
+def test_the_sdk_reads_embeddings_as_base64_and_as_floats(sdk: openai.OpenAI, fake_openai: FakeOpenAI) -> None:
+    texts = ["first text", "second text"]
+    packed = sdk.embeddings.create(model="fake-embed", input=texts, dimensions=16)
+    assert fake_openai.requests[-1]["encoding_format"] == "base64", "the SDK asks for base64 unless told otherwise"
+    floats = sdk.embeddings.create(model="fake-embed", input=texts, dimensions=16, encoding_format="float")
+    for answer in (packed, floats):
+        assert [item.index for item in answer.data] == [0, 1]
+        assert [item.embedding for item in answer.data] == [fake_vector(text, 16) for text in texts]
+        assert answer.usage.prompt_tokens == 4

@@ -9,7 +9,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
-from chatbot_devtools.fakes import FakeAnthropic, FakeGemini, FakeOllama, Fault, tokenize
+from chatbot_devtools.fakes import FakeAnthropic, FakeGemini, FakeOllama, Fault, fake_vector, tokenize
 
 REPLY = "Three vendors, three formats, one platform. "
 
@@ -58,6 +58,27 @@ def test_anthropic_sdk_sees_rate_limits_and_stream_errors(claude: anthropic.Anth
         stream.until_done()
 
 
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+def test_anthropic_sdk_reads_a_streamed_tool_use(claude: anthropic.Anthropic, fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.tool_call = ("get_weather", '{"city": "Paris", "days": [1, 2]}')
+    tools = [{"name": "get_weather", "description": "Weather in a city", "input_schema": WEATHER}]
+    with claude.messages.stream(
+        model="claude-fake",
+        max_tokens=100,
+        tools=tools,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],  # type: ignore[list-item]
+    ) as stream:
+        final = stream.get_final_message()
+    [block] = final.content
+    assert block.type == "tool_use" and block.name == "get_weather" and block.id.startswith("toolu_")
+    assert block.input == {"city": "Paris", "days": [1, 2]}
+    assert final.stop_reason == "tool_use"
+    whole = claude.messages.create(model="claude-fake", max_tokens=100, tools=tools, messages=[{"role": "user", "content": "Hi"}])  # type: ignore[list-item]
+    assert whole.content[0].type == "tool_use" and whole.content[0].input == {"city": "Paris", "days": [1, 2]}
+
+
 # --- Gemini ---------------------------------------------------------------------------------------
 
 
@@ -100,6 +121,22 @@ def test_gemini_sdk_sees_quota_errors(gemini: genai.Client, fake_gemini: FakeGem
     assert caught.value.code == 429 and caught.value.status == "RESOURCE_EXHAUSTED"
 
 
+def test_gemini_sdk_reads_a_function_call(gemini: genai.Client, fake_gemini: FakeGemini) -> None:
+    fake_gemini.tool_call = ("get_weather", '{"city": "Paris"}')
+    declaration = genai_types.FunctionDeclaration(name="get_weather", description="Weather in a city", parameters_json_schema=WEATHER)
+    config = genai_types.GenerateContentConfig(tools=[genai_types.Tool(function_declarations=[declaration])])
+    for chunks in (
+        list(gemini.models.generate_content_stream(model="gemini-fake", contents="Weather in Paris?", config=config)),
+        [gemini.models.generate_content(model="gemini-fake", contents="Weather in Paris?", config=config)],
+    ):
+        [call] = [c for chunk in chunks for c in chunk.function_calls or []]
+        assert call.name == "get_weather" and call.args == {"city": "Paris"}
+    sent = fake_gemini.requests[0]["tools"][0]["functionDeclarations"][0]
+    # The SDK spells the field in snake case, the REST reference (and the platform's adapter) in camel case: the API's
+    # proto JSON takes both.
+    assert WEATHER in (sent.get("parametersJsonSchema"), sent.get("parameters_json_schema"))
+
+
 # --- Ollama ---------------------------------------------------------------------------------------
 
 
@@ -130,3 +167,27 @@ def test_ollama_sdk_reads_a_whole_reply_models_and_errors(llama: ollama.Client, 
     fake_ollama.faults.append(Fault(error_after=1, message="the runner crashed"))
     with pytest.raises(ollama.ResponseError, match="the runner crashed"):
         list(llama.chat(model="llama-fake:latest", messages=[{"role": "user", "content": "Hi"}], stream=True))
+
+
+def test_ollama_sdk_reads_tool_calls(llama: ollama.Client, fake_ollama: FakeOllama) -> None:
+    fake_ollama.tool_call = ("get_weather", '{"city": "Paris"}')
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": WEATHER}}]
+    question = [{"role": "user", "content": "Weather in Paris?"}]
+    streamed = [
+        c
+        for part in llama.chat(model="llama-fake:latest", messages=question, tools=tools, stream=True)
+        for c in part.message.tool_calls or []
+    ]
+    whole = llama.chat(model="llama-fake:latest", messages=question, tools=tools).message.tool_calls or []
+    for [call] in (streamed, whole):
+        assert call.function.name == "get_weather" and dict(call.function.arguments) == {"city": "Paris"}
+
+
+def test_gemini_and_ollama_sdks_read_embeddings(gemini: genai.Client, fake_gemini: FakeGemini, llama: ollama.Client) -> None:
+    texts = ["first text", "second text"]
+    config = genai_types.EmbedContentConfig(output_dimensionality=16)
+    answer = gemini.models.embed_content(model="text-embedding-fake", contents=texts, config=config)
+    assert [e.values for e in answer.embeddings or []] == [fake_vector(text, 16) for text in texts], fake_gemini.requests[-1]
+    assert fake_gemini.requests[-1]["requests"][0]["outputDimensionality"] == 16
+    embedded = llama.embed(model="embed-fake", input=texts, dimensions=16)
+    assert [list(v) for v in embedded.embeddings] == [fake_vector(text, 16) for text in texts]

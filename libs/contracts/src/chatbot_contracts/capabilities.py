@@ -9,29 +9,45 @@ from .registry import ModelSpec, Provider
 
 _SAMPLING = frozenset({"temperature", "top_p", "max_tokens", "stop", "seed", "frequency_penalty", "presence_penalty"})
 _TOOLS = frozenset({"tools", "tool_choice", "parallel_tool_calls"})
-_ALL = _SAMPLING | _TOOLS
+_ALL = _SAMPLING | _TOOLS | {"response_format", "dimensions"}
 SUPPORTED_PARAMS: dict[Provider, frozenset[str]] = {
     "openai": _ALL,
-    "anthropic": frozenset({"temperature", "top_p", "max_tokens", "stop"}),
-    "gemini": _SAMPLING,
-    "ollama": _SAMPLING,
+    "anthropic": frozenset({"temperature", "top_p", "max_tokens", "stop", "response_format"}) | _TOOLS,
+    "gemini": _ALL,
+    "ollama": _ALL - {"tool_choice"},
     "llamacpp": _SAMPLING,
+    "bert": frozenset(),
 }
 MAX_TEMPERATURE: dict[Provider, float] = {"anthropic": 1.0}
 MAX_STOP_SEQUENCES: dict[Provider, int] = {"gemini": 5}
+CANNOT_SERIALIZE_TOOLS: frozenset[Provider] = frozenset({"gemini", "ollama"})
+"""Providers that may call several tools at once and have no switch to stop them: `parallel_tool_calls: false` is refused."""
+FORCED_TOOL_SCHEMA: frozenset[Provider] = frozenset({"anthropic"})
+"""Providers whose structured output is a forced tool call: the schema must describe an object, and no other tools may come with it."""
 
 
 def refusal(alias: str, spec: ModelSpec, params: GenerationParams, messages: Sequence[ChatMessage] = ()) -> tuple[str, str] | None:
     """`(param, message)` for the first setting this model's provider cannot honour, or None."""
-    for name in sorted(_ALL - SUPPORTED_PARAMS[spec.provider]):
-        if getattr(params, name) is not None:
-            return name, f"`{name}` is not supported by model `{alias}` (provider {spec.provider})"
-    if "tools" not in SUPPORTED_PARAMS[spec.provider] and any(m.tool_calls or m.role == "tool" for m in messages):
-        return "messages", f"tool calls in the conversation are not supported by model `{alias}` (provider {spec.provider})"
-    limit = MAX_TEMPERATURE.get(spec.provider)
+    provider = spec.provider
+    where = f"model `{alias}` (provider {provider})"
+    for name in sorted(_ALL - SUPPORTED_PARAMS[provider]):
+        value = getattr(params, name)
+        if value is not None and not (name == "tool_choice" and value in ("auto", "none")):
+            return name, f"`{name}` is not supported by {where}"
+    if "tools" not in SUPPORTED_PARAMS[provider] and any(m.tool_calls or m.role == "tool" for m in messages):
+        return "messages", f"tool calls in the conversation are not supported by {where}"
+    if params.parallel_tool_calls is False and provider in CANNOT_SERIALIZE_TOOLS:
+        return "parallel_tool_calls", f"`parallel_tool_calls: false` is not supported by {where}: it may always call several tools at once"
+    if params.response_format is not None and provider in FORCED_TOOL_SCHEMA:
+        if params.tools:
+            return "response_format", f"{where} takes `response_format` or `tools`, not both (its structured output is a forced tool call)"
+        schema = (params.response_format.get("json_schema") or {}).get("schema")
+        if schema is not None and schema.get("type", "object") != "object":
+            return "response_format", f"{where} takes a `response_format` schema only of `type: object`"
+    limit = MAX_TEMPERATURE.get(provider)
     if limit is not None and params.temperature is not None and params.temperature > limit:
-        return "temperature", f"model `{alias}` (provider {spec.provider}) takes `temperature` from 0 to {limit:g}"
-    stops = MAX_STOP_SEQUENCES.get(spec.provider)
+        return "temperature", f"model `{alias}` (provider {provider}) takes `temperature` from 0 to {limit:g}"
+    stops = MAX_STOP_SEQUENCES.get(provider)
     if stops is not None and params.stop is not None and len(params.stop) > stops:
-        return "stop", f"model `{alias}` (provider {spec.provider}) takes at most {stops} stop sequences"
+        return "stop", f"model `{alias}` (provider {provider}) takes at most {stops} stop sequences"
     return None

@@ -48,7 +48,13 @@ class GenerationParams(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     tools: list[dict[str, Any]] | None = None
     """The tool definitions, passed to the provider as the client wrote them (OpenAI's format)."""
     tool_choice: str | dict[str, Any] | None = None
+    """OpenAI's form: `none`, `auto`, `required` or `{"type": "function", "function": {"name": …}}`."""
     parallel_tool_calls: bool | None = None
+    dimensions: int | None = None
+    """Of an embedding request: the length of the vectors, where the model can shorten them."""
+    response_format: dict[str, Any] | None = None
+    """Structured output in OpenAI's form: `{"type": "json_object"}` or `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`
+    (plain text is `None`); each adapter maps it to its provider's own mechanism."""
 
 
 class ChatRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -83,8 +89,9 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     """The budget period (`2026-12-01`, `2026-W49`, `2026-12`) the gateway reserved `budget_reserved_usd` from at admission."""
     budget_reserved_usd: float = 0.0
     """The worst case reserved at admission (input and `max_tokens` at the model's prices); the worker settles it with the real cost."""
-    purpose: Literal["chat", "title"] = "chat"
-    """`title`: the conversation service asked for a title, not the user for an answer."""
+    purpose: Literal["chat", "title", "embed"] = "chat"
+    """`title`: the conversation service asked for a title, not the user for an answer. `embed`: vectors of the
+    `messages`' contents (one user message an input), as `Embedding` events, instead of an answer."""
     cache_key: str | None = None
     """Where the worker stores the completed answer (the response cache), for `cache_ttl_s` seconds."""
     cache_index: str | None = None

@@ -88,6 +88,13 @@ class ToolCallDelta(StreamEvent, tag="tool_call", frozen=True):
     arguments: str = ""
 
 
+class Embedding(StreamEvent, tag="embedding", frozen=True):
+    """One input's vector, of an embedding request (`purpose: embed`): float32 values, little-endian (base64 in JSON)."""
+
+    index: int
+    vector: bytes
+
+
 class Usage(StreamEvent, tag="usage", frozen=True):
     """The generation's token usage and cost; sent once, before `done`."""
 
@@ -114,7 +121,7 @@ class Done(StreamEvent, tag="done", frozen=True):
     reason: FinishReason
 
 
-AnyStreamEvent = Start | InQueue | Started | Delta | ToolCallDelta | Usage | Restart | Error | Done
+AnyStreamEvent = Start | InQueue | Started | Delta | ToolCallDelta | Embedding | Usage | Restart | Error | Done
 
 
 # --- The event log: inference.events -------------------------------------------------------------

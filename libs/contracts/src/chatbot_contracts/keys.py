@@ -93,6 +93,11 @@ class Keys:
         """Set: the keys of a scope's cached answers (what a purge deletes)."""
         return f"{self.namespace}cache.{{{scope}}}.index"
 
+    def stored_response(self, owner: str, response_id: str) -> str:
+        """A response of the Responses API kept (`store`) for `previous_response_id` and `GET /v1/responses/{id}`;
+        under its owner's name, so another owner's id is simply not found."""
+        return f"{self.namespace}responses.{{{owner}}}.{response_id}"
+
     def cancel_flag(self, request_id: str) -> str:
         """Set when the client cancels the request; a worker checks it before generating."""
         return f"{self.namespace}chat.cancel.{{{request_id}}}"

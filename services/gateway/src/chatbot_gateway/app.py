@@ -35,7 +35,7 @@ from .health import healthz, readyz
 from .metrics import GatewayMetrics
 from .native import ROUTES as NATIVE_ROUTES
 from .native import ServiceClient
-from .openai import chat_completions, list_models
+from .openai import RESPONSES_ROUTES, chat_completions, create_embeddings, list_models
 from .ratelimit import KeyLimits
 from .relay import Relay
 from .settings import Settings
@@ -166,6 +166,8 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
         asyncapi_document,
         chat_completions,
         list_models,
+        *RESPONSES_ROUTES,
+        create_embeddings,
         messages,
         *NATIVE_ROUTES,
         *KEY_ROUTES,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import redis.exceptions
@@ -38,6 +38,21 @@ class GatewayError(Exception):
 class BadRequest(GatewayError):
     status_code = 400
     error_type = "invalid_request_error"
+
+
+T = TypeVar("T")
+
+
+def decode_body(raw: bytes, decoder: msgspec.json.Decoder[T], fields: str) -> T:
+    """A request body decoded, or a 400 that says what is wrong and where (`fields`: what an empty body lacks)."""
+    if not raw.strip():
+        raise BadRequest(f"the request body is empty; send a JSON object with {fields}")
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid request: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
 
 
 class Unprocessable(GatewayError):

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import redis.exceptions
@@ -22,10 +22,13 @@ from chatbot_contracts import (
     Completed,
     Delta,
     Done,
+    Embedding,
     Error,
+    FunctionCall,
     GenerationParams,
     Started,
     TokenUsage,
+    ToolCall,
     ToolCallDelta,
     Usage,
     encode,
@@ -105,21 +108,54 @@ async def _ready(batch: Batch) -> Batch:
     return batch
 
 
+class ToolCalls:
+    """Tool call pieces put back together, by index."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, tuple[str, str, list[str]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def add(self, piece: ToolCallDelta) -> None:
+        call_id, name, arguments = self._calls.get(piece.index, ("", "", []))
+        arguments.append(piece.arguments)
+        self._calls[piece.index] = (piece.id or call_id, piece.name or name, arguments)
+
+    def calls(self) -> list[ToolCall]:
+        return [
+            ToolCall(id=call_id, function=FunctionCall(name=name, arguments="".join(arguments)))
+            for _, (call_id, name, arguments) in sorted(self._calls.items())
+        ]
+
+
 def _decides(batch: Batch) -> bool:
-    return any(isinstance(event, Delta | ToolCallDelta | Error | Done) for _, event in batch)
+    return any(isinstance(event, Delta | ToolCallDelta | Embedding | Error | Done) for _, event in batch)
 
 
 async def start(
-    request: Request[Principal, Any, Any], state: State, alias: str, messages: list[ChatMessage], params: GenerationParams
+    request: Request[Principal, Any, Any],
+    state: State,
+    alias: str,
+    messages: list[ChatMessage],
+    params: GenerationParams,
+    purpose: Literal["chat", "embed"] = "chat",
 ) -> Generation:
-    """Check, enqueue and wait for the first text, error or end.
+    """Check, enqueue and wait for the first text (or vector), error or end.
 
     Holding the response until then lets a failure before any token have its own HTTP status
-    (429, 502, …) instead of a 200 with an error inside the stream.
+    (429, 502, …) instead of a 200 with an error inside the stream. `purpose: embed` asks for the vectors of the
+    messages' contents (an `embedding` model's).
     """
     spec = state.registry.get(alias)
     if spec is None:
         raise ModelNotFound(f"the model `{alias}` does not exist; GET /v1/models lists the available ones", param="model")
+    if spec.mode == "embedding" and purpose != "embed":
+        raise BadRequest(
+            f"the model `{alias}` is an embedding model; it serves POST /v1/embeddings", code="model_not_supported", param="model"
+        )
+    if spec.mode != "embedding" and purpose == "embed":
+        raise BadRequest(f"the model `{alias}` is not an embedding model", code="model_not_supported", param="model")
     if len(messages) > state.settings.chat.max_messages:
         raise Unprocessable(
             f"the request has {len(messages)} messages; at most {state.settings.chat.max_messages} are allowed", param="messages"
@@ -130,10 +166,11 @@ async def start(
         raise BadRequest(problem[1], code="unsupported_parameter", param=problem[0])
     arrived = time.monotonic()
     principal = request.user
-    cache = cache_policy(
-        state.redis_keys, spec, alias, principal.owner, messages, params, _cache_mode(request), state.settings.chat.cache_ttl_s
-    )
-    max_tokens = min(params.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
+    cache = None
+    if purpose == "chat":
+        mode = _cache_mode(request)
+        cache = cache_policy(state.redis_keys, spec, alias, principal.owner, messages, params, mode, state.settings.chat.cache_ttl_s)
+    max_tokens = 0 if purpose == "embed" else min(params.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
     reserved = reserve(messages, max_tokens)
     rate_headers = await state.limits.take(principal, reserved)
     if cache is not None and cache.read and (answer := await _cached(state, cache)) is not None:
@@ -159,6 +196,7 @@ async def start(
             cache_key=cache.key if cache else None,
             cache_index=cache.index if cache else None,
             cache_ttl_s=cache.ttl_s if cache else 0,
+            purpose=purpose,
         )
         admission = await state.relay.submit(chat, principal)
     admitted_s = time.monotonic() - arrived
@@ -168,7 +206,7 @@ async def start(
         prelude.append(batch)
         if batch is KEEPALIVE or _decides(batch):
             break
-    answered = any(isinstance(e, Delta | ToolCallDelta) for batch in prelude for _, e in batch)
+    answered = any(isinstance(e, Delta | ToolCallDelta | Embedding) for batch in prelude for _, e in batch)
     for batch in prelude:
         for _, event in batch:
             if isinstance(event, Error) and not answered:

@@ -67,6 +67,8 @@ class ChatSettings(msgspec.Struct, kw_only=True, frozen=True):
     cache_ttl_s: int = 3600
     """`CHATBOT_CACHE_TTL_S`: how long an answer cached at a request's ask (`x-chatbot-cache: use`) is kept, for an alias
     without `cache_ttl_s` of its own."""
+    responses_ttl_s: int = 30 * 86_400
+    """`CHATBOT_RESPONSES_TTL_S`: how long a stored response of the Responses API (`store: true`) is kept."""
     worker_stale_s: float = 15.0
     """`CHATBOT_WORKER_STALE_S`: a worker whose heartbeat is older is not counted as alive."""
     stream_ttl_s: int = 3600

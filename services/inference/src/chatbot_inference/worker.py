@@ -24,6 +24,7 @@ from chatbot_contracts import (
     Completed,
     Delta,
     Done,
+    Embedding,
     Error,
     Failed,
     FinishReason,
@@ -52,6 +53,7 @@ from chatbot_contracts.tracing import SpanKind, child_span, span_in, traceparent
 from .limits import ModelLimits, estimate_request_tokens
 from .metrics import WorkerMetrics
 from .providers import Provider, ProviderError
+from .providers.tools import estimated_tokens as estimate_tokens
 from .redaction import mask_secrets, public_message
 from .routing import Router
 from .settings import ProviderSettings, WorkerSettings
@@ -86,11 +88,6 @@ def backoff_s(retry: int, settings: ProviderSettings, retry_after: float | None)
     return delay
 
 
-def estimate_tokens(text: str) -> int:
-    """A provider-independent estimate (about four characters a token) for providers that report no usage."""
-    return max(1, (len(text) + 3) // 4) if text else 0
-
-
 @contextmanager
 def _provider_span(spec: ModelSpec, outcome: _Outcome) -> Iterator[None]:
     """One provider call as a GenAI client span, with the usage it reported."""
@@ -111,6 +108,8 @@ class _Outcome:
         """The worker's span, parent of what the events' consumers do with them."""
         self.text: list[str] = []
         self.tool_calls: list[ToolCallDelta] = []
+        self.vectors = 0
+        """Embeddings written (of an embedding request)."""
         self.alias = ""
         self.spec: ModelSpec | None = None
         self.deployment: str | None = None
@@ -124,7 +123,7 @@ class _Outcome:
     @property
     def delivered(self) -> bool:
         """Whether anything of the answer has been written for the client (then nothing may be retried)."""
-        return bool(self.text or self.tool_calls)
+        return bool(self.text or self.tool_calls or self.vectors)
 
     def joined_tool_calls(self) -> list[ToolCall] | None:
         calls: dict[int, tuple[str, str, list[str]]] = {}
@@ -447,6 +446,10 @@ class Worker:
             if problem := refusal(alias, spec, request.params, request.messages):
                 last_error = ProviderError("bad_request", problem[1])
                 continue
+            if (spec.mode == "embedding") != (request.purpose == "embed"):
+                kind = "an embedding model" if spec.mode == "embedding" else "a chat model"
+                last_error = ProviderError("bad_request", f"model `{alias}` is {kind}; it cannot serve this request")
+                continue
             plan = await self.router.plan(spec, self.registry.routes(alias), request.request_id)
             if not plan.routes:
                 log.warning("generation.no_deployment", request_id=request.request_id, model=alias, skipped=plan.skipped)
@@ -558,12 +561,19 @@ class Worker:
         loop = asyncio.get_running_loop()
         call_started = time.monotonic()
         slot_deadline = request.deadline if wait else time.time()
+        if request.purpose == "embed":
+            embed = getattr(provider, "embed", None)
+            if embed is None:
+                raise ProviderError("bad_request", f"provider {spec.provider} (model `{alias}`) has no embeddings")
+            events = embed(request, spec)
+        else:
+            events = provider.stream(request, spec)
         async with self.limits.slot(route.name, spec, request.request_id, slot_deadline):
             try:
                 async with asyncio.timeout(first_token_s) as timer:
-                    async for event in provider.stream(request, spec):
+                    async for event in events:
                         match event:
-                            case Delta() | ToolCallDelta():
+                            case Delta() | ToolCallDelta() | Embedding():
                                 if outcome.first_token_at is None:
                                     timer.reschedule(loop.time() + idle_s + slack)
                                     outcome.first_token_at = time.time()
@@ -579,10 +589,12 @@ class Worker:
                                     )
                                 if isinstance(event, Delta):
                                     outcome.text.append(event.text)
-                                else:
+                                elif isinstance(event, ToolCallDelta):
                                     outcome.tool_calls.append(event)
+                                else:
+                                    outcome.vectors += 1
                                 sink.push(event)
-                                if len(outcome.text) + len(outcome.tool_calls) == 1:
+                                if len(outcome.text) + len(outcome.tool_calls) + outcome.vectors == 1:
                                     await sink.let_write_start()
                                 if (when := timer.when()) is not None and when < loop.time() + idle_s:
                                     timer.reschedule(loop.time() + idle_s + slack)

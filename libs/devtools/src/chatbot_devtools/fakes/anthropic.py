@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import msgspec
+
 from .base import FakeUpstream, Receive, Send, Stream, serve_main, tokenize
 
 _ERROR_TYPES = {
@@ -43,6 +45,7 @@ class FakeAnthropic(FakeUpstream):
         last: dict[str, Any] = next((m for m in reversed(body.get("messages", [])) if m.get("role") == "user"), {})
         tokens = tokenize(self.reply_to(self.text_of(last.get("content"))))
         prompt = self.prompt_tokens(body)
+        call = self._tool_to_call(body)
         usage = {
             "input_tokens": prompt - self.cache_read_tokens,
             "cache_creation_input_tokens": 0,
@@ -55,6 +58,9 @@ class FakeAnthropic(FakeUpstream):
             "model": body.get("model", self.model),
             "stop_sequence": None,
         }
+        if call is not None:
+            await self._call_tool(send, receive, body, message, usage, call)
+            return
         if not body.get("stream"):
             content = [{"type": "text", "text": "".join(tokens)}]
             await self.json(
@@ -95,6 +101,46 @@ class FakeAnthropic(FakeUpstream):
             )
             tail += self._event("message_stop", {})
             await stream.send(tail, last=True)
+        finally:
+            await stream.close()
+
+    def _tool_to_call(self, body: dict[str, Any]) -> tuple[str, str] | None:
+        """The tool this reply calls: the one `tool_choice` forces (its input is the reply, as JSON text), or
+        `tool_call` when tools are offered and not ruled out."""
+        choice = body.get("tool_choice") or {}
+        if choice.get("type") == "tool":
+            if self.tool_call is not None and self.tool_call[0] == choice.get("name"):
+                return self.tool_call
+            return str(choice.get("name")), self.reply_to("")
+        content = (body.get("messages") or [{}])[-1].get("content")
+        answered = isinstance(content, list) and any(block.get("type") == "tool_result" for block in content)
+        if self.tool_call is not None and body.get("tools") and choice.get("type") != "none" and not answered:
+            return self.tool_call
+        return None
+
+    async def _call_tool(
+        self, send: Send, receive: Receive, body: dict[str, Any], message: dict[str, Any], usage: dict[str, Any], call: tuple[str, str]
+    ) -> None:
+        name, arguments = call
+        block = {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": name}
+        pieces = tokenize(arguments) or [""]
+        usage = {**usage, "output_tokens": len(pieces)}
+        if not body.get("stream"):
+            content = [{**block, "input": msgspec.json.decode(arguments)}]
+            await self.json(send, 200, {**message, "content": content, "stop_reason": "tool_use", "usage": usage})
+            return
+        stream = Stream(self, send, receive)
+        try:
+            await stream.start(b"text/event-stream; charset=utf-8")
+            start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+            await stream.send(self._event("message_start", {"message": start}))
+            await stream.send(self._event("content_block_start", {"index": 0, "content_block": {**block, "input": {}}}))
+            for piece in ["", *pieces]:
+                delta = {"type": "input_json_delta", "partial_json": piece}
+                await stream.send(self._event("content_block_delta", {"index": 0, "delta": delta}), pace=True)
+            tail = self._event("content_block_stop", {"index": 0})
+            tail += self._event("message_delta", {"delta": {"stop_reason": "tool_use", "stop_sequence": None}, "usage": usage})
+            await stream.send(tail + self._event("message_stop", {}), last=True)
         finally:
             await stream.close()
 

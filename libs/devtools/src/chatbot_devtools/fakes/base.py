@@ -7,7 +7,10 @@ it (tests in `libs/devtools/tests`) is what makes it trustworthy.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 import re
+import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -18,6 +21,14 @@ import msgspec
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 _TOKEN = re.compile(r"\S+\s*|\s+")
+
+
+def fake_vector(text: str, dimensions: int = 8) -> list[float]:
+    """A unit vector made from `text` alone (the same text, the same vector), as a fake's embedding of it."""
+    seed = hashlib.sha256(text.encode()).digest()
+    values = [((seed[i % len(seed)] ^ (i * 37 % 251)) - 127.5) / 127.5 for i in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [float(struct.unpack("<f", struct.pack("<f", v / norm))[0]) for v in values]
 
 
 def tokenize(text: str) -> list[str]:
@@ -103,6 +114,9 @@ class FakeUpstream:
         self.most_active = 0
         """The most streams it was sending at once."""
         self.encoder = msgspec.json.Encoder()
+        self.tool_call: tuple[str, str] | None = None
+        """`(name, arguments as JSON text)`: when set and the request offers tools (and does not rule them out), the
+        reply calls that tool instead of talking; a request that ends with a tool's result is answered in text."""
 
     @staticmethod
     def text_of(content: Any) -> str:

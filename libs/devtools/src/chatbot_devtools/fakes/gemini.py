@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import FakeUpstream, Receive, Send, Stream, serve_main, tokenize
+import msgspec
+
+from .base import FakeUpstream, Receive, Send, Stream, fake_vector, serve_main, tokenize
 
 _STATUS = {
     400: "INVALID_ARGUMENT",
@@ -33,6 +35,14 @@ class FakeGemini(FakeUpstream):
     async def handle(
         self, method: str, path: str, query: str, headers: dict[str, str], body: dict[str, Any], send: Send, receive: Receive
     ) -> None:
+        if method == "POST" and path.endswith(":batchEmbedContents"):
+            self.record(headers, body)
+            embeddings = []
+            for item in body.get("requests", []):
+                text = self.text_of((item.get("content") or {}).get("parts"))
+                embeddings.append({"values": fake_vector(text, int(item.get("outputDimensionality") or 8))})
+            await self.json(send, 200, {"embeddings": embeddings})
+            return
         streaming = path.endswith(":streamGenerateContent")
         if method != "POST" or not (streaming or path.endswith(":generateContent")) or "/models/" not in path:
             await self._error(send, 404, f"no route {method} {path}")
@@ -58,6 +68,20 @@ class FakeGemini(FakeUpstream):
             stream = Stream(self, send, receive)
             await stream.start(b"text/event-stream")
             await stream.send(b"data: " + self.encoder.encode(blocked) + b"\r\n\r\n", last=True)
+            await stream.close()
+            return
+        mode = ((body.get("toolConfig") or {}).get("functionCallingConfig") or {}).get("mode")
+        answered = any("functionResponse" in part for part in (body.get("contents") or [{}])[-1].get("parts", []))
+        if self.tool_call is not None and body.get("tools") and mode != "NONE" and not answered:
+            name, arguments = self.tool_call
+            response = self._response("", "STOP", prompt, 1, model_version)
+            response["candidates"][0]["content"]["parts"] = [{"functionCall": {"name": name, "args": msgspec.json.decode(arguments)}}]
+            if not streaming:
+                await self.json(send, 200, response)
+                return
+            stream = Stream(self, send, receive)
+            await stream.start(b"text/event-stream")
+            await stream.send(b"data: " + self.encoder.encode(response) + b"\r\n\r\n", last=True)
             await stream.close()
             return
         if not streaming:

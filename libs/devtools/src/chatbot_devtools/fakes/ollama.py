@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
-from .base import FakeUpstream, Receive, Send, Stream, serve_main, tokenize
+import msgspec
+
+from .base import FakeUpstream, Receive, Send, Stream, fake_vector, serve_main, tokenize
 
 
 def _now() -> str:
@@ -35,6 +38,19 @@ class FakeOllama(FakeUpstream):
         if method == "GET" and path == "/api/version":
             await self.json(send, 200, {"version": "0.12.0"})
             return
+        if method == "POST" and path == "/api/embed":
+            self.record(headers, body)
+            texts = body["input"] if isinstance(body.get("input"), list) else [body.get("input", "")]
+            dimensions = int(body.get("dimensions") or 8)
+            answer = {
+                "model": body.get("model", self.model),
+                "embeddings": [fake_vector(str(text), dimensions) for text in texts],
+                "total_duration": 1000,
+                "load_duration": 10,
+                "prompt_eval_count": sum(len(tokenize(str(text))) for text in texts),
+            }
+            await self.json(send, 200, answer)
+            return
         if method != "POST" or path != "/api/chat":
             await self.json(send, 404, {"error": f"no route {method} {path}"})
             return
@@ -56,6 +72,23 @@ class FakeOllama(FakeUpstream):
             "eval_count": len(tokens),
             "eval_duration": 800,
         }
+        answered = (body.get("messages") or [{}])[-1].get("role") == "tool"
+        if self.tool_call is not None and body.get("tools") and not answered:
+            name, arguments = self.tool_call
+            call = {
+                "id": f"call_{uuid.uuid4().hex[:8]}",
+                "function": {"index": 0, "name": name, "arguments": msgspec.json.decode(arguments)},
+            }
+            reply = {"model": model, "created_at": _now(), "message": {"role": "assistant", "content": "", "tool_calls": [call]}}
+            if body.get("stream") is False:
+                await self.json(send, 200, {**reply, **final, "eval_count": 1})
+                return
+            stream = Stream(self, send, receive)
+            await stream.start(b"application/x-ndjson")
+            end = {"model": model, "created_at": _now(), "message": {"role": "assistant", "content": ""}, **final, "eval_count": 1}
+            await stream.send(self.encoder.encode({**reply, "done": False}) + b"\n" + self.encoder.encode(end) + b"\n", last=True)
+            await stream.close()
+            return
         if body.get("stream") is False:
             await self.json(
                 send, 200, {"model": model, "created_at": _now(), "message": {"role": "assistant", "content": "".join(tokens)}, **final}

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import struct
 import time
 import uuid
 from typing import Any
 
-from .base import FakeUpstream, Fault, Receive, Send, Stream, serve_main, tokenize
+from .base import FakeUpstream, Fault, Receive, Send, Stream, fake_vector, serve_main, tokenize
 
 __all__ = ["FakeOpenAI", "Fault", "tokenize"]
 
 
 class FakeOpenAI(FakeUpstream):
     """Chat Completions as OpenAI streams it: a role chunk, content chunks, a finish chunk, usage, `[DONE]`."""
-
-    tool_call: tuple[str, str] | None = None
-    """`(name, arguments)`: when set and the request offers tools, the reply calls that tool instead of talking."""
 
     @staticmethod
     def prompt_tokens(body: dict[str, Any]) -> int:
@@ -33,6 +32,9 @@ class FakeOpenAI(FakeUpstream):
                 send, 200, {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}]}
             )
             return
+        if method == "POST" and path.endswith("/embeddings"):
+            await self._embeddings(send, headers, body)
+            return
         if method != "POST" or not path.endswith("/chat/completions"):
             await self.json(send, 404, {"error": {"message": f"no route {method} {path}", "type": "invalid_request_error", "code": None}})
             return
@@ -47,7 +49,8 @@ class FakeOpenAI(FakeUpstream):
                 self.retry_headers(fault),
             )
             return
-        if self.tool_call is not None and body.get("tools") and body.get("tool_choice") != "none":
+        answered = (body.get("messages") or [{}])[-1].get("role") == "tool"
+        if self.tool_call is not None and body.get("tools") and body.get("tool_choice") != "none" and not answered:
             await self._call_tool(send, receive, body)
             return
         tokens = tokenize(self.reply_for(body))
@@ -62,6 +65,34 @@ class FakeOpenAI(FakeUpstream):
             await self._stream(stream, body, tokens, usage, fault)
         finally:
             await stream.close()
+
+    async def _embeddings(self, send: Send, headers: dict[str, str], body: dict[str, Any]) -> None:
+        """`/embeddings` as OpenAI answers it: base64 of float32 values when asked (as the SDK does), else floats."""
+        self.record(headers, body)
+        fault = self.next_fault()
+        if fault.status is not None:
+            error = {"error": {"message": fault.message, "type": "invalid_request_error", "code": None, "param": None}}
+            await self.json(send, fault.status, error, self.retry_headers(fault))
+            return
+        texts = body["input"] if isinstance(body.get("input"), list) else [body.get("input", "")]
+        data = []
+        for index, text in enumerate(texts):
+            vector = fake_vector(str(text), int(body.get("dimensions") or 8))
+            encoded: Any = vector
+            if body.get("encoding_format") == "base64":
+                encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        tokens = sum(len(tokenize(str(text))) for text in texts)
+        await self.json(
+            send,
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model", self.model),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )
 
     def _completion(self, tokens: list[str], usage: dict[str, Any]) -> dict[str, Any]:
         return {

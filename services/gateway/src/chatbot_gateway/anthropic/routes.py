@@ -11,21 +11,38 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 from litestar.response import Stream
 
-from chatbot_contracts import ChatMessage, Delta, Done, Error, GenerationParams, Restart, Started, TokenUsage, Usage, json_encoder
+from chatbot_contracts import (
+    ChatMessage,
+    Delta,
+    Done,
+    Error,
+    FunctionCall,
+    GenerationParams,
+    Restart,
+    Started,
+    TokenUsage,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    json_encoder,
+)
 
 from ..auth import Principal
-from ..errors import BadRequest, UpstreamFailure, error_type_for
+from ..errors import BadRequest, UpstreamFailure, decode_body, error_type_for
 from ..follower import KEEPALIVE
-from ..generation import Generation, start
-from .schemas import Block, Message, MessagesRequest, MessageUsage, TextContent
+from ..generation import Generation, ToolCalls, start
+from .schemas import Block, Message, MessageParam, MessagesRequest, MessageUsage, TextContent, ToolUseContent
 
 log = structlog.get_logger()
 _decoder = msgspec.json.Decoder(MessagesRequest)
 _STOP = {"stop": "end_turn", "length": "max_tokens", "content_filter": "refusal", "tool_calls": "tool_use", "cancelled": "end_turn"}
-_REFUSED = ("top_k", "tools", "tool_choice", "container", "mcp_servers")
+_REFUSED = ("top_k", "container", "mcp_servers")
+_TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
 
 
-def _text(content: str | list[Block], where: str) -> str:
+def _text(content: str | list[Block] | None, where: str) -> str:
+    if content is None:
+        return ""
     if isinstance(content, str):
         return content
     texts = []
@@ -38,6 +55,60 @@ def _text(content: str | list[Block], where: str) -> str:
     return "\n".join(texts)
 
 
+def _turn(message: MessageParam, where: str) -> list[ChatMessage]:
+    """One Anthropic turn as platform messages: an assistant turn with its tool calls, or a user turn's tool results
+    (one `tool` message each) followed by its text."""
+    if isinstance(message.content, str):
+        return [ChatMessage(role=message.role, content=message.content)]
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    results: list[ChatMessage] = []
+    for index, block in enumerate(message.content):
+        at = f"{where}[{index}]"
+        if block.type == "text" and block.text is not None:
+            texts.append(block.text)
+        elif block.type == "tool_use" and message.role == "assistant" and block.id and block.name:
+            arguments = json_encoder.encode(block.input or {}).decode()
+            calls.append(ToolCall(id=block.id, function=FunctionCall(name=block.name, arguments=arguments)))
+        elif block.type == "tool_result" and message.role == "user" and block.tool_use_id:
+            output = _text(block.content, f"{at}.content")
+            results.append(
+                ChatMessage(role="tool", content=f"Error: {output}" if block.is_error else output, tool_call_id=block.tool_use_id)
+            )
+        else:
+            raise BadRequest(
+                f"`{block.type}` content blocks are not supported in a {message.role} turn by this gateway (at $.{at})", param=at
+            )
+    if message.role == "assistant":
+        return [ChatMessage(role="assistant", content="\n".join(texts), tool_calls=calls or None)]
+    return [*results, ChatMessage(role="user", content="\n".join(texts))] if texts or not results else results
+
+
+def _tools(body: MessagesRequest) -> tuple[list[dict[str, Any]] | None, str | dict[str, Any] | None, bool | None]:
+    """Anthropic's client tools and tool choice in the platform's (OpenAI's) form; server tools are refused by name."""
+    tools = None
+    if body.tools:
+        tools = []
+        for index, tool in enumerate(body.tools):
+            if tool.type not in (None, "custom"):
+                raise BadRequest(
+                    f"the server tool `{tool.type}` is not supported by this gateway (at $.tools[{index}])", param=f"tools[{index}]"
+                )
+            function: dict[str, Any] = {"name": tool.name, "parameters": tool.input_schema or {"type": "object", "properties": {}}}
+            if tool.description:
+                function["description"] = tool.description
+            tools.append({"type": "function", "function": function})
+    choice = body.tool_choice
+    if choice is None:
+        return tools, None, None
+    parallel = False if choice.disable_parallel_tool_use else None
+    if choice.type == "tool":
+        if not choice.name:
+            raise BadRequest("`tool_choice` of type `tool` needs the tool's `name`", param="tool_choice.name")
+        return tools, {"type": "function", "function": {"name": choice.name}}, parallel
+    return tools, _TOOL_CHOICE[choice.type], parallel
+
+
 def to_platform(body: MessagesRequest) -> tuple[list[ChatMessage], GenerationParams]:
     """The messages and sampling settings of an Anthropic request; refuses what cannot be honoured."""
     for name in _REFUSED:
@@ -46,8 +117,18 @@ def to_platform(body: MessagesRequest) -> tuple[list[ChatMessage], GenerationPar
     if body.thinking is not None and body.thinking.get("type") != "disabled":
         raise BadRequest("extended `thinking` is not supported by this gateway", param="thinking")
     messages = [ChatMessage(role="system", content=_text(body.system, "system"))] if body.system else []
-    messages += [ChatMessage(role=m.role, content=_text(m.content, f"messages[{i}].content")) for i, m in enumerate(body.messages)]
-    params = GenerationParams(temperature=body.temperature, top_p=body.top_p, max_tokens=body.max_tokens, stop=body.stop_sequences)
+    for index, message in enumerate(body.messages):
+        messages += _turn(message, f"messages[{index}].content")
+    tools, tool_choice, parallel = _tools(body)
+    params = GenerationParams(
+        temperature=body.temperature,
+        top_p=body.top_p,
+        max_tokens=body.max_tokens,
+        stop=body.stop_sequences,
+        tools=tools,
+        tool_choice=tool_choice if tools else None,
+        parallel_tool_calls=parallel if tools else None,
+    )
     return messages, params
 
 
@@ -65,14 +146,55 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + json_encoder.encode({"type": name, **data}) + b"\n\n"
 
 
+class _Blocks:
+    """The content blocks of a streamed message: text and tool calls, each opened when it begins, closed when the
+    next one begins or the message ends."""
+
+    def __init__(self) -> None:
+        self.index = -1
+        self.open: int | None = None
+        """The platform tool call index of the open `tool_use` block; -1 for a text block; None when none is open."""
+
+    @property
+    def sent(self) -> bool:
+        return self.index >= 0
+
+    def text(self, text: str) -> list[bytes]:
+        out = [] if self.open == -1 else self._begin(-1, {"type": "text", "text": ""})
+        return [*out, _event("content_block_delta", {"index": self.index, "delta": {"type": "text_delta", "text": text}})]
+
+    def tool(self, piece: ToolCallDelta) -> list[bytes]:
+        out = []
+        if piece.id is not None or self.open != piece.index:
+            out = self._begin(piece.index, {"type": "tool_use", "id": piece.id or "", "name": piece.name or "", "input": {}})
+        if piece.arguments:
+            out.append(
+                _event("content_block_delta", {"index": self.index, "delta": {"type": "input_json_delta", "partial_json": piece.arguments}})
+            )
+        return out
+
+    def close(self) -> list[bytes]:
+        if self.open is None:
+            return []
+        self.open = None
+        return [_event("content_block_stop", {"index": self.index})]
+
+    def _begin(self, key: int, block: dict[str, Any]) -> list[bytes]:
+        out = self.close()
+        self.index += 1
+        self.open = key
+        return [*out, _event("content_block_start", {"index": self.index, "content_block": block})]
+
+
 async def _stream(generation: Generation, alias: str, message_id: str) -> AsyncIterator[bytes]:
-    """Anthropic's event sequence: message_start, one text block, message_delta with the final usage, message_stop.
+    """Anthropic's event sequence: message_start, text and tool_use blocks, message_delta with the final usage,
+    message_stop.
 
     A client that leaves before the end cancels the generation (no resume in this protocol).
     """
     ended = False
     started = False
-    text_sent = False
+    blocks = _Blocks()
     model = alias
     usage: dict[str, Any] = {"output_tokens": 0}
     try:
@@ -95,26 +217,17 @@ async def _stream(generation: Generation, alias: str, message_id: str) -> AsyncI
                         "stop_sequence": None,
                     }
                     out.append(_event("message_start", {"message": {**message, "usage": {"input_tokens": 0, "output_tokens": 0}}}))
-                    out.append(_event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}))
                     started = True
                 match event:
                     case Delta(text=text):
-                        out.append(_event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": text}}))
-                        text_sent = True
+                        out += blocks.text(text)
+                    case ToolCallDelta():
+                        out += blocks.tool(event)
                     case Usage(usage=reported):
                         usage = msgspec.structs.asdict(_usage(reported))
-                    case Restart() if text_sent:
-                        out.append(
-                            _event(
-                                "error",
-                                {
-                                    "error": {
-                                        "type": "api_error",
-                                        "message": "the generation restarted after text was sent; retry the request",
-                                    }
-                                },
-                            )
-                        )
+                    case Restart() if blocks.sent:
+                        error = {"type": "api_error", "message": "the generation restarted after text was sent; retry the request"}
+                        out.append(_event("error", {"error": error}))
                         yield b"".join(out)
                         return
                     case Error(code=code, message=text):
@@ -123,13 +236,11 @@ async def _stream(generation: Generation, alias: str, message_id: str) -> AsyncI
                         yield b"".join(out)
                         return
                     case Done(reason=reason):
-                        out.append(_event("content_block_stop", {"index": 0}))
-                        out.append(
-                            _event(
-                                "message_delta",
-                                {"delta": {"stop_reason": _STOP.get(reason, "end_turn"), "stop_sequence": None}, "usage": usage},
-                            )
-                        )
+                        if not blocks.sent:
+                            out += blocks.text("")[:1]
+                        out += blocks.close()
+                        delta = {"stop_reason": _STOP.get(reason, "end_turn"), "stop_sequence": None}
+                        out.append(_event("message_delta", {"delta": delta, "usage": usage}))
                         out.append(_event("message_stop", {}))
                         ended = True
                         yield b"".join(out)
@@ -144,6 +255,7 @@ async def _stream(generation: Generation, alias: str, message_id: str) -> AsyncI
 
 async def _whole(generation: Generation, alias: str, message_id: str) -> Message:
     text: list[str] = []
+    calls = ToolCalls()
     usage: TokenUsage | None = None
     stop = "end_turn"
     model = alias
@@ -153,29 +265,34 @@ async def _whole(generation: Generation, alias: str, message_id: str) -> Message
                 model = answering
             case Delta(text=piece):
                 text.append(piece)
+            case ToolCallDelta():
+                calls.add(event)
             case Restart():
                 text.clear()
+                calls = ToolCalls()
             case Usage(usage=reported):
                 usage = reported
             case Error(code=code, message=message, retry_after=retry_after):
                 raise UpstreamFailure(code, message, retry_after)
             case Done(reason=reason):
                 stop = _STOP.get(reason, "end_turn")
-    return Message(id=message_id, model=model, content=[TextContent(text="".join(text))], stop_reason=stop, usage=_usage(usage))
+    content: list[TextContent | ToolUseContent] = [TextContent(text="".join(text))] if text or not calls else []
+    content += [ToolUseContent(id=call.id, name=call.function.name, input=_input(call.function.arguments)) for call in calls.calls()]
+    return Message(id=message_id, model=model, content=content, stop_reason=stop, usage=_usage(usage))
+
+
+def _input(arguments: str) -> Any:
+    """A call's arguments as the object of a `tool_use` block (the text itself, should the model have written no JSON)."""
+    try:
+        return msgspec.json.decode(arguments or "{}")
+    except msgspec.DecodeError:
+        return arguments
 
 
 @post("/v1/messages", tags=["anthropic"], status_code=200)
 async def messages(request: Request[Principal, Any, Any], state: State) -> Response[Any]:
     """Create a message (Anthropic's Messages API), streamed (`stream: true`) or whole, with any configured model."""
-    raw = await request.body()
-    if not raw.strip():
-        raise BadRequest("the request body is empty; send a JSON object with `model`, `max_tokens` and `messages`")
-    try:
-        body = _decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"invalid request: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
+    body = decode_body(await request.body(), _decoder, "`model`, `max_tokens` and `messages`")
     chat_messages, params = to_platform(body)
     generation = await start(request, state, body.model, chat_messages, params)
     message_id = f"msg_{generation.chat.request_id}"

@@ -8,10 +8,34 @@ import msgspec
 
 
 class Block(msgspec.Struct, kw_only=True):
-    """A content block; only `text` blocks are taken, others are refused by name."""
+    """A content block: `text`, `tool_use` and `tool_result` are taken, others are refused by name.
+
+    Fields of no meaning to other providers (`cache_control`, `citations`) are dropped."""
 
     type: str
     text: str | None = None
+    id: str | None = None
+    name: str | None = None
+    input: dict[str, Any] | None = None
+    tool_use_id: str | None = None
+    content: str | list[Block] | None = None
+    is_error: bool | None = None
+
+
+class ToolParam(msgspec.Struct, kw_only=True):
+    """A client tool (`custom`); Anthropic's server tools (web search, bash, …) have a `type` and are refused by name."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    type: str | None = None
+    description: str | None = None
+    input_schema: dict[str, Any] | None = None
+    cache_control: dict[str, Any] | None = None
+
+
+class ToolChoice(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool | None = None
 
 
 class MessageParam(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -33,16 +57,21 @@ class MessagesRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     top_k: int | None = None
     metadata: dict[str, Any] | None = None
     service_tier: str | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: dict[str, Any] | None = None
+    tools: Annotated[list[ToolParam], msgspec.Meta(max_length=128)] | None = None
+    tool_choice: ToolChoice | None = None
     thinking: dict[str, Any] | None = None
     container: str | None = None
     mcp_servers: list[dict[str, Any]] | None = None
 
 
-class TextContent(msgspec.Struct, kw_only=True):
-    type: Literal["text"] = "text"
+class TextContent(msgspec.Struct, kw_only=True, tag_field="type", tag="text"):
     text: str
+
+
+class ToolUseContent(msgspec.Struct, kw_only=True, tag_field="type", tag="tool_use"):
+    id: str
+    name: str
+    input: Any
 
 
 class MessageUsage(msgspec.Struct, kw_only=True):
@@ -57,7 +86,7 @@ class Message(msgspec.Struct, kw_only=True):
     type: Literal["message"] = "message"
     role: Literal["assistant"] = "assistant"
     model: str
-    content: list[TextContent]
+    content: list[TextContent | ToolUseContent]
     stop_reason: str | None
     stop_sequence: None = None
     usage: MessageUsage

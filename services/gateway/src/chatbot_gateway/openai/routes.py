@@ -14,9 +14,9 @@ from litestar.response import Stream
 from chatbot_contracts import Delta, Done, Error, Restart, Started, TokenUsage, ToolCallDelta, Usage, json_encoder
 
 from ..auth import Principal
-from ..errors import STATUS_BY_CODE, BadRequest, UpstreamFailure
+from ..errors import STATUS_BY_CODE, UpstreamFailure, decode_body
 from ..follower import KEEPALIVE, Batch
-from ..generation import Generation, start
+from ..generation import Generation, ToolCalls, start
 from .schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -30,26 +30,13 @@ from .schemas import (
     Model,
     ModelList,
     PromptTokensDetails,
-    ResponseFunction,
     ResponseMessage,
-    ResponseToolCall,
 )
 from .translate import to_platform
 
 log = structlog.get_logger()
 _decoder = msgspec.json.Decoder(ChatCompletionRequest)
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def _decode(raw: bytes) -> ChatCompletionRequest:
-    if not raw.strip():
-        raise BadRequest("the request body is empty; send a JSON object with `model` and `messages`")
-    try:
-        return _decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"invalid request: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
 
 
 def _usage(usage: TokenUsage) -> CompletionUsage:
@@ -64,7 +51,7 @@ def _usage(usage: TokenUsage) -> CompletionUsage:
 @post("/v1/chat/completions", tags=["openai"], status_code=200)
 async def chat_completions(request: Request[Principal, Any, Any], state: State) -> Response[Any]:
     """Create a chat completion, streamed (`stream: true`, server-sent events) or whole."""
-    body = _decode(await request.body())
+    body = decode_body(await request.body(), _decoder, "`model` and `messages`")
     messages, params = to_platform(body)
     generation = await start(request, state, body.model, messages, params)
     headers = generation.headers
@@ -84,7 +71,7 @@ class _Completion:
         self.created = created
         self.model = model
         self.text: list[str] = []
-        self.tool_calls = _ToolCalls()
+        self.tool_calls = ToolCalls()
         self.usage: TokenUsage | None = None
         self.finish_reason = "stop"
         self.role_sent = False
@@ -187,7 +174,7 @@ class _Completion:
                     self.usage = usage
                 case Restart():
                     self.text.clear()
-                    self.tool_calls = _ToolCalls()
+                    self.tool_calls = ToolCalls()
                 case Error(code=code, message=message, retry_after=retry_after):
                     raise UpstreamFailure(code, message, retry_after)
                 case Done(reason=reason):
@@ -206,27 +193,6 @@ class _Completion:
             ],
             usage=_usage(self.usage) if self.usage else None,
         )
-
-
-class _ToolCalls:
-    """Tool call pieces put back together, by index."""
-
-    def __init__(self) -> None:
-        self._calls: dict[int, tuple[str, str, list[str]]] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._calls)
-
-    def add(self, piece: ToolCallDelta) -> None:
-        call_id, name, arguments = self._calls.get(piece.index, ("", "", []))
-        arguments.append(piece.arguments)
-        self._calls[piece.index] = (piece.id or call_id, piece.name or name, arguments)
-
-    def calls(self) -> list[ResponseToolCall]:
-        return [
-            ResponseToolCall(id=call_id, function=ResponseFunction(name=name, arguments="".join(arguments)))
-            for _, (call_id, name, arguments) in sorted(self._calls.items())
-        ]
 
 
 def _chunk_tool_call(piece: ToolCallDelta) -> ChunkToolCall:

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from chatbot_contracts import ToolCall
+
 # --- Request -----------------------------------------------------------------------------------
 
 
@@ -77,6 +79,28 @@ class Tool(msgspec.Struct, kw_only=True):
     function: FunctionDefinition
 
 
+class ResponseFormatText(msgspec.Struct, tag_field="type", tag="text", forbid_unknown_fields=True):
+    pass
+
+
+class ResponseFormatJsonObject(msgspec.Struct, tag_field="type", tag="json_object", forbid_unknown_fields=True):
+    pass
+
+
+class JsonSchemaSpec(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern="^[a-zA-Z0-9_-]+$")]
+    description: str | None = None
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ResponseFormatJsonSchema(msgspec.Struct, tag_field="type", tag="json_schema", forbid_unknown_fields=True):
+    json_schema: JsonSchemaSpec
+
+
+ResponseFormat = ResponseFormatText | ResponseFormatJsonObject | ResponseFormatJsonSchema
+
+
 class StreamOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     include_usage: bool = False
     include_obfuscation: bool | None = None
@@ -108,7 +132,7 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=
     logprobs: bool | None = None
     top_logprobs: int | None = None
     logit_bias: dict[str, float] | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
     modalities: list[str] | None = None
     tools: Annotated[list[Tool], msgspec.Meta(max_length=128)] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
@@ -169,22 +193,11 @@ class ChatCompletionChunk(msgspec.Struct, kw_only=True):
     usage: CompletionUsage | None = None
 
 
-class ResponseFunction(msgspec.Struct, kw_only=True):
-    name: str
-    arguments: str
-
-
-class ResponseToolCall(msgspec.Struct, kw_only=True):
-    id: str
-    type: Literal["function"] = "function"
-    function: ResponseFunction
-
-
 class ResponseMessage(msgspec.Struct, kw_only=True):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
-    tool_calls: list[ResponseToolCall] | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 class Choice(msgspec.Struct, kw_only=True):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from chatbot_contracts import ChatMessage, GenerationParams, ToolCall, json_encoder
@@ -13,6 +15,8 @@ from .schemas import (
     Content,
     DeveloperMessage,
     Message,
+    ResponseFormat,
+    ResponseFormatText,
     SystemMessage,
     TextPart,
     ToolMessage,
@@ -74,6 +78,13 @@ def _message(message: Message, index: int) -> ChatMessage:
     raise AssertionError(message)
 
 
+def structured_output(response_format: ResponseFormat | None) -> dict[str, Any] | None:
+    """The platform's form of a `response_format` (None for plain text)."""
+    if response_format is None or isinstance(response_format, ResponseFormatText):
+        return None
+    return msgspec.to_builtins(response_format)  # type: ignore[no-any-return]
+
+
 def to_platform(body: ChatCompletionRequest) -> tuple[list[ChatMessage], GenerationParams]:
     """The messages and sampling settings of an OpenAI request; refuses what cannot be honoured."""
     for param in _UNSUPPORTED:
@@ -85,8 +96,6 @@ def to_platform(body: ChatCompletionRequest) -> tuple[list[ChatMessage], Generat
         raise _unsupported("logprobs", "`logprobs`")
     if body.logit_bias:
         raise _unsupported("logit_bias", "`logit_bias`")
-    if body.response_format and body.response_format.get("type") != "text":
-        raise _unsupported("response_format", "a `response_format` other than text")
     if body.modalities and body.modalities != ["text"]:
         raise _unsupported("modalities", "output other than text")
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
@@ -101,5 +110,6 @@ def to_platform(body: ChatCompletionRequest) -> tuple[list[ChatMessage], Generat
         tools=msgspec.to_builtins(body.tools) if body.tools else None,
         tool_choice=body.tool_choice,
         parallel_tool_calls=body.parallel_tool_calls if body.tools else None,
+        response_format=structured_output(body.response_format),
     )
     return [_message(message, i) for i, message in enumerate(body.messages)], params

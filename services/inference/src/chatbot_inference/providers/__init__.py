@@ -5,7 +5,8 @@ from __future__ import annotations
 import aiohttp
 
 from .anthropic import AnthropicProvider
-from .base import Provider, ProviderError, ProviderEvent
+from .base import Embedder, Provider, ProviderError, ProviderEvent
+from .bert import BertProvider
 from .gemini import GeminiProvider
 from .llamacpp import LlamaCppProvider
 from .ollama import OllamaProvider
@@ -20,11 +21,14 @@ def build_providers(http: aiohttp.ClientSession) -> dict[str, Provider]:
         "gemini": GeminiProvider(http),
         "ollama": OllamaProvider(http),
         "llamacpp": LlamaCppProvider(),
+        "bert": BertProvider(),
     }
 
 
 __all__ = [
     "AnthropicProvider",
+    "BertProvider",
+    "Embedder",
     "GeminiProvider",
     "LlamaCppProvider",
     "OllamaProvider",

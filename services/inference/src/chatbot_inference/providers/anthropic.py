@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import aiohttp
 import msgspec
 
-from chatbot_contracts import ChatMessage, ChatRequest, Delta, Done, ErrorCode, FinishReason, ModelSpec, TokenUsage, json_encoder
+from chatbot_contracts import (
+    ChatMessage,
+    ChatRequest,
+    Delta,
+    Done,
+    ErrorCode,
+    FinishReason,
+    GenerationParams,
+    ModelSpec,
+    TokenUsage,
+    ToolCallDelta,
+    json_encoder,
+)
 
 from .base import ProviderError, ProviderEvent
 from .http import api_key, drain, streaming_post
+from .tools import EMPTY_OBJECT_SCHEMA, arguments, forced_function, functions, json_schema
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -19,7 +33,7 @@ API_VERSION = "2023-06-01"
 
 class _Message(msgspec.Struct):
     role: str
-    content: str
+    content: str | list[dict[str, Any]]
 
 
 class _Body(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -31,6 +45,8 @@ class _Body(msgspec.Struct, kw_only=True, omit_defaults=True):
     temperature: float | None = None
     top_p: float | None = None
     stop_sequences: list[str] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: dict[str, Any] | None = None
 
 
 class _Usage(msgspec.Struct):
@@ -47,7 +63,14 @@ class _MessageStart(msgspec.Struct):
 class _Delta(msgspec.Struct):
     type: str = ""
     text: str = ""
+    partial_json: str = ""
     stop_reason: str | None = None
+
+
+class _Block(msgspec.Struct):
+    type: str = ""
+    id: str | None = None
+    name: str | None = None
 
 
 class _Error(msgspec.Struct):
@@ -59,7 +82,9 @@ class Event(msgspec.Struct):
     """One streamed event; which fields are set depends on its `type`."""
 
     type: str
+    index: int = 0
     message: _MessageStart | None = None
+    content_block: _Block | None = None
     delta: _Delta | None = None
     usage: _Usage | None = None
     error: _Error | None = None
@@ -90,32 +115,53 @@ _ERRORS: dict[str, ErrorCode] = {
 
 
 class EventReader:
-    """Folds one response's events into text, a stop reason and usage.
+    """Folds one response's events into text and tool call pieces, a stop reason and usage.
 
     Input and cache usage come from `message_start`; output usage from `message_delta` is
-    cumulative, so it replaces what was known, never adds to it.
+    cumulative, so it replaces what was known, never adds to it. With `answer_tool` set (structured
+    output asked as a forced tool), that tool's input is the answer's text.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, answer_tool: str | None = None) -> None:
         self.input_tokens = 0
         self.cached_tokens = 0
         self.output_tokens = 0
         self.finish_reason: FinishReason | None = None
         self.stopped = False
+        self._answer_tool = answer_tool
+        self._calls: dict[int, int] = {}
+        """The platform's tool call index of each `tool_use` block, by the block's index."""
+        self._answer_blocks: set[int] = set()
 
-    def read(self, data: str) -> str | None:
+    def read(self, data: str) -> list[ProviderEvent]:
         try:
             event = _event_decoder.decode(data)
         except msgspec.MsgspecError as exc:
             raise ProviderError("upstream_error", f"anthropic: malformed event ({exc}): {data[:200]!r}", upstream=True) from exc
         match event.type:
-            case "content_block_delta" if event.delta is not None and event.delta.type == "text_delta":
-                return event.delta.text or None
+            case "content_block_delta" if event.delta is not None:
+                delta = event.delta
+                if delta.type == "text_delta" and delta.text:
+                    return [Delta(text=delta.text)]
+                if delta.type == "input_json_delta" and delta.partial_json:
+                    if event.index in self._answer_blocks:
+                        return [Delta(text=delta.partial_json)]
+                    if (call := self._calls.get(event.index)) is not None:
+                        return [ToolCallDelta(index=call, arguments=delta.partial_json)]
+            case "content_block_start" if event.content_block is not None and event.content_block.type == "tool_use":
+                block = event.content_block
+                if self._answer_tool is not None and block.name == self._answer_tool:
+                    self._answer_blocks.add(event.index)
+                    return []
+                call = self._calls[event.index] = len(self._calls)
+                return [ToolCallDelta(index=call, id=block.id, name=block.name, arguments="")]
             case "message_start" if event.message is not None:
                 self._usage(event.message.usage)
             case "message_delta":
                 if event.delta is not None and event.delta.stop_reason:
-                    self.finish_reason = _FINISH.get(event.delta.stop_reason, "stop")
+                    reason = event.delta.stop_reason
+                    forced = reason == "tool_use" and not self._calls
+                    self.finish_reason = "stop" if forced else _FINISH.get(reason, "stop")
                 if event.usage is not None:
                     self._usage(event.usage)
             case "message_stop":
@@ -123,7 +169,7 @@ class EventReader:
             case "error":
                 error = event.error or _Error()
                 raise ProviderError(_ERRORS.get(error.type, "upstream_error"), f"anthropic: {error.type}: {error.message}", upstream=True)
-        return None
+        return []
 
     def _usage(self, usage: _Usage) -> None:
         if usage.input_tokens is not None:
@@ -137,20 +183,63 @@ class EventReader:
         return TokenUsage(input_tokens=self.input_tokens, output_tokens=self.output_tokens, cached_tokens=self.cached_tokens)
 
 
+def _blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
+def _content(message: ChatMessage) -> str | list[dict[str, Any]]:
+    """A turn's content: its text, or blocks when it calls tools or answers a call."""
+    if message.role == "tool":
+        return [{"type": "tool_result", "tool_use_id": message.tool_call_id or "", "content": message.content}]
+    if not message.tool_calls:
+        return message.content
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": message.content}] if message.content else []
+    for call in message.tool_calls:
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.function.name, "input": arguments(call, "anthropic")})
+    return blocks
+
+
 def _turns(messages: list[ChatMessage]) -> tuple[str | None, list[_Message]]:
-    """The system prompt and the turns, consecutive turns of one role joined (Anthropic wants them alternating)."""
+    """The system prompt and the turns, consecutive turns of one role joined (Anthropic wants them alternating);
+    tool results go in a user turn, ahead of any text that follows them."""
     system = "\n\n".join(m.content for m in messages if m.role == "system") or None
     turns: list[_Message] = []
     for message in messages:
         if message.role == "system":
             continue
-        if message.role not in ("user", "assistant"):
-            raise ProviderError("bad_request", f"anthropic: a `{message.role}` message cannot be sent to this provider")
-        if turns and turns[-1].role == message.role:
-            turns[-1] = _Message(message.role, turns[-1].content + "\n\n" + message.content)
+        role = "user" if message.role == "tool" else message.role
+        content = _content(message)
+        if turns and turns[-1].role == role:
+            before = turns[-1].content
+            if isinstance(before, str) and isinstance(content, str):
+                turns[-1] = _Message(role, before + "\n\n" + content)
+            else:
+                turns[-1] = _Message(role, _blocks(before) + _blocks(content))
         else:
-            turns.append(_Message(message.role, message.content))
+            turns.append(_Message(role, content))
     return system, turns
+
+
+def _tools(params: GenerationParams) -> tuple[list[dict[str, Any]] | None, dict[str, Any] | None, str | None]:
+    """Anthropic's `tools` and `tool_choice`, and the name of the tool forced for structured output (if asked)."""
+    if (structured := json_schema(params.response_format)) is not None:
+        answer, schema = structured
+        tool = {"name": answer, "description": "Give the answer in this form.", "input_schema": schema or EMPTY_OBJECT_SCHEMA}
+        return [tool], {"type": "tool", "name": answer}, answer
+    if not params.tools:
+        return None, None, None
+    tools = [
+        {"name": f.name, "input_schema": f.parameters, **({"description": f.description} if f.description else {})}
+        for f in functions(params.tools)
+    ]
+    choice: dict[str, Any]
+    if (name := forced_function(params.tool_choice)) is not None:
+        choice = {"type": "tool", "name": name}
+    else:
+        choice = {"type": {"required": "any", "none": "none"}.get(str(params.tool_choice), "auto")}
+    if params.parallel_tool_calls is False and choice["type"] != "none":
+        choice["disable_parallel_tool_use"] = True
+    return tools, choice, None
 
 
 class AnthropicProvider:
@@ -162,13 +251,14 @@ class AnthropicProvider:
         self._http = http
         self._environ = environ
 
-    def _request(self, request: ChatRequest, spec: ModelSpec) -> tuple[str, dict[str, str], bytes]:
+    def _request(self, request: ChatRequest, spec: ModelSpec) -> tuple[str, dict[str, str], bytes, str | None]:
         url = (spec.base_url or DEFAULT_BASE_URL).rstrip("/") + "/v1/messages"
         headers = {"content-type": "application/json", "accept": "text/event-stream", "anthropic-version": API_VERSION}
         if key := api_key(self._environ, spec.api_key_env, "anthropic"):
             headers["x-api-key"] = key
         system, turns = _turns(request.messages)
         params = request.params
+        tools, tool_choice, answer_tool = _tools(params)
         body = _Body(
             model=spec.upstream_model,
             max_tokens=min(params.max_tokens or spec.max_output_tokens, spec.max_output_tokens),
@@ -178,17 +268,20 @@ class AnthropicProvider:
             temperature=params.temperature,
             top_p=params.top_p,
             stop_sequences=params.stop,
+            tools=tools,
+            tool_choice=tool_choice,
         )
-        return url, headers, json_encoder.encode(body)
+        return url, headers, json_encoder.encode(body), answer_tool
 
     async def stream(self, request: ChatRequest, spec: ModelSpec) -> AsyncIterator[ProviderEvent]:
-        url, headers, body = self._request(request, spec)
-        reader = EventReader()
+        url, headers, body, answer_tool = self._request(request, spec)
+        reader = EventReader(answer_tool)
         async with streaming_post(self._http, url, body=body, headers=headers, provider="anthropic") as response:
             events = response.events()
             async for data in events:
-                if data and (text := reader.read(data)):
-                    yield Delta(text=text)
+                if data:
+                    for event in reader.read(data):
+                        yield event
                 if reader.stopped:
                     await drain(events)
                     break

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
-from chatbot_contracts import ChatRequest, Delta, Done, ErrorCode, ModelSpec, TokenUsage, ToolCallDelta
+from chatbot_contracts import ChatRequest, Delta, Done, Embedding, ErrorCode, ModelSpec, TokenUsage, ToolCallDelta
 
-ProviderEvent = Delta | ToolCallDelta | TokenUsage | Done
-"""What an adapter yields: text and tool call pieces as they come, the usage the provider reported, then `Done` last."""
+ProviderEvent = Delta | ToolCallDelta | Embedding | TokenUsage | Done
+"""What an adapter yields: text and tool call pieces as they come (or an embedding request's vectors), the usage the
+provider reported, then `Done` last."""
 
 RETRYABLE: frozenset[ErrorCode] = frozenset({"rate_limited", "overloaded", "upstream_error", "timeout", "network"})
 
@@ -47,6 +48,14 @@ class Provider(Protocol):
     name: str
 
     def stream(self, request: ChatRequest, spec: ModelSpec) -> AsyncIterator[ProviderEvent]: ...
+
+
+class Embedder(Protocol):
+    """A provider with an embeddings API: the vectors of a request's inputs (its messages' contents), in order."""
+
+    name: str
+
+    def embed(self, request: ChatRequest, spec: ModelSpec) -> AsyncIterator[ProviderEvent]: ...
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

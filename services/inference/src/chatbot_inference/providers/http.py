@@ -12,7 +12,7 @@ import contextlib
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 from urllib.request import getproxies, proxy_bypass
 
@@ -20,6 +20,8 @@ import aiohttp
 import msgspec
 
 from .base import ProviderError, error_for_status
+
+T = TypeVar("T")
 
 USER_AGENT = "chatbot-llm-inference"
 IDLE_S = 15.0
@@ -60,6 +62,8 @@ MAX_EVENT_BYTES = 4 << 20
 """A server-sent event whose data adds up past this ends the call with an error."""
 MAX_ERROR_BODY_BYTES = 64 << 10
 """How much of an error response's body is read for its explanation."""
+MAX_WHOLE_BYTES = 256 << 20
+"""The longest answer read whole (embeddings of a large batch)."""
 
 
 def _too_long(what: str, limit: int) -> ProviderError:
@@ -71,6 +75,13 @@ class Body:
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self.response = response
+
+    async def whole(self, limit: int = MAX_WHOLE_BYTES) -> bytes:
+        """The whole body (of an answer that is not streamed), refused past `limit` bytes."""
+        body = await read_at_most(self.response, limit + 1)
+        if len(body) > limit:
+            raise _too_long("a response", limit)
+        return body
 
     async def lines(self) -> AsyncIterator[bytes]:
         """Each line as it arrives, without its ending (CR, LF or CRLF); a last line without one too."""
@@ -198,6 +209,18 @@ async def streaming_post(
         raise ProviderError("network", f"{provider}: {_described(exc)} calling {url}") from exc
     except ValueError as exc:  # a header with a line break, refused before anything is sent
         raise ProviderError("bad_request", f"{provider}: the call cannot be made: {exc}") from exc
+
+
+async def post_for(
+    http: aiohttp.ClientSession, url: str, *, body: bytes, headers: Mapping[str, str], provider: str, decoder: msgspec.json.Decoder[T]
+) -> T:
+    """POST and decode the whole answer (one not streamed) with `decoder`; an answer it cannot read is the provider's error."""
+    async with streaming_post(http, url, body=body, headers=headers, provider=provider) as response:
+        raw = await response.whole()
+    try:
+        return decoder.decode(raw)
+    except msgspec.MsgspecError as exc:
+        raise ProviderError("upstream_error", f"{provider}: malformed answer ({exc}): {raw[:200]!r}", upstream=True) from exc
 
 
 def _described(error: aiohttp.ClientError) -> str:

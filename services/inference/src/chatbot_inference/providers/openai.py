@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -14,6 +15,7 @@ from chatbot_contracts import (
     ChatRequest,
     Delta,
     Done,
+    Embedding,
     FinishReason,
     ModelSpec,
     TokenUsage,
@@ -23,7 +25,8 @@ from chatbot_contracts import (
 )
 
 from .base import ProviderError, ProviderEvent
-from .http import drain, streaming_post
+from .http import api_key, drain, post_for, streaming_post
+from .tools import check_count, float32_bytes
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -55,6 +58,7 @@ class _Body(msgspec.Struct, kw_only=True, omit_defaults=True):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
 
 
 # What the adapter reads of a chunk; everything else is ignored.
@@ -154,6 +158,24 @@ def _message(message: ChatMessage) -> _Message:
     return _Message(message.role, content, message.name, message.tool_calls, message.tool_call_id)
 
 
+class _EmbeddingItem(msgspec.Struct):
+    index: int
+    embedding: str | list[float]
+    """base64 of float32 values (as asked), or the values (from a compatible server that ignores the ask)."""
+
+
+class _EmbeddingUsage(msgspec.Struct):
+    prompt_tokens: int = 0
+
+
+class _Embeddings(msgspec.Struct):
+    data: list[_EmbeddingItem]
+    usage: _EmbeddingUsage | None = None
+
+
+_embeddings_decoder = msgspec.json.Decoder(_Embeddings)
+
+
 class OpenAIProvider:
     """Streams `/chat/completions` with `stream_options.include_usage`."""
 
@@ -163,16 +185,32 @@ class OpenAIProvider:
         self._http = http
         self._environ = environ
 
+    def _headers(self, spec: ModelSpec, accept: str) -> dict[str, str]:
+        headers = {"content-type": "application/json", "accept": accept}
+        if key := api_key(self._environ, spec.api_key_env, "openai"):
+            headers["authorization"] = f"Bearer {key}"
+        return headers
+
+    async def embed(self, request: ChatRequest, spec: ModelSpec) -> AsyncIterator[ProviderEvent]:
+        """`/embeddings` of every input at once, asked as base64 (the platform's own float32 form)."""
+        url = (spec.base_url or DEFAULT_BASE_URL).rstrip("/") + "/embeddings"
+        body: dict[str, Any] = {"model": spec.upstream_model, "input": [m.content for m in request.messages], "encoding_format": "base64"}
+        if request.params.dimensions is not None:
+            body["dimensions"] = request.params.dimensions
+        headers = self._headers(spec, "application/json")
+        answer = await post_for(
+            self._http, url, body=json_encoder.encode(body), headers=headers, provider="openai", decoder=_embeddings_decoder
+        )
+        check_count(len(answer.data), len(request.messages), "openai")
+        for item in sorted(answer.data, key=lambda item: item.index):
+            vector = base64.b64decode(item.embedding) if isinstance(item.embedding, str) else float32_bytes(item.embedding)
+            yield Embedding(index=item.index, vector=vector)
+        yield TokenUsage(input_tokens=answer.usage.prompt_tokens if answer.usage else 0, output_tokens=0)
+        yield Done(reason="stop")
+
     def _request(self, request: ChatRequest, spec: ModelSpec) -> tuple[str, dict[str, str], bytes]:
         url = (spec.base_url or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
-        headers = {"content-type": "application/json", "accept": "text/event-stream"}
-        if spec.api_key_env:
-            key = self._environ.get(spec.api_key_env)
-            if not key:
-                raise ProviderError(
-                    "authentication", f"openai: the environment variable {spec.api_key_env} that holds the API key is not set"
-                )
-            headers["authorization"] = f"Bearer {key}"
+        headers = self._headers(spec, "text/event-stream")
         params = request.params
         body = _Body(
             model=spec.upstream_model,
@@ -189,6 +227,7 @@ class OpenAIProvider:
             tools=params.tools,
             tool_choice=params.tool_choice,
             parallel_tool_calls=params.parallel_tool_calls,
+            response_format=params.response_format,
         )
         return url, headers, json_encoder.encode(body)
 
