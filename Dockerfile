@@ -63,7 +63,9 @@ CMD ["chatbot-inference"]
 FROM runtime AS conversation
 # hadolint ignore=DL3013
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links /wheels chatbot-conversation
+    pip install --no-cache-dir --no-index --find-links /wheels chatbot-conversation \
+ && mkdir -p /var/lib/chatbot/attachments && chown 10001 /var/lib/chatbot/attachments
+ENV CHATBOT_ATTACHMENTS_DIR=/var/lib/chatbot/attachments
 USER 10001
 EXPOSE 8001 9102
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \

@@ -15,7 +15,7 @@ import pytest
 
 from chatbot_devtools.fakes import FakeAnthropic, FakeGemini, FakeOllama, FakeOpenAI
 from chatbot_devtools.fakes.base import FakeUpstream
-from chatbot_devtools.platform import LocalPlatform, registry_toml
+from chatbot_devtools.platform import LocalPlatform, every_provider, registry_toml
 
 pytestmark = pytest.mark.e2e
 
@@ -42,15 +42,7 @@ def stack(
     fake_gemini: FakeGemini,
     fake_ollama: FakeOllama,
 ) -> Stack:
-    registry = registry_toml(
-        {
-            "gpt": {"provider": "openai", "upstream_model": "gpt-fake", "base_url": fake_openai.base_url},
-            "claude": {"provider": "anthropic", "upstream_model": "claude-fake", "base_url": fake_anthropic.base_url},
-            "gemini": {"provider": "gemini", "upstream_model": "gemini-fake", "base_url": fake_gemini.base_url},
-            "llama": {"provider": "ollama", "upstream_model": "llama-fake:latest", "base_url": fake_ollama.base_url},
-            "local": {"provider": "llamacpp", "upstream_model": "x", "model_path": "/nonexistent.gguf"},
-        }
-    )
+    registry = registry_toml(every_provider(fake_openai, fake_anthropic, fake_gemini, fake_ollama))
     platform = platform_factory(registry)
     url = platform.start_gateway()
     platform.start_worker(CHATBOT_PROVIDER_RETRIES="0")

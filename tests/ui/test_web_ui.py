@@ -347,3 +347,32 @@ def test_a_failed_answer_says_why_and_retry_answers_again(page: Page, stack: Sta
     wait_until_answered(page, "Recovered.")
     expect(page.locator("article.bubble.assistant").last.locator(".branch-count")).to_have_text("2 / 2")
     steps.shot(page, "retried")
+
+
+def test_an_image_is_attached_shown_to_the_model_and_kept(page: Page, stack: Stack, steps: Steps) -> None:
+    import base64
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * 24 for _ in range(16))
+    image = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 24, 16, 8, 2, 0, 0, 0))
+    image += chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    stack.upstream.reply = "A red rectangle. "
+    page.get_by_label("Image files").set_input_files([{"name": "red.png", "mimeType": "image/png", "buffer": image}])
+    expect(page.get_by_alt_text("red.png")).to_be_visible()
+    steps.shot(page, "attached")
+    send(page, "What colour is this?")
+    wait_until_answered(page, "A red rectangle.")
+    sent = stack.upstream.requests[-1]["messages"][-1]["content"]
+    assert sent[1]["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(image).decode(), "the model saw the image"
+
+    shown = page.locator("article.bubble.user").last.locator("img.attached")
+    expect(shown).to_have_count(1)
+    page.reload()
+    shown = page.locator("article.bubble.user").last.locator("img.attached")
+    expect(shown).to_have_attribute("src", re.compile(r"^blob:"))
+    page.wait_for_function("img => img.complete && img.naturalWidth === 24 && img.naturalHeight === 16", arg=shown.element_handle())
+    steps.shot(page, "after-reload")

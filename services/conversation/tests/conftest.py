@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
 from chatbot_contracts import Registry
+from chatbot_conversation.attachments import AttachmentStore
 from chatbot_conversation.cache import TreeCache
 from chatbot_conversation.db.engine import Database
 from chatbot_conversation.service import ConversationService
@@ -31,7 +33,12 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
-def service(database: Database, redis: aioredis.Redis, namespace: str) -> ConversationService:
+def service(database: Database, redis: aioredis.Redis, namespace: str, tmp_path: Path) -> ConversationService:
     return ConversationService(
-        database, REGISTRY, TreeCache(redis, namespace), max_message_chars=5000, share_base_url="https://chat.example"
+        database,
+        REGISTRY,
+        TreeCache(redis, namespace),
+        max_message_chars=5000,
+        share_base_url="https://chat.example",
+        attachments=AttachmentStore(tmp_path / "attachments"),
     )

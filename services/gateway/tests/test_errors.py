@@ -61,10 +61,16 @@ def error_of(response: Any) -> dict[str, Any]:
             "`n` other than 1 is not supported",
         ),
         (
-            b'{"model": "fast", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}',
+            b'{"model": "fast", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x"}}]}]}',
             400,
             "unsupported_parameter",
-            "`image_url` content (at $.messages[0].content[0]) is not supported",
+            "`input_audio` content (at $.messages[0].content[0]) is not supported",
+        ),
+        (
+            b'{"model": "fast", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}',
+            400,
+            None,
+            "the image at $.messages[0].content[0].image_url.url must be an https:// URL or a data: URL",
         ),
     ],
 )

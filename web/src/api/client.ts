@@ -96,6 +96,12 @@ export class Api {
     return this.json("PATCH", `/api/v1/conversations/${encodeURIComponent(id)}`, patch);
   }
 
+  /** A stored image of a conversation. */
+  async attachment(conversationId: string, attachmentId: string): Promise<Blob> {
+    const response = await this.send("GET", `/api/v1/conversations/${encodeURIComponent(conversationId)}/attachments/${encodeURIComponent(attachmentId)}`);
+    return response.blob();
+  }
+
   deleteConversation(id: string): Promise<void> {
     return this.json("DELETE", `/api/v1/conversations/${encodeURIComponent(id)}`);
   }

@@ -11,6 +11,14 @@ export interface TokenUsage {
   estimated: boolean;
 }
 
+/** An image shown with a user message: stored (`url` null, read with the key) or linked by its https URL. */
+export interface Attachment {
+  id: string;
+  media_type: string;
+  size: number;
+  url: string | null;
+}
+
 export interface Message {
   id: string;
   parent_id: string | null;
@@ -26,6 +34,7 @@ export interface Message {
   siblings: string[];
   /** 1-based place among `siblings`. */
   position: number;
+  attachments?: Attachment[];
 }
 
 export interface ConversationSummary {
@@ -133,4 +142,6 @@ export interface NewMessage {
   parent_id?: string | null;
   model?: string | null;
   params?: TurnParams;
+  /** `data:` URLs of images shown with the message. */
+  images?: { url: string }[];
 }

@@ -4,7 +4,7 @@ import type { Conversation, Message, NewMessage } from "../api/types";
 import { messageOf, useApp } from "../context";
 import { useTurn } from "../hooks/useTurn";
 import { activePath, leafUnder, siblingAt } from "../tree";
-import { InputArea } from "./InputArea";
+import { InputArea, type Picked } from "./InputArea";
 import { MessageBubble, type MessageActions } from "./MessageBubble";
 import { ModelSelector } from "./ModelSelector";
 import { ShareDialog } from "./ShareDialog";
@@ -114,14 +114,15 @@ export function ChatView({ conversationId, focusId }: Props) {
     [api, navigate, notify, refreshConversations],
   );
 
-  const send = async (content: string) => {
+  const send = async (content: string, picked: Picked[]) => {
+    const images = picked.length ? picked.map((image) => ({ url: image.url })) : undefined;
     if (conversationId) {
-      turn.send({ content, model });
+      turn.send({ content, model, images });
       return;
     }
     try {
       const created = await api.createConversation({ model });
-      outbox.set(created.id, { content, model });
+      outbox.set(created.id, { content, model, images });
       refreshConversations();
       navigate({ page: "chat", conversationId: created.id, messageId: null });
     } catch (error) {
@@ -186,7 +187,14 @@ export function ChatView({ conversationId, focusId }: Props) {
           answer && message.id === answer.assistantMessageId ? (
             <StreamingBubble key={message.id} answer={answer} stored={message} onRetry={retry} />
           ) : (
-            <MessageBubble key={message.id} message={message} actions={actions} locked={turn.busy} highlighted={message.id === focusId} />
+            <MessageBubble
+              key={message.id}
+              message={message}
+              actions={actions}
+              locked={turn.busy}
+              highlighted={message.id === focusId}
+              conversationId={conversation?.id}
+            />
           ),
         )}
         {question && (
@@ -195,12 +203,13 @@ export function ChatView({ conversationId, focusId }: Props) {
               <span className="who">You</span>
             </header>
             <p className="plain">{question.content}</p>
+            {question.images?.map((image, index) => <img key={index} className="attached" src={image.url} alt={`Image ${index + 1}`} />)}
           </article>
         )}
         {answer && !liveInPath && <StreamingBubble answer={answer} stored={null} onRetry={retry} />}
         <div ref={bottom} />
       </div>
-      <InputArea busy={turn.busy} onSend={(content) => void send(content)} onStop={turn.stop} />
+      <InputArea busy={turn.busy} onSend={(content, images) => void send(content, images)} onStop={turn.stop} onRefused={notify} />
       {sharing && conversation && <ShareDialog conversationId={conversation.id} onClose={() => setSharing(false)} />}
     </section>
   );

@@ -13,7 +13,7 @@ describe("the input area", () => {
     expect(onSend).not.toHaveBeenCalled();
     expect(box).toHaveProperty("value", "first line\nsecond line");
     await userEvent.type(box, "{Enter}");
-    expect(onSend).toHaveBeenCalledExactlyOnceWith("first line\nsecond line");
+    expect(onSend).toHaveBeenCalledExactlyOnceWith("first line\nsecond line", []);
     expect(box).toHaveProperty("value", "");
   });
 
@@ -33,5 +33,19 @@ describe("the input area", () => {
     expect(onStop).toHaveBeenCalledOnce();
     await userEvent.type(screen.getByLabelText("Message"), "not now{Enter}");
     expect(onSend).not.toHaveBeenCalled();
+  });
+
+  it("attaches picked images, shows them, sends them with the text, and refuses other files", async () => {
+    const onSend = vi.fn();
+    const onRefused = vi.fn();
+    render(<InputArea busy={false} onSend={onSend} onStop={vi.fn()} onRefused={onRefused} />);
+    const png = new File([new Uint8Array([0x89, 0x50, 0x4e, 0x47])], "dot.png", { type: "image/png" });
+    const text = new File(["hello"], "notes.txt", { type: "text/plain" });
+    await userEvent.upload(screen.getByLabelText("Image files"), [png, text], { applyAccept: false });
+    expect(await screen.findByAltText("dot.png")).toBeTruthy();
+    expect(onRefused).toHaveBeenCalledOnce();
+    await userEvent.type(screen.getByLabelText("Message"), "What is this?{Enter}");
+    expect(onSend).toHaveBeenCalledExactlyOnceWith("What is this?", [{ name: "dot.png", url: "data:image/png;base64,iVBORw==" }]);
+    expect(screen.queryByAltText("dot.png")).toBeNull();
   });
 });

@@ -1,6 +1,7 @@
 import { memo, useState, type KeyboardEvent } from "react";
 
 import type { Message } from "../api/types";
+import { Attachments } from "./Attachments";
 import { Markdown } from "./Markdown";
 
 export interface MessageActions {
@@ -20,6 +21,8 @@ interface Props {
   highlighted?: boolean;
   /** The text streaming into this (assistant) message, replacing its stored content. */
   live?: string;
+  /** The conversation it belongs to (for its stored images). */
+  conversationId?: string;
 }
 
 export function BranchNav({ message, onSwitch, disabled }: { message: Message; onSwitch: (step: number) => void; disabled: boolean }) {
@@ -45,11 +48,11 @@ function statusNote(message: Message): string | null {
 }
 
 function sameMessage(a: Message, b: Message): boolean {
-  return a.id === b.id && a.content === b.content && a.status === b.status && a.error === b.error && a.position === b.position && a.siblings.length === b.siblings.length && a.model === b.model;
+  return a.id === b.id && (a.attachments?.length ?? 0) === (b.attachments?.length ?? 0) && a.content === b.content && a.status === b.status && a.error === b.error && a.position === b.position && a.siblings.length === b.siblings.length && a.model === b.model;
 }
 
 /** One stored message; memoized (by what it shows, across reloads) so that a streaming answer re-renders only itself. */
-export const MessageBubble = memo(function MessageBubble({ message, actions, locked, highlighted = false }: Props) {
+export const MessageBubble = memo(function MessageBubble({ message, actions, locked, highlighted = false, conversationId }: Props) {
   const [editing, setEditing] = useState(false);
   const [draft, setDraft] = useState(message.content);
   const note = statusNote(message);
@@ -95,6 +98,9 @@ export const MessageBubble = memo(function MessageBubble({ message, actions, loc
       ) : (
         <div className="content">{message.role === "user" ? <p className="plain">{message.content}</p> : <Markdown text={message.content} />}</div>
       )}
+      {conversationId && message.attachments && message.attachments.length > 0 && (
+        <Attachments conversationId={conversationId} attachments={message.attachments} />
+      )}
       {note && (
         <p className="note" role={message.status === "failed" ? "alert" : undefined}>
           {note}
@@ -125,4 +131,4 @@ export const MessageBubble = memo(function MessageBubble({ message, actions, loc
       )}
     </article>
   );
-}, (before, after) => sameMessage(before.message, after.message) && before.actions === after.actions && before.locked === after.locked && before.highlighted === after.highlighted);
+}, (before, after) => sameMessage(before.message, after.message) && before.conversationId === after.conversationId && before.actions === after.actions && before.locked === after.locked && before.highlighted === after.highlighted);

@@ -12,6 +12,8 @@ export interface PendingUser {
   parentId: string | null | undefined;
   /** Regenerating: the answer a new sibling replaces on screen. */
   replacing?: string;
+  /** The images sent with the question. */
+  images?: { url: string }[];
 }
 
 export interface Turn {
@@ -90,7 +92,7 @@ export function useTurn(api: Api, conversationId: string | null, onStored: (fina
   const send = useCallback(
     (message: NewMessage) => {
       if (!conversationId) return;
-      setPending({ content: message.content, parentId: message.parent_id });
+      setPending({ content: message.content, parentId: message.parent_id, images: message.images });
       void follow(() => api.sendMessage(conversationId, message, reading.current?.signal), null);
     },
     [api, conversationId, follow],

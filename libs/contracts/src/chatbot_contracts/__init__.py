@@ -1,6 +1,6 @@
 """Everything that crosses a process boundary in Chatbot-LLM: messages, stream names, configuration."""
 
-from .chat import ChatMessage, ChatRequest, FunctionCall, GenerationParams, Role, ToolCall
+from .chat import ChatMessage, ChatRequest, FunctionCall, GenerationParams, ImagePart, Role, ToolCall
 from .codec import chat_request_decoder, encode, inference_event_decoder, json_encoder, stream_event_decoder
 from .events import (
     AnyInferenceEvent,
@@ -54,6 +54,7 @@ __all__ = [
     "FunctionCall",
     "GenerationParams",
     "GenerationStarted",
+    "ImagePart",
     "InQueue",
     "InferenceEvent",
     "Keys",

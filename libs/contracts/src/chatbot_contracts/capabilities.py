@@ -22,6 +22,9 @@ MAX_TEMPERATURE: dict[Provider, float] = {"anthropic": 1.0}
 MAX_STOP_SEQUENCES: dict[Provider, int] = {"gemini": 5}
 CANNOT_SERIALIZE_TOOLS: frozenset[Provider] = frozenset({"gemini", "ollama"})
 """Providers that may call several tools at once and have no switch to stop them: `parallel_tool_calls: false` is refused."""
+NO_IMAGES: frozenset[Provider] = frozenset({"llamacpp", "bert"})
+INLINE_IMAGES_ONLY: frozenset[Provider] = frozenset({"ollama"})
+"""Providers that take an image's bytes, not its URL: `https://` images are refused."""
 FORCED_TOOL_SCHEMA: frozenset[Provider] = frozenset({"anthropic"})
 """Providers whose structured output is a forced tool call: the schema must describe an object, and no other tools may come with it."""
 
@@ -36,6 +39,11 @@ def refusal(alias: str, spec: ModelSpec, params: GenerationParams, messages: Seq
             return name, f"`{name}` is not supported by {where}"
     if "tools" not in SUPPORTED_PARAMS[provider] and any(m.tool_calls or m.role == "tool" for m in messages):
         return "messages", f"tool calls in the conversation are not supported by {where}"
+    if any(m.images for m in messages):
+        if provider in NO_IMAGES:
+            return "messages", f"images are not supported by {where}"
+        if provider in INLINE_IMAGES_ONLY and any(not i.url.startswith("data:") for m in messages for i in m.images or ()):
+            return "messages", f"{where} takes images only inline (data: URLs), not by https:// URL"
     if params.parallel_tool_calls is False and provider in CANNOT_SERIALIZE_TOOLS:
         return "parallel_tool_calls", f"`parallel_tool_calls: false` is not supported by {where}: it may always call several tools at once"
     if params.response_format is not None and provider in FORCED_TOOL_SCHEMA:

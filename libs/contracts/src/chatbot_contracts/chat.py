@@ -23,11 +23,31 @@ class ToolCall(msgspec.Struct, frozen=True, kw_only=True):
     function: FunctionCall
 
 
+class ImagePart(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An image shown to the model: an `https://` URL, or a `data:<media type>;base64,` URL with the image itself."""
+
+    url: str
+    detail: str | None = None
+    """OpenAI's `low`, `high` or `auto` (other providers have no such setting)."""
+
+    @property
+    def media_type(self) -> str | None:
+        """The media type of a `data:` URL (None for an `https://` one)."""
+        return self.url.removeprefix("data:").partition(";")[0] if self.url.startswith("data:") else None
+
+    @property
+    def data(self) -> str:
+        """The base64 content of a `data:` URL."""
+        return self.url.partition(",")[2]
+
+
 class ChatMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One turn of the conversation sent to the model."""
 
     role: Role
     content: str
+    images: list[ImagePart] | None = None
+    """On a user turn: images shown with its text (after it)."""
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     """On an assistant turn: the tools it called."""

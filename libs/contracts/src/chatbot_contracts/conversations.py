@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from .chat import ChatMessage
+from .chat import ChatMessage, ImagePart
 from .events import TokenUsage
 
 MessageStatus = Literal["complete", "streaming", "cancelled", "failed"]
@@ -16,6 +16,17 @@ Tags = Annotated[list[Tag], msgspec.Meta(max_length=32)]
 SystemPrompt = Annotated[str, msgspec.Meta(max_length=100_000)]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 ModelName = Annotated[str, msgspec.Meta(max_length=200)]
+
+
+class Attachment(msgspec.Struct, kw_only=True):
+    """An image shown with a user message."""
+
+    id: str
+    media_type: str
+    size: int
+    """Bytes (0 for an image kept as its URL)."""
+    url: str | None = None
+    """An `https://` image, shown by its URL; None when its bytes are stored: `GET /api/v1/conversations/{id}/attachments/{attachment id}`."""
 
 
 class Message(msgspec.Struct, kw_only=True):
@@ -35,6 +46,7 @@ class Message(msgspec.Struct, kw_only=True):
     """Ids of this message and its siblings (same parent), oldest first: `position` of `len(siblings)`."""
     position: int
     """1-based place of this message among its siblings."""
+    attachments: list[Attachment] = []
 
 
 class ConversationSummary(msgspec.Struct, kw_only=True):
@@ -89,6 +101,11 @@ class TurnParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     seed: int | None = None
 
 
+class NewImage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    url: Annotated[str, msgspec.Meta(min_length=1)]
+    """A `data:image/<png|jpeg|gif|webp>;base64,` URL (the image itself) or an `https://` URL."""
+
+
 class NewMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """`POST /api/v1/conversations/{id}/messages`: a user turn.
 
@@ -101,6 +118,8 @@ class NewMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     parent_id: Id | msgspec.UnsetType | None = msgspec.UNSET
     model: str | None = None
     params: TurnParams | None = None
+    images: Annotated[list[NewImage], msgspec.Meta(max_length=64)] | None = None
+    """Images shown with the message, kept with it (the gateway bounds their count and size)."""
 
 
 class Regenerate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -119,6 +138,8 @@ class TurnRequest(msgspec.Struct, kw_only=True):
     regenerate_id: str | None = None
     model: str | None = None
     max_tokens: int | None = None
+    images: list[ImagePart] | None = None
+    """The user's images, checked by the gateway."""
 
 
 class Turn(msgspec.Struct, kw_only=True):

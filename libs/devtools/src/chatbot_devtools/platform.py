@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from .fakes.base import FakeUpstream
 from .processes import ServiceProcess
 from .redis_server import free_port
 
@@ -31,6 +32,20 @@ def registry_toml(aliases: dict[str, dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def every_provider(
+    openai: FakeUpstream, anthropic: FakeUpstream, gemini: FakeUpstream, ollama: FakeUpstream
+) -> dict[str, dict[str, object]]:
+    """Aliases `gpt`, `claude`, `gemini` and `llama` served by the four vendors' fakes, and `local`, a llama.cpp model that
+    is never loaded (what only it refuses is refused before it would be)."""
+    return {
+        "gpt": {"provider": "openai", "upstream_model": "gpt-fake", "base_url": openai.base_url},
+        "claude": {"provider": "anthropic", "upstream_model": "claude-fake", "base_url": anthropic.base_url},
+        "gemini": {"provider": "gemini", "upstream_model": "gemini-fake", "base_url": gemini.base_url},
+        "llama": {"provider": "ollama", "upstream_model": "llama-fake:latest", "base_url": ollama.base_url},
+        "local": {"provider": "llamacpp", "upstream_model": "x", "model_path": "/nonexistent.gguf"},
+    }
+
+
 class LocalPlatform:
     """Gateways and workers as separate processes, isolated from other tests by a Redis namespace."""
 
@@ -52,6 +67,7 @@ class LocalPlatform:
             "CHATBOT_HEARTBEAT_S": "0.5",
             "CHATBOT_CONVERSATION_URL": f"http://127.0.0.1:{free_port()}",
             "CHATBOT_DATABASE_URL": f"sqlite:///{workdir}/conversations.db",
+            "CHATBOT_ATTACHMENTS_DIR": str(workdir / "attachments"),
             "CHATBOT_LOG_COLLECTOR_URL": f"http://127.0.0.1:{free_port()}",
             "CHATBOT_LOG_DATABASE_URL": f"sqlite:///{workdir}/usage.db",
         }

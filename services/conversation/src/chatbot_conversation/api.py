@@ -157,6 +157,15 @@ def handle_error(_: Request[Any, Any, Any], exc: ConversationError) -> Response[
     return Response({"error": {"message": exc.message, "type": "invalid_request_error", "code": kind}}, status_code=exc.status)
 
 
+@get(f"{PREFIX}/conversations/{{conversation_id:str}}/attachments/{{attachment_id:str}}")
+async def attachment(
+    request: Request[Any, Any, Any], state: State, conversation_id: FromPath[str], attachment_id: FromPath[str]
+) -> Response[bytes]:
+    """A stored image of the conversation, as it was sent."""
+    media_type, data = await state.service.attachment(principal(request), conversation_id, attachment_id)
+    return Response(data, media_type=media_type)
+
+
 ROUTES = [
     create,
     list_conversations,
@@ -164,6 +173,7 @@ ROUTES = [
     change,
     remove,
     turn,
+    attachment,
     abandon,
     active_leaf,
     fork,

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import cast
 
 import structlog
@@ -28,6 +29,7 @@ from chatbot_contracts.redis import connect
 from chatbot_contracts.signing import PROBES, SeenNonces, Verifier, signed_only
 
 from .api import ROUTES, handle_error
+from .attachments import AttachmentStore
 from .cache import TreeCache
 from .db.engine import Database
 from .errors import ConversationError
@@ -65,6 +67,7 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
         registry,
         TreeCache(redis, settings.redis.redis_namespace),
         max_message_chars=settings.store.max_message_chars,
+        attachments=AttachmentStore(Path(settings.store.attachments_dir)),
         share_base_url=settings.store.public_url,
         default_model=settings.store.default_model or None,
         live=FinishedStreams(redis, keys),

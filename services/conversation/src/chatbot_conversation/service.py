@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatbot_contracts import ChatMessage, ModelSpec, Registry, TokenUsage
 from chatbot_contracts.conversations import (
+    Attachment,
     Conversation,
     ConversationPage,
     ConversationPatch,
@@ -34,9 +35,10 @@ from chatbot_contracts.conversations import (
 )
 
 from . import search as fts
+from .attachments import Attachments, AttachmentStore
 from .cache import TreeCache
 from .db.engine import Database
-from .db.schema import ConversationRow, MessageRow, ShareRow, TagRow
+from .db.schema import AttachmentRow, ConversationRow, MessageRow, ShareRow, TagRow
 from .errors import Invalid, NotFound, TooLarge
 from .live import FinishedStreams
 from .tree import TreeProblem, check_forest, children_of, newest_leaf, path_to, trim_to_budget
@@ -108,6 +110,8 @@ class ConversationService:
         share_base_url: str,
         default_model: str | None = None,
         live: FinishedStreams | None = None,
+        attachments: AttachmentStore | None = None,
+        max_context_images: int = 16,
     ) -> None:
         if default_model is not None and default_model not in registry:
             raise ValueError(f"CHATBOT_DEFAULT_MODEL `{default_model}` is not in the model registry")
@@ -121,6 +125,9 @@ class ConversationService:
         self.share_base_url = share_base_url.rstrip("/")
         self.live = live
         """Shows answers whose stream has ended as ended, before their event is stored (read-your-writes)."""
+        self.attachments = Attachments(attachments) if attachments is not None else None
+        self.max_context_images = max_context_images
+        """The newest images of a turn's context that are shown to the model again (older ones are left out)."""
 
     # --- conversations ---------------------------------------------------------------------------
 
@@ -187,11 +194,12 @@ class ConversationService:
             row = await self._owned(session, who, conversation_id)
             messages = await self._messages(session, conversation_id)
             tags = (await self._tags(session, [conversation_id])).get(conversation_id, [])
+            shown = Attachments.described(await Attachments.rows(session, conversation_id))
         children = children_of(messages, ordered=True)
         by_id = {m.id: m for m in messages}
         active = [m.id for m in path_to(by_id, row.active_leaf_id)]
         conversation = Conversation(
-            **msgspec.structs.asdict(self._summary(row, tags)), messages=self._tree(messages, children), active_path=active
+            **msgspec.structs.asdict(self._summary(row, tags)), messages=self._tree(messages, children, shown), active_path=active
         )
         if self.cache.enabled:
             await self.cache.store(conversation_id, row.owner, _snapshot_encoder.encode(conversation), version)
@@ -220,9 +228,12 @@ class ConversationService:
     async def delete(self, who: Principal, conversation_id: str) -> None:
         async with self.db.write() as session:
             await self._owned(session, who, conversation_id)
+            await session.execute(delete(AttachmentRow).where(AttachmentRow.conversation_id == conversation_id))
             await session.execute(delete(MessageRow).where(MessageRow.conversation_id == conversation_id))
             await session.execute(delete(ConversationRow).where(ConversationRow.id == conversation_id))
         await self.cache.forget(conversation_id)
+        if self.attachments is not None:
+            await self.attachments.store.drop(conversation_id)
 
     # --- turns and branches ----------------------------------------------------------------------
 
@@ -230,6 +241,8 @@ class ConversationService:
         """Store the user's message (or find the one whose answer is regenerated) and an empty answer; return the context."""
         if turn.content is not None and len(turn.content) > self.max_message_chars:
             raise TooLarge(f"the message has {len(turn.content)} characters; at most {self.max_message_chars} are allowed")
+        if turn.images and self.attachments is None:
+            raise Invalid("this conversation service keeps no images (it has no attachment store)")
         moment = now()
         async with self.db.write() as session:
             row = await self._owned(session, who, conversation_id)
@@ -258,6 +271,8 @@ class ConversationService:
                 seq += 1
                 session.add(user)
                 by_id[user.id] = user
+                if turn.images and self.attachments is not None:
+                    await self.attachments.keep(session, conversation_id, user.id, turn.images, moment)
                 if row.title_is_auto and not messages:
                     row.title = first_words(user.content)
             model = turn.model or row.model or self.default_model
@@ -277,18 +292,46 @@ class ConversationService:
             session.add(answer)
             row.active_leaf_id = answer.id
             row.updated_at = moment
-            path = path_to(by_id, user.id)
+            path = [m for m in path_to(by_id, user.id) if m.status != "failed"]
+            await session.flush()
+            images = await Attachments.rows(session, conversation_id, [m.id for m in path if m.role == "user"])
         await self.cache.forget(conversation_id)
         budget = spec.context_window - min(turn.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
-        kept, tokens = trim_to_budget(row.system_prompt, [(m.role, m.content) for m in path if m.status != "failed"], budget)
+        kept, tokens = trim_to_budget(row.system_prompt, [(m.role, m.content) for m in path], budget)
+        turns = [ChatMessage(role=role, content=content) for role, content in kept]  # type: ignore[arg-type]
         return Turn(
             conversation_id=conversation_id,
             user_message_id=user.id,
             assistant_message_id=answer.id,
             model=model,
-            messages=[ChatMessage(role=role, content=content) for role, content in kept],  # type: ignore[arg-type]
+            messages=await self._with_images(turns, path, images),
             context_tokens=tokens,
         )
+
+    async def _with_images(self, turns: list[ChatMessage], path: list[Any], images: dict[str, list[AttachmentRow]]) -> list[ChatMessage]:
+        """The context's user turns with their images (`turns` ends with the last of `path`), the newest
+        `max_context_images` of them."""
+        if self.attachments is None or not images:
+            return turns
+        left = self.max_context_images
+        out = list(turns)
+        for index, message in zip(range(len(out) - 1, -1, -1), reversed(path), strict=False):
+            rows = images.get(message.id)
+            if out[index].role != "user" or not rows or left <= 0:
+                continue
+            rows = rows[-left:]
+            left -= len(rows)
+            out[index] = msgspec.structs.replace(out[index], images=await self.attachments.parts(rows) or None)
+        return out
+
+    async def attachment(self, who: Principal, conversation_id: str, attachment_id: str) -> tuple[str, bytes]:
+        """A stored image of one of the owner's conversations: its media type and bytes."""
+        async with self.db.read() as session:
+            await self._owned(session, who, conversation_id)
+            found = await self.attachments.read(session, conversation_id, attachment_id) if self.attachments is not None else None
+        if found is None:
+            raise NotFound(f"no attachment {attachment_id} in this conversation")
+        return found
 
     async def abandon(self, who: Principal, conversation_id: str, message_id: str, reason: str) -> None:
         """Mark an answer whose request was refused as failed (only while it is still `streaming`)."""
@@ -338,6 +381,7 @@ class ConversationService:
             session.add(fork)
             await session.flush()
             parent: str | None = None
+            copies: dict[str, str] = {}
             for seq, original in enumerate(path_to(by_id, message_id), start=1):
                 copy = MessageRow(
                     id=new_id(),
@@ -355,7 +399,10 @@ class ConversationService:
                     seq=seq,
                 )
                 session.add(copy)
-                parent = copy.id
+                parent = copies[original.id] = copy.id
+            await session.flush()
+            if self.attachments is not None:
+                await self.attachments.copy(session, conversation_id, fork.id, copies, moment)
             fork.active_leaf_id = parent
             tags = (await self._tags(session, [conversation_id])).get(conversation_id, [])
             session.add_all(TagRow(conversation_id=fork.id, tag=tag) for tag in tags)
@@ -630,7 +677,9 @@ class ConversationService:
         )
 
     @staticmethod
-    def _tree(rows: list[Any], children: dict[str | None, list[MessageRow]]) -> list[Message]:
+    def _tree(
+        rows: list[Any], children: dict[str | None, list[MessageRow]], shown: dict[str, list[Attachment]] | None = None
+    ) -> list[Message]:
         """The messages in creation order (`rows` come ordered by `seq`, `id`), each with its siblings' ids.
 
         Siblings share one list of ids (read-only), made once per parent.
@@ -657,6 +706,7 @@ class ConversationService:
                     created_at=iso(created_at),
                     siblings=ids,
                     position=positions[id_],
+                    attachments=(shown or {}).get(id_, []),
                 )
             )
         return messages

@@ -45,6 +45,9 @@ class StoreSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_MODELS_FILE`: the model registry (context windows for trimming, the default model)."""
     max_message_chars: int = 200_000
     """`CHATBOT_MAX_MESSAGE_CHARS`: longer messages are refused with 413 (imported ones too)."""
+    attachments_dir: str = ".data/attachments"
+    """`CHATBOT_ATTACHMENTS_DIR`: where the images shown with messages are kept (a folder every conversation service
+    process reaches: one volume shared by the replicas)."""
     max_import_messages: int = 50_000
     """`CHATBOT_MAX_IMPORT_MESSAGES`: an import holding more messages (ChatGPT: nodes) is refused with 413."""
     import_time_s: float = 10.0

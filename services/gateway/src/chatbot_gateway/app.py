@@ -32,6 +32,7 @@ from .auth import AuthFailures, KeyAuthMiddleware
 from .cache import ROUTES as CACHE_ROUTES
 from .errors import EXCEPTION_HANDLERS, document_errors
 from .health import healthz, readyz
+from .images import ImageRules
 from .metrics import GatewayMetrics
 from .native import ROUTES as NATIVE_ROUTES
 from .native import ServiceClient
@@ -185,6 +186,7 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
                 "settings": settings,
                 "registry": registry,
                 "redis_keys": Keys(settings.redis.redis_namespace),
+                "images": ImageRules(settings.chat.max_image_bytes, settings.chat.max_images),
                 "key_store": key_store,
                 "metrics": metrics,
             }

@@ -21,7 +21,7 @@ from chatbot_contracts.keys import SPEND_TTL_S, period_label
 
 from .auth import Principal
 from .errors import TooManyInFlight
-from .ratelimit import RateLimited
+from .ratelimit import IMAGE_TOKENS, RateLimited
 
 # KEYS (one hash tag: the key id): running requests, open streams (member -> until), the period's spend.
 # ARGV: now, request id ('' for a stream alone), its deadline, running bound, stream member, stream until,
@@ -65,7 +65,7 @@ def budget_terms(who: Principal, spec: ModelSpec, messages: Sequence[ChatMessage
     the text (no more than its UTF-8 bytes) plus each message's framing, and the whole `max_tokens`."""
     if who.budget_usd is None or who.budget_period is None:
         return {}
-    input_bound = sum(len(m.content.encode()) + FRAMING_TOKENS for m in messages)
+    input_bound = sum(len(m.content.encode()) + FRAMING_TOKENS + len(m.images or ()) * IMAGE_TOKENS for m in messages)
     return {
         "budget_period": who.budget_period,
         "budget_label": period_label(who.budget_period),

@@ -160,6 +160,8 @@ async def start(
         raise Unprocessable(
             f"the request has {len(messages)} messages; at most {state.settings.chat.max_messages} are allowed", param="messages"
         )
+    if (images := sum(len(m.images or ()) for m in messages)) > state.settings.chat.max_images:
+        raise Unprocessable(f"the request has {images} images; at most {state.settings.chat.max_images} are allowed", param="messages")
     if not request.user.may_use(alias):
         raise Forbidden(f"this key may not use the model `{alias}`", code="model_not_allowed")
     if problem := refusal(alias, spec, params, messages):

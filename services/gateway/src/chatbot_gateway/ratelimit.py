@@ -19,9 +19,15 @@ class RateLimited(GatewayError):
     code = "rate_limit_exceeded"
 
 
+IMAGE_TOKENS = 1600
+"""What one image is counted as: about the most a provider bills for one (Anthropic's ~1.15 megapixel cap, OpenAI's
+high detail), so that limits and budgets hold for images too."""
+
+
 def reserve(messages: list[ChatMessage], max_tokens: int) -> int:
-    """Tokens to take for a call: the prompt (about four characters a token) plus the answer's budget."""
-    return math.ceil(sum(len(m.content) for m in messages) / 4) + max_tokens
+    """Tokens to take for a call: the prompt (about four characters a token, `IMAGE_TOKENS` an image) plus the answer's budget."""
+    images = sum(len(m.images) for m in messages if m.images)
+    return math.ceil(sum(len(m.content) for m in messages) / 4) + images * IMAGE_TOKENS + max_tokens
 
 
 def _reset(limit: int, left: int) -> str:

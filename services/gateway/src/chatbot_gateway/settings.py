@@ -74,6 +74,11 @@ class ChatSettings(msgspec.Struct, kw_only=True, frozen=True):
     stream_ttl_s: int = 3600
     """`CHATBOT_STREAM_TTL_S`: how long a finished answer's stream stays readable (for resuming)."""
     max_messages: int = 1000
+    max_images: int = 16
+    """`CHATBOT_MAX_IMAGES`: images one request may show the model (more are refused with 422)."""
+    max_image_bytes: int = 3_000_000
+    """`CHATBOT_MAX_IMAGE_BYTES`: the largest image sent inline (a `data:` URL; `CHATBOT_MAX_BODY_BYTES` bounds the body
+    it comes in)."""
     """`CHATBOT_MAX_MESSAGES`: longer conversations in one request are refused with 422."""
     max_queue_lag: int = 1000
     """`CHATBOT_MAX_QUEUE_LAG`: requests waiting for a worker beyond which new ones get 503 (nothing is enqueued)."""

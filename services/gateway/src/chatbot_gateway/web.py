@@ -12,10 +12,11 @@ from litestar.static_files import create_static_files_router
 from .auth import PUBLIC
 
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
     "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
 )
-"""The UI loads nothing from elsewhere; inline styles are the charts' (attributes, not scripts)."""
+"""The UI loads nothing from elsewhere; inline styles are the charts' (attributes, not scripts); `blob:` images are the
+conversations' own, fetched with the key."""
 
 PAGES = ["/c/{conversation_id:str}", "/usage", "/shared/{token:str}"]
 """Addresses the UI routes in the browser; a reload or a shared link must land on the UI."""

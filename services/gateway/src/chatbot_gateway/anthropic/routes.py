@@ -18,6 +18,7 @@ from chatbot_contracts import (
     Error,
     FunctionCall,
     GenerationParams,
+    ImagePart,
     Restart,
     Started,
     TokenUsage,
@@ -31,6 +32,7 @@ from ..auth import Principal
 from ..errors import BadRequest, UpstreamFailure, decode_body, error_type_for
 from ..follower import KEEPALIVE
 from ..generation import Generation, ToolCalls, start
+from ..images import ImageRules
 from .schemas import Block, Message, MessageParam, MessagesRequest, MessageUsage, TextContent, ToolUseContent
 
 log = structlog.get_logger()
@@ -55,7 +57,16 @@ def _text(content: str | list[Block] | None, where: str) -> str:
     return "\n".join(texts)
 
 
-def _turn(message: MessageParam, where: str) -> list[ChatMessage]:
+def _image(block: Block, at: str, images: ImageRules) -> ImagePart:
+    source = block.source or {}
+    if source.get("type") == "url" and isinstance(source.get("url"), str):
+        return images.part(source["url"], f"{at}.source.url")
+    if source.get("type") == "base64" and isinstance(source.get("data"), str):
+        return images.inline(str(source.get("media_type", "")), source["data"], f"{at}.source")
+    raise BadRequest(f"an image block needs a source of type base64 (media_type, data) or url (at $.{at}.source)", param=f"{at}.source")
+
+
+def _turn(message: MessageParam, where: str, images: ImageRules) -> list[ChatMessage]:
     """One Anthropic turn as platform messages: an assistant turn with its tool calls, or a user turn's tool results
     (one `tool` message each) followed by its text."""
     if isinstance(message.content, str):
@@ -63,6 +74,7 @@ def _turn(message: MessageParam, where: str) -> list[ChatMessage]:
     texts: list[str] = []
     calls: list[ToolCall] = []
     results: list[ChatMessage] = []
+    shown: list[ImagePart] = []
     for index, block in enumerate(message.content):
         at = f"{where}[{index}]"
         if block.type == "text" and block.text is not None:
@@ -70,6 +82,8 @@ def _turn(message: MessageParam, where: str) -> list[ChatMessage]:
         elif block.type == "tool_use" and message.role == "assistant" and block.id and block.name:
             arguments = json_encoder.encode(block.input or {}).decode()
             calls.append(ToolCall(id=block.id, function=FunctionCall(name=block.name, arguments=arguments)))
+        elif block.type == "image" and message.role == "user":
+            shown.append(_image(block, at, images))
         elif block.type == "tool_result" and message.role == "user" and block.tool_use_id:
             output = _text(block.content, f"{at}.content")
             results.append(
@@ -81,7 +95,9 @@ def _turn(message: MessageParam, where: str) -> list[ChatMessage]:
             )
     if message.role == "assistant":
         return [ChatMessage(role="assistant", content="\n".join(texts), tool_calls=calls or None)]
-    return [*results, ChatMessage(role="user", content="\n".join(texts))] if texts or not results else results
+    if texts or shown or not results:
+        return [*results, ChatMessage(role="user", content="\n".join(texts), images=shown or None)]
+    return results
 
 
 def _tools(body: MessagesRequest) -> tuple[list[dict[str, Any]] | None, str | dict[str, Any] | None, bool | None]:
@@ -109,7 +125,7 @@ def _tools(body: MessagesRequest) -> tuple[list[dict[str, Any]] | None, str | di
     return tools, _TOOL_CHOICE[choice.type], parallel
 
 
-def to_platform(body: MessagesRequest) -> tuple[list[ChatMessage], GenerationParams]:
+def to_platform(body: MessagesRequest, images: ImageRules) -> tuple[list[ChatMessage], GenerationParams]:
     """The messages and sampling settings of an Anthropic request; refuses what cannot be honoured."""
     for name in _REFUSED:
         if getattr(body, name) is not None:
@@ -118,7 +134,7 @@ def to_platform(body: MessagesRequest) -> tuple[list[ChatMessage], GenerationPar
         raise BadRequest("extended `thinking` is not supported by this gateway", param="thinking")
     messages = [ChatMessage(role="system", content=_text(body.system, "system"))] if body.system else []
     for index, message in enumerate(body.messages):
-        messages += _turn(message, f"messages[{index}].content")
+        messages += _turn(message, f"messages[{index}].content", images)
     tools, tool_choice, parallel = _tools(body)
     params = GenerationParams(
         temperature=body.temperature,
@@ -293,7 +309,7 @@ def _input(arguments: str) -> Any:
 async def messages(request: Request[Principal, Any, Any], state: State) -> Response[Any]:
     """Create a message (Anthropic's Messages API), streamed (`stream: true`) or whole, with any configured model."""
     body = decode_body(await request.body(), _decoder, "`model`, `max_tokens` and `messages`")
-    chat_messages, params = to_platform(body)
+    chat_messages, params = to_platform(body, state.images)
     generation = await start(request, state, body.model, chat_messages, params)
     message_id = f"msg_{generation.chat.request_id}"
     headers = {**generation.headers, "request-id": generation.chat.request_id}

@@ -20,6 +20,8 @@ class Block(msgspec.Struct, kw_only=True):
     tool_use_id: str | None = None
     content: str | list[Block] | None = None
     is_error: bool | None = None
+    source: dict[str, Any] | None = None
+    """Of an `image` block: `{type: base64, media_type, data}` or `{type: url, url}`."""
 
 
 class ToolParam(msgspec.Struct, kw_only=True):

@@ -33,7 +33,7 @@ from chatbot_contracts.conversations import (
 )
 
 from ..auth import PUBLIC, Principal
-from ..errors import BadRequest, Forbidden, GatewayError, ModelNotFound, NotFound
+from ..errors import BadRequest, Forbidden, GatewayError, ModelNotFound, NotFound, Unprocessable
 from ..fairshare import Admission, budget_terms
 from ..generation import enqueue_span
 from ..ratelimit import reserve
@@ -172,9 +172,20 @@ async def import_conversations(request: Request[Principal, Any, Any], state: Sta
 async def send_message(
     request: Request[Principal, Any, Any], state: State, conversation_id: FromPath[str], data: JSONBody[NewMessage]
 ) -> Stream:
-    """Add a user message (a new branch when `parent_id` is not the active leaf) and stream the answer as native events."""
+    """Add a user message (a new branch when `parent_id` is not the active leaf), with its images, and stream the answer
+    as native events."""
+    images = None
+    if data.images:
+        if len(data.images) > state.images.max_count:
+            raise Unprocessable(f"the message has {len(data.images)} images; at most {state.images.max_count} are allowed", param="images")
+        images = [state.images.part(image.url, f"images[{index}].url") for index, image in enumerate(data.images)]
     turn = TurnRequest(
-        request_id=uuid.uuid4().hex, content=data.content, parent_id=data.parent_id, model=data.model, max_tokens=_max_tokens(data.params)
+        request_id=uuid.uuid4().hex,
+        content=data.content,
+        parent_id=data.parent_id,
+        model=data.model,
+        max_tokens=_max_tokens(data.params),
+        images=images,
     )
     return await _stream_turn(request, state, conversation_id, turn, data.params)
 
@@ -191,6 +202,17 @@ async def regenerate(
     data = data or Regenerate()
     turn = TurnRequest(request_id=uuid.uuid4().hex, regenerate_id=message_id, model=data.model, max_tokens=_max_tokens(data.params))
     return await _stream_turn(request, state, conversation_id, turn, data.params)
+
+
+@get(f"{API}/conversations/{{conversation_id:str}}/attachments/{{attachment_id:str}}", tags=TAGS)
+async def read_attachment(
+    request: Request[Principal, Any, Any], state: State, conversation_id: FromPath[str], attachment_id: FromPath[str]
+) -> Response[bytes]:
+    """An image kept with a message of the conversation, as it was sent (inert, as every API response: no sniffing,
+    `default-src 'none'`)."""
+    stored = await state.conversations.call(request.user, "GET", f"/conversations/{conversation_id}/attachments/{attachment_id}")
+    media_type = stored.headers.get("content-type", "application/octet-stream")
+    return Response(stored.content, media_type=media_type, headers={"Cache-Control": "private, max-age=86400"})
 
 
 def _max_tokens(params: TurnParams | None) -> int | None:
@@ -358,6 +380,7 @@ ROUTES = [
     export_conversation,
     import_conversations,
     send_message,
+    read_attachment,
     regenerate,
     resume,
     cancel,

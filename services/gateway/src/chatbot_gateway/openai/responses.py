@@ -25,6 +25,7 @@ from chatbot_contracts import (
     Error,
     FunctionCall,
     GenerationParams,
+    ImagePart,
     Restart,
     Started,
     TokenUsage,
@@ -38,6 +39,7 @@ from ..auth import Principal
 from ..errors import BadRequest, NotFound, UpstreamFailure, decode_body
 from ..follower import KEEPALIVE, Batch
 from ..generation import Generation, start
+from ..images import ImageRules
 from .responses_schemas import (
     INPUT_ITEMS,
     DeletedResponse,
@@ -78,15 +80,21 @@ _stored_decoder = msgspec.json.Decoder(StoredResponse)
 # --- Request -----------------------------------------------------------------------------------
 
 
-def _text(content: str | list[InputText], where: str) -> str:
+def _text(content: str | list[InputText], where: str, images: ImageRules | None = None) -> tuple[str, list[ImagePart]]:
+    """A content's text, and its images where `images` (the rules) says they may be (user turns)."""
     if isinstance(content, str):
-        return content
-    texts = []
+        return content, []
+    texts: list[str] = []
+    shown: list[ImagePart] = []
     for index, part in enumerate(content):
-        if part.type not in ("input_text", "output_text") or part.text is None:
-            raise BadRequest(f"`{part.type}` content is not supported by this gateway (at $.{where}[{index}])", param=f"{where}[{index}]")
-        texts.append(part.text)
-    return "\n".join(texts)
+        at = f"{where}[{index}]"
+        if part.type in ("input_text", "output_text") and part.text is not None:
+            texts.append(part.text)
+        elif part.type == "input_image" and part.image_url is not None and images is not None:
+            shown.append(images.part(part.image_url, f"{at}.image_url", part.detail))
+        else:
+            raise BadRequest(f"`{part.type}` content is not supported here by this gateway (at $.{at})", param=at)
+    return "\n".join(texts), shown
 
 
 def _item(raw: dict[str, Any], index: int) -> InputMessage | FunctionCallItem | FunctionCallOutputItem:
@@ -100,7 +108,7 @@ def _item(raw: dict[str, Any], index: int) -> InputMessage | FunctionCallItem | 
         raise BadRequest(f"invalid request: {exc} (in $.input[{index}])", param=f"input[{index}]") from exc
 
 
-def input_messages(body: ResponsesRequest) -> list[ChatMessage]:
+def input_messages(body: ResponsesRequest, images: ImageRules) -> list[ChatMessage]:
     """The request's `input` as platform messages: function calls join the assistant turn before them."""
     if isinstance(body.input, str):
         return [ChatMessage(role="user", content=body.input)]
@@ -109,8 +117,8 @@ def input_messages(body: ResponsesRequest) -> list[ChatMessage]:
         item = _item(raw, index)
         match item:
             case InputMessage(role=role, content=content):
-                text = _text(content, f"input[{index}].content")
-                messages.append(ChatMessage(role="system" if role == "developer" else role, content=text))
+                text, shown = _text(content, f"input[{index}].content", images if role == "user" else None)
+                messages.append(ChatMessage(role="system" if role == "developer" else role, content=text, images=shown or None))
             case FunctionCallItem():
                 call = ToolCall(id=item.call_id, function=FunctionCall(name=item.name, arguments=item.arguments))
                 last = messages[-1] if messages else None
@@ -119,7 +127,7 @@ def input_messages(body: ResponsesRequest) -> list[ChatMessage]:
                 else:
                     messages.append(ChatMessage(role="assistant", content="", tool_calls=[call]))
             case FunctionCallOutputItem():
-                output = _text(item.output, f"input[{index}].output")
+                output = _text(item.output, f"input[{index}].output")[0]
                 messages.append(ChatMessage(role="tool", content=output, tool_call_id=item.call_id))
     return messages
 
@@ -156,7 +164,9 @@ def _response_format(body: ResponsesRequest) -> dict[str, Any] | None:
     return {"type": "json_schema", "json_schema": {k: v for k, v in spec.items() if v is not None}}
 
 
-def to_platform(body: ResponsesRequest, earlier: list[ChatMessage]) -> tuple[list[ChatMessage], list[ChatMessage], GenerationParams]:
+def to_platform(
+    body: ResponsesRequest, earlier: list[ChatMessage], images: ImageRules
+) -> tuple[list[ChatMessage], list[ChatMessage], GenerationParams]:
     """`(conversation, this request's input, settings)`; refuses what cannot be honoured, by name."""
     for name in _REFUSED:
         if getattr(body, name) not in (None, False):
@@ -169,7 +179,7 @@ def to_platform(body: ResponsesRequest, earlier: list[ChatMessage]) -> tuple[lis
         raise BadRequest("`truncation: auto` is not supported by this gateway", code="unsupported_parameter", param="truncation")
     if body.text is not None and body.text.verbosity is not None:
         raise BadRequest("`text.verbosity` is not supported by this gateway", code="unsupported_parameter", param="text.verbosity")
-    new = input_messages(body)
+    new = input_messages(body, images)
     system = [ChatMessage(role="system", content=body.instructions)] if body.instructions else []
     tools, tool_choice = _tools(body)
     params = GenerationParams(
@@ -381,7 +391,7 @@ async def create_response(request: Request[Principal, Any, Any], state: State) -
     """Create a response (OpenAI's Responses API), streamed (`stream: true`) or whole, with any configured model."""
     body = decode_body(await request.body(), _decoder, "`model` and `input`")
     owner = request.user.owner
-    messages, conversation, params = to_platform(body, await _earlier(state, owner, body.previous_response_id))
+    messages, conversation, params = to_platform(body, await _earlier(state, owner, body.previous_response_id), state.images)
     generation = await start(request, state, body.model, messages, params)
     builder = _Builder(f"resp_{generation.chat.request_id}", int(generation.chat.enqueued_at), body)
     store = body.store is not False

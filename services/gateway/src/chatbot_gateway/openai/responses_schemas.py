@@ -10,10 +10,12 @@ import msgspec
 
 
 class InputText(msgspec.Struct, kw_only=True):
-    """A text part of an input message: `input_text`, or `output_text` on an assistant turn sent back."""
+    """A part of an input message: `input_text`, `input_image` (by URL), or `output_text` on an assistant turn sent back."""
 
     type: str
     text: str | None = None
+    image_url: str | None = None
+    detail: str | None = None
 
 
 class InputMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

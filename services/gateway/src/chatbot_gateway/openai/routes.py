@@ -52,7 +52,7 @@ def _usage(usage: TokenUsage) -> CompletionUsage:
 async def chat_completions(request: Request[Principal, Any, Any], state: State) -> Response[Any]:
     """Create a chat completion, streamed (`stream: true`, server-sent events) or whole."""
     body = decode_body(await request.body(), _decoder, "`model` and `messages`")
-    messages, params = to_platform(body)
+    messages, params = to_platform(body, state.images)
     generation = await start(request, state, body.model, messages, params)
     headers = generation.headers
     completion = _Completion(generation.chat.request_id, int(generation.chat.enqueued_at), body.model)

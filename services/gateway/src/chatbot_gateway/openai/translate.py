@@ -6,14 +6,16 @@ from typing import Any
 
 import msgspec
 
-from chatbot_contracts import ChatMessage, GenerationParams, ToolCall, json_encoder
+from chatbot_contracts import ChatMessage, GenerationParams, ImagePart, ToolCall, json_encoder
 
 from ..errors import BadRequest
+from ..images import ImageRules
 from .schemas import (
     AssistantMessage,
     ChatCompletionRequest,
     Content,
     DeveloperMessage,
+    ImageUrlPart,
     Message,
     ResponseFormat,
     ResponseFormatText,
@@ -40,27 +42,38 @@ def _unsupported(param: str, what: str) -> BadRequest:
     return BadRequest(f"{what} is not supported by this gateway", code="unsupported_parameter", param=param)
 
 
-def _text(content: Content | None, param: str) -> str:
+def _text(content: Content | None, param: str, images: ImageRules | None = None) -> tuple[str, list[ImagePart]]:
+    """A content's text, and its images where `images` (the rules) says they may be (user turns)."""
     if content is None:
-        return ""
+        return "", []
     if isinstance(content, str):
-        return content
-    texts = []
+        return content, []
+    texts: list[str] = []
+    parts: list[ImagePart] = []
     for index, part in enumerate(content):
-        if not isinstance(part, TextPart):
+        if isinstance(part, TextPart):
+            texts.append(part.text)
+        elif isinstance(part, ImageUrlPart) and images is not None:
+            url, detail = part.image_url.get("url"), part.image_url.get("detail")
+            if not isinstance(url, str) or not (detail is None or isinstance(detail, str)):
+                raise BadRequest(
+                    f"an image_url part needs `url` (and may have `detail`) (at $.{param}[{index}])", param=f"{param}[{index}]"
+                )
+            parts.append(images.part(url, f"{param}[{index}].image_url.url", detail))
+        else:
             kind = type(part).__struct_config__.tag
             raise _unsupported(f"{param}[{index}]", f"`{kind}` content (at $.{param}[{index}])")
-        texts.append(part.text)
-    return "\n".join(texts)
+    return "\n".join(texts), parts
 
 
-def _message(message: Message, index: int) -> ChatMessage:
+def _message(message: Message, index: int, images: ImageRules) -> ChatMessage:
     param = f"messages[{index}].content"
     match message:
         case SystemMessage() | DeveloperMessage():
-            return ChatMessage(role="system", content=_text(message.content, param), name=message.name)
+            return ChatMessage(role="system", content=_text(message.content, param)[0], name=message.name)
         case UserMessage():
-            return ChatMessage(role="user", content=_text(message.content, param), name=message.name)
+            text, parts = _text(message.content, param, images)
+            return ChatMessage(role="user", content=text, name=message.name, images=parts or None)
         case AssistantMessage():
             if message.function_call:
                 raise _unsupported(f"messages[{index}].function_call", "`function_call` (use `tool_calls`)")
@@ -72,9 +85,9 @@ def _message(message: Message, index: int) -> ChatMessage:
                     raise BadRequest(
                         f"invalid request: {exc} (in $.messages[{index}].tool_calls)", param=f"messages[{index}].tool_calls"
                     ) from exc
-            return ChatMessage(role="assistant", content=_text(message.content, param), name=message.name, tool_calls=calls)
+            return ChatMessage(role="assistant", content=_text(message.content, param)[0], name=message.name, tool_calls=calls)
         case ToolMessage():
-            return ChatMessage(role="tool", content=_text(message.content, param), tool_call_id=message.tool_call_id)
+            return ChatMessage(role="tool", content=_text(message.content, param)[0], tool_call_id=message.tool_call_id)
     raise AssertionError(message)
 
 
@@ -85,7 +98,7 @@ def structured_output(response_format: ResponseFormat | None) -> dict[str, Any] 
     return msgspec.to_builtins(response_format)  # type: ignore[no-any-return]
 
 
-def to_platform(body: ChatCompletionRequest) -> tuple[list[ChatMessage], GenerationParams]:
+def to_platform(body: ChatCompletionRequest, images: ImageRules) -> tuple[list[ChatMessage], GenerationParams]:
     """The messages and sampling settings of an OpenAI request; refuses what cannot be honoured."""
     for param in _UNSUPPORTED:
         if getattr(body, param) is not None:
@@ -112,4 +125,4 @@ def to_platform(body: ChatCompletionRequest) -> tuple[list[ChatMessage], Generat
         parallel_tool_calls=body.parallel_tool_calls if body.tools else None,
         response_format=structured_output(body.response_format),
     )
-    return [_message(message, i) for i, message in enumerate(body.messages)], params
+    return [_message(message, i, images) for i, message in enumerate(body.messages)], params

@@ -191,10 +191,17 @@ def _content(message: ChatMessage) -> str | list[dict[str, Any]]:
     """A turn's content: its text, or blocks when it calls tools or answers a call."""
     if message.role == "tool":
         return [{"type": "tool_result", "tool_use_id": message.tool_call_id or "", "content": message.content}]
-    if not message.tool_calls:
+    if not message.tool_calls and not message.images:
         return message.content
     blocks: list[dict[str, Any]] = [{"type": "text", "text": message.content}] if message.content else []
-    for call in message.tool_calls:
+    for image in message.images or ():
+        source = (
+            {"type": "base64", "media_type": image.media_type, "data": image.data}
+            if image.media_type
+            else {"type": "url", "url": image.url}
+        )
+        blocks.append({"type": "image", "source": source})
+    for call in message.tool_calls or ():
         blocks.append({"type": "tool_use", "id": call.id, "name": call.function.name, "input": arguments(call, "anthropic")})
     return blocks
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mimetypes
 import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -57,6 +58,8 @@ class _Part(msgspec.Struct, omit_defaults=True, rename="camel"):
     thought: bool | None = None
     function_call: _FunctionCall | None = None
     function_response: _FunctionResponse | None = None
+    inline_data: dict[str, str] | None = None
+    file_data: dict[str, str] | None = None
 
 
 class _Content(msgspec.Struct, omit_defaults=True):
@@ -208,8 +211,13 @@ def _contents(messages: list[ChatMessage]) -> list[_Content]:
                     "bad_request", f"gemini: the tool result for `{message.tool_call_id}` answers no call in the conversation"
                 )
             parts.append(_Part(function_response=_FunctionResponse(name=name, response=_tool_result(message.content))))
-        elif message.content or not message.tool_calls:
+        elif message.content or not (message.tool_calls or message.images):
             parts.append(_Part(text=message.content))
+        for image in message.images or ():
+            if image.media_type:
+                parts.append(_Part(inline_data={"mimeType": image.media_type, "data": image.data}))
+            else:
+                parts.append(_Part(file_data={"mimeType": mimetypes.guess_type(image.url)[0] or "image/jpeg", "fileUri": image.url}))
         for call in message.tool_calls or ():
             parts.append(_Part(function_call=_FunctionCall(name=call.function.name, args=arguments(call, "gemini"))))
         role = "model" if message.role == "assistant" else "user"

@@ -44,6 +44,8 @@ class _Message(msgspec.Struct, omit_defaults=True):
     content: str
     tool_calls: list[_ToolCall] | None = None
     tool_name: str | None = None
+    images: list[str] | None = None
+    """Base64 of each image (Ollama takes no URLs)."""
 
 
 class _Options(msgspec.Struct, omit_defaults=True):
@@ -100,7 +102,8 @@ def _messages(messages: list[ChatMessage]) -> list[_Message]:
     out = []
     for m in messages:
         calls = [_ToolCall(_Function(c.function.name, arguments(c, "ollama"))) for c in m.tool_calls] if m.tool_calls else None
-        out.append(_Message(m.role, m.content, calls, names.get(m.tool_call_id or "") if m.role == "tool" else None))
+        images = [image.data for image in m.images if image.media_type] if m.images else None
+        out.append(_Message(m.role, m.content, calls, names.get(m.tool_call_id or "") if m.role == "tool" else None, images))
     return out
 
 

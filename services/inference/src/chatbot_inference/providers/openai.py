@@ -33,7 +33,7 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 class _Message(msgspec.Struct, omit_defaults=True):
     role: str
-    content: str | None
+    content: str | list[dict[str, Any]] | None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
@@ -154,7 +154,13 @@ class ChunkReader:
 
 def _message(message: ChatMessage) -> _Message:
     # An assistant turn that only called tools has no content: OpenAI wants null there, not "".
-    content = None if message.tool_calls and not message.content else message.content
+    content: str | list[dict[str, Any]] | None = None if message.tool_calls and not message.content else message.content
+    if message.images:
+        parts: list[dict[str, Any]] = [{"type": "text", "text": message.content}] if message.content else []
+        for image in message.images:
+            url: dict[str, Any] = {"url": image.url} | ({"detail": image.detail} if image.detail else {})
+            parts.append({"type": "image_url", "image_url": url})
+        content = parts
     return _Message(message.role, content, message.name, message.tool_calls, message.tool_call_id)
 
 

@@ -1,0 +1,136 @@
+"""The images shown with user messages: a row each in the database, their bytes in an attachment store.
+
+The store is a folder (`CHATBOT_ATTACHMENTS_DIR`), a file an image under its conversation's folder. Writes go to a
+temporary name first and are renamed into place, so a reader never sees half an image; an image's file is
+written before its row is committed, so no row names a file that is not there. The file system's work runs in
+a thread. A conversation deleted takes its folder with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatbot_contracts import ImagePart
+from chatbot_contracts.conversations import Attachment
+
+from .db.schema import AttachmentRow
+
+
+class AttachmentStore:
+    """The local-disk store of attachments' bytes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, conversation_id: str, attachment_id: str) -> Path:
+        if not (conversation_id.isalnum() and attachment_id.isalnum()):
+            raise ValueError("ids of stored attachments are alphanumeric")
+        return self.root / conversation_id / attachment_id
+
+    async def put(self, conversation_id: str, attachment_id: str, data: bytes) -> None:
+        await asyncio.to_thread(self._write, self._path(conversation_id, attachment_id), data)
+
+    async def get(self, conversation_id: str, attachment_id: str) -> bytes | None:
+        """The attachment's bytes; None when it is not there."""
+        try:
+            return await asyncio.to_thread(self._path(conversation_id, attachment_id).read_bytes)
+        except FileNotFoundError:
+            return None
+
+    async def drop(self, conversation_id: str) -> None:
+        """Remove every attachment of a conversation."""
+        if conversation_id.isalnum():
+            await asyncio.to_thread(shutil.rmtree, self.root / conversation_id, True)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+
+class Attachments:
+    """Attachments' rows and bytes together."""
+
+    def __init__(self, store: AttachmentStore) -> None:
+        self.store = store
+
+    async def keep(self, session: AsyncSession, conversation_id: str, message_id: str, images: list[ImagePart], moment: datetime) -> None:
+        """Store a message's images: the bytes of inline ones now, every row in `session` (committed with the message)."""
+        for position, image in enumerate(images):
+            attachment_id = uuid.uuid4().hex
+            if image.media_type is None:
+                row = AttachmentRow(url=image.url, media_type="image", size=0, sha256=None)
+            else:
+                data = base64.b64decode(image.data)
+                await self.store.put(conversation_id, attachment_id, data)
+                row = AttachmentRow(url=None, media_type=image.media_type, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+            row.id, row.conversation_id, row.message_id, row.position, row.created_at = (
+                attachment_id, conversation_id, message_id, position, moment,
+            )  # fmt: skip
+            session.add(row)
+
+    @staticmethod
+    async def rows(session: AsyncSession, conversation_id: str, message_ids: Iterable[str] | None = None) -> dict[str, list[AttachmentRow]]:
+        """A conversation's attachment rows by message (of `message_ids` only, when given), in their order."""
+        statement = select(AttachmentRow).where(AttachmentRow.conversation_id == conversation_id)
+        if message_ids is not None:
+            statement = statement.where(AttachmentRow.message_id.in_(list(message_ids)))
+        by_message: dict[str, list[AttachmentRow]] = {}
+        for row in (await session.scalars(statement.order_by(AttachmentRow.message_id, AttachmentRow.position))).all():
+            by_message.setdefault(row.message_id, []).append(row)
+        return by_message
+
+    @staticmethod
+    def described(rows: dict[str, list[AttachmentRow]]) -> dict[str, list[Attachment]]:
+        return {
+            message: [Attachment(id=r.id, media_type=r.media_type, size=r.size, url=r.url) for r in kept] for message, kept in rows.items()
+        }
+
+    async def parts(self, rows: list[AttachmentRow]) -> list[ImagePart]:
+        """Images to show the model again: stored ones as `data:` URLs (one that went missing is left out)."""
+        parts = []
+        for row in rows:
+            if row.url is not None:
+                parts.append(ImagePart(url=row.url))
+            elif (data := await self.store.get(row.conversation_id, row.id)) is not None:
+                parts.append(ImagePart(url=f"data:{row.media_type};base64,{base64.b64encode(data).decode()}"))
+        return parts
+
+    async def copy(self, session: AsyncSession, source: str, target: str, new_ids: dict[str, str], moment: datetime) -> None:
+        """Copy the attachments of the messages in `new_ids` (old id -> new id) to the conversation `target`."""
+        for message_id, rows in (await self.rows(session, source, new_ids)).items():
+            for row in rows:
+                copied = AttachmentRow(
+                    id=uuid.uuid4().hex, conversation_id=target, message_id=new_ids[message_id], position=row.position,
+                    media_type=row.media_type, size=row.size, sha256=row.sha256, url=row.url, created_at=moment,
+                )  # fmt: skip
+                if row.url is None and (data := await self.store.get(source, row.id)) is not None:
+                    await self.store.put(target, copied.id, data)
+                session.add(copied)
+
+    async def read(self, session: AsyncSession, conversation_id: str, attachment_id: str) -> tuple[str, bytes] | None:
+        """A stored attachment's media type and bytes; None when the conversation has no such stored attachment."""
+        row = await session.get(AttachmentRow, attachment_id)
+        if row is None or row.conversation_id != conversation_id or row.url is not None:
+            return None
+        data = await self.store.get(conversation_id, attachment_id)
+        return (row.media_type, data) if data is not None else None
