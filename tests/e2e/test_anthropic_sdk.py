@@ -51,11 +51,13 @@ def test_the_anthropic_sdk_reads_a_whole_message(claude: anthropic.Anthropic) ->
 def test_errors_reach_the_anthropic_sdk_in_its_own_format(claude: anthropic.Anthropic, fake_openai: FakeOpenAI) -> None:
     with pytest.raises(anthropic.NotFoundError, match="the model `nope` does not exist"):
         claude.messages.create(model="nope", max_tokens=10, messages=[{"role": "user", "content": "Hi"}])
-    with pytest.raises(anthropic.BadRequestError, match="`image` content blocks are not supported"):
+    with pytest.raises(anthropic.BadRequestError, match="`document` content blocks are not supported"):
         claude.messages.create(
             model="fake",
             max_tokens=10,
-            messages=[{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]}],
+            messages=[
+                {"role": "user", "content": [{"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}]}
+            ],
         )
     fake_openai.faults.append(Fault(status=429, retry_after=3, message="slow down"))
     with pytest.raises(anthropic.RateLimitError, match="rate limiting the platform") as caught:

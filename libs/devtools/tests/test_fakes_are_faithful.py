@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anthropic
 import ollama
 import pytest
@@ -191,3 +193,16 @@ def test_gemini_and_ollama_sdks_read_embeddings(gemini: genai.Client, fake_gemin
     assert fake_gemini.requests[-1]["requests"][0]["outputDimensionality"] == 16
     embedded = llama.embed(model="embed-fake", input=texts, dimensions=16)
     assert [list(v) for v in embedded.embeddings] == [fake_vector(text, 16) for text in texts]
+
+
+def test_anthropic_sdk_reads_signed_thinking_before_the_answer(claude: anthropic.Anthropic, fake_anthropic: FakeAnthropic) -> None:
+    thinking: Any = {"type": "enabled", "budget_tokens": 1024}
+    with claude.messages.stream(
+        model="claude-fake", max_tokens=2048, thinking=thinking, messages=[{"role": "user", "content": "Hi"}]
+    ) as stream:
+        final = stream.get_final_message()
+    whole = claude.messages.create(model="claude-fake", max_tokens=2048, thinking=thinking, messages=[{"role": "user", "content": "Hi"}])
+    for message in (final, whole):
+        thought, answer = message.content
+        assert thought.type == "thinking" and thought.thinking == fake_anthropic.thought and thought.signature.startswith("sig-")
+        assert answer.type == "text" and answer.text == REPLY

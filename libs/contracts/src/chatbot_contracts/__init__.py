@@ -1,6 +1,6 @@
 """Everything that crosses a process boundary in Chatbot-LLM: messages, stream names, configuration."""
 
-from .chat import ChatMessage, ChatRequest, FunctionCall, GenerationParams, ImagePart, Role, ToolCall
+from .chat import ChatMessage, ChatRequest, FunctionCall, GenerationParams, ImagePart, Role, ThinkingBlock, ToolCall
 from .codec import chat_request_decoder, encode, inference_event_decoder, json_encoder, stream_event_decoder
 from .events import (
     AnyInferenceEvent,
@@ -23,6 +23,7 @@ from .events import (
     Start,
     Started,
     StreamEvent,
+    Thinking,
     TokenUsage,
     ToolCallDelta,
     Usage,
@@ -68,6 +69,8 @@ __all__ = [
     "Start",
     "Started",
     "StreamEvent",
+    "Thinking",
+    "ThinkingBlock",
     "TokenUsage",
     "ToolCall",
     "ToolCallDelta",

@@ -9,12 +9,12 @@ from .registry import ModelSpec, Provider
 
 _SAMPLING = frozenset({"temperature", "top_p", "max_tokens", "stop", "seed", "frequency_penalty", "presence_penalty"})
 _TOOLS = frozenset({"tools", "tool_choice", "parallel_tool_calls"})
-_ALL = _SAMPLING | _TOOLS | {"response_format", "dimensions"}
+_ALL = _SAMPLING | _TOOLS | {"response_format", "dimensions", "thinking"}
 SUPPORTED_PARAMS: dict[Provider, frozenset[str]] = {
-    "openai": _ALL,
-    "anthropic": frozenset({"temperature", "top_p", "max_tokens", "stop", "response_format"}) | _TOOLS,
-    "gemini": _ALL,
-    "ollama": _ALL - {"tool_choice"},
+    "openai": _ALL - {"thinking"},
+    "anthropic": frozenset({"temperature", "top_p", "max_tokens", "stop", "response_format", "thinking"}) | _TOOLS,
+    "gemini": _ALL - {"thinking"},
+    "ollama": _ALL - {"tool_choice", "thinking"},
     "llamacpp": _SAMPLING,
     "bert": frozenset(),
 }

@@ -41,6 +41,15 @@ class ImagePart(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         return self.url.partition(",")[2]
 
 
+class ThinkingBlock(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A model's own reasoning that came with an assistant turn (Anthropic's extended thinking), sent back as it came:
+    its text and the signature that vouches for it, or the encrypted data of a redacted block."""
+
+    thinking: str = ""
+    signature: str | None = None
+    redacted: str | None = None
+
+
 class ChatMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One turn of the conversation sent to the model."""
 
@@ -53,6 +62,10 @@ class ChatMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     """On an assistant turn: the tools it called."""
     tool_call_id: str | None = None
     """On a tool turn: which call this is the result of."""
+    thinking: list[ThinkingBlock] | None = None
+    """On an assistant turn: the reasoning it came with, for a provider that wants it back (Anthropic); others drop it."""
+    cache_control: dict[str, Any] | None = None
+    """Anthropic's prompt-cache breakpoint at the end of this turn (`{"type": "ephemeral"}`); others drop it."""
 
 
 class GenerationParams(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -72,6 +85,14 @@ class GenerationParams(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     parallel_tool_calls: bool | None = None
     dimensions: int | None = None
     """Of an embedding request: the length of the vectors, where the model can shorten them."""
+    thinking: dict[str, Any] | None = None
+    """Anthropic's extended thinking (`{"type": "enabled", "budget_tokens": …}`); refused for other providers."""
+    metadata: dict[str, str] | None = None
+    """Anthropic's request metadata (`user_id`); dropped for other providers."""
+    betas: list[str] | None = None
+    """Anthropic beta features (`anthropic-beta`); dropped for other providers."""
+    tools_cache_control: dict[str, Any] | None = None
+    """Anthropic's prompt-cache breakpoint after the tools; dropped for other providers."""
     response_format: dict[str, Any] | None = None
     """Structured output in OpenAI's form: `{"type": "json_object"}` or `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`
     (plain text is `None`); each adapter maps it to its provider's own mechanism."""

@@ -88,6 +88,16 @@ class ToolCallDelta(StreamEvent, tag="tool_call", frozen=True):
     arguments: str = ""
 
 
+class Thinking(StreamEvent, tag="thinking", frozen=True):
+    """A piece of the model's reasoning (Anthropic's extended thinking), before its answer: the first piece of each
+    block has `text` empty or not; `signature` comes at a block's end; a redacted block is whole, in `redacted`."""
+
+    index: int
+    text: str = ""
+    signature: str | None = None
+    redacted: str | None = None
+
+
 class Embedding(StreamEvent, tag="embedding", frozen=True):
     """One input's vector, of an embedding request (`purpose: embed`): float32 values, little-endian (base64 in JSON)."""
 
@@ -121,7 +131,7 @@ class Done(StreamEvent, tag="done", frozen=True):
     reason: FinishReason
 
 
-AnyStreamEvent = Start | InQueue | Started | Delta | ToolCallDelta | Embedding | Usage | Restart | Error | Done
+AnyStreamEvent = Start | InQueue | Started | Delta | ToolCallDelta | Thinking | Embedding | Usage | Restart | Error | Done
 
 
 # --- The event log: inference.events -------------------------------------------------------------

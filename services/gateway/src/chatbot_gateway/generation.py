@@ -27,6 +27,7 @@ from chatbot_contracts import (
     FunctionCall,
     GenerationParams,
     Started,
+    Thinking,
     TokenUsage,
     ToolCall,
     ToolCallDelta,
@@ -130,7 +131,7 @@ class ToolCalls:
 
 
 def _decides(batch: Batch) -> bool:
-    return any(isinstance(event, Delta | ToolCallDelta | Embedding | Error | Done) for _, event in batch)
+    return any(isinstance(event, Delta | ToolCallDelta | Thinking | Embedding | Error | Done) for _, event in batch)
 
 
 async def start(
@@ -169,7 +170,7 @@ async def start(
     arrived = time.monotonic()
     principal = request.user
     cache = None
-    if purpose == "chat":
+    if purpose == "chat" and params.thinking is None:  # reasoning is not kept with a cached answer
         mode = _cache_mode(request)
         cache = cache_policy(state.redis_keys, spec, alias, principal.owner, messages, params, mode, state.settings.chat.cache_ttl_s)
     max_tokens = 0 if purpose == "embed" else min(params.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
@@ -208,7 +209,7 @@ async def start(
         prelude.append(batch)
         if batch is KEEPALIVE or _decides(batch):
             break
-    answered = any(isinstance(e, Delta | ToolCallDelta | Embedding) for batch in prelude for _, e in batch)
+    answered = any(isinstance(e, Delta | ToolCallDelta | Thinking | Embedding) for batch in prelude for _, e in batch)
     for batch in prelude:
         for _, event in batch:
             if isinstance(event, Error) and not answered:

@@ -38,6 +38,7 @@ from chatbot_contracts import (
     Restart,
     Route,
     Started,
+    Thinking,
     TokenUsage,
     ToolCall,
     ToolCallDelta,
@@ -109,7 +110,7 @@ class _Outcome:
         self.text: list[str] = []
         self.tool_calls: list[ToolCallDelta] = []
         self.vectors = 0
-        """Embeddings written (of an embedding request)."""
+        """Output events that are neither text nor tool calls: embeddings, reasoning."""
         self.alias = ""
         self.spec: ModelSpec | None = None
         self.deployment: str | None = None
@@ -573,7 +574,7 @@ class Worker:
                 async with asyncio.timeout(first_token_s) as timer:
                     async for event in events:
                         match event:
-                            case Delta() | ToolCallDelta() | Embedding():
+                            case Delta() | ToolCallDelta() | Thinking() | Embedding():
                                 if outcome.first_token_at is None:
                                     timer.reschedule(loop.time() + idle_s + slack)
                                     outcome.first_token_at = time.time()
@@ -592,7 +593,7 @@ class Worker:
                                 elif isinstance(event, ToolCallDelta):
                                     outcome.tool_calls.append(event)
                                 else:
-                                    outcome.vectors += 1
+                                    outcome.vectors += 1  # an embedding, or reasoning: output all the same
                                 sink.push(event)
                                 if len(outcome.text) + len(outcome.tool_calls) + outcome.vectors == 1:
                                     await sink.let_write_start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
@@ -26,6 +27,8 @@ class FakeAnthropic(FakeUpstream):
 
     cache_read_tokens = 0
     """Reported as `cache_read_input_tokens` (the rest of the prompt as `input_tokens`)."""
+    thought = "Let me think this through. "
+    """The reasoning of a request with `thinking` enabled: a thinking block, signed, before the answer."""
 
     def prompt_tokens(self, body: dict[str, Any]) -> int:
         system = body.get("system") or ""
@@ -61,8 +64,12 @@ class FakeAnthropic(FakeUpstream):
         if call is not None:
             await self._call_tool(send, receive, body, message, usage, call)
             return
+        thinking = (body.get("thinking") or {}).get("type") in ("enabled", "adaptive")
+        signature = "sig-" + hashlib.sha256(self.thought.encode()).hexdigest()[:16]
         if not body.get("stream"):
             content = [{"type": "text", "text": "".join(tokens)}]
+            if thinking:
+                content.insert(0, {"type": "thinking", "thinking": self.thought, "signature": signature})
             await self.json(
                 send, 200, {**message, "content": content, "stop_reason": "end_turn", "usage": {**usage, "output_tokens": len(tokens)}}
             )
@@ -75,8 +82,23 @@ class FakeAnthropic(FakeUpstream):
                     "message_start", {"message": {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}}
                 )
             )
+            block = 0
+            if thinking:
+                await stream.send(
+                    self._event("content_block_start", {"index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
+                )
+                for piece in tokenize(self.thought):
+                    await stream.send(
+                        self._event("content_block_delta", {"index": 0, "delta": {"type": "thinking_delta", "thinking": piece}})
+                    )
+                delta = {"type": "signature_delta", "signature": signature}
+                await stream.send(
+                    self._event("content_block_delta", {"index": 0, "delta": delta}) + self._event("content_block_stop", {"index": 0})
+                )
+                block = 1
             await stream.send(
-                self._event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}) + self._event("ping", {})
+                self._event("content_block_start", {"index": block, "content_block": {"type": "text", "text": ""}})
+                + self._event("ping", {})
             )
             stop_reason = "end_turn"
             for index, token in enumerate(tokens):
@@ -92,10 +114,10 @@ class FakeAnthropic(FakeUpstream):
                     tokens = tokens[:index]
                     break
                 if not await stream.send(
-                    self._event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": token}}), pace=True
+                    self._event("content_block_delta", {"index": block, "delta": {"type": "text_delta", "text": token}}), pace=True
                 ):
                     return
-            tail = self._event("content_block_stop", {"index": 0})
+            tail = self._event("content_block_stop", {"index": block})
             tail += self._event(
                 "message_delta", {"delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": {"output_tokens": len(tokens)}}
             )

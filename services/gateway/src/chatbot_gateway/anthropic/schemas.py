@@ -8,9 +8,8 @@ import msgspec
 
 
 class Block(msgspec.Struct, kw_only=True):
-    """A content block: `text`, `tool_use` and `tool_result` are taken, others are refused by name.
-
-    Fields of no meaning to other providers (`cache_control`, `citations`) are dropped."""
+    """A content block: `text`, `image`, `tool_use`, `tool_result`, `thinking` and `redacted_thinking` are taken,
+    others are refused by name. `cache_control` goes to Anthropic's models; `citations` are dropped."""
 
     type: str
     text: str | None = None
@@ -22,6 +21,11 @@ class Block(msgspec.Struct, kw_only=True):
     is_error: bool | None = None
     source: dict[str, Any] | None = None
     """Of an `image` block: `{type: base64, media_type, data}` or `{type: url, url}`."""
+    thinking: str | None = None
+    signature: str | None = None
+    data: str | None = None
+    """Of a `redacted_thinking` block."""
+    cache_control: dict[str, Any] | None = None
 
 
 class ToolParam(msgspec.Struct, kw_only=True):
@@ -70,6 +74,15 @@ class TextContent(msgspec.Struct, kw_only=True, tag_field="type", tag="text"):
     text: str
 
 
+class ThinkingContent(msgspec.Struct, kw_only=True, tag_field="type", tag="thinking"):
+    thinking: str
+    signature: str
+
+
+class RedactedThinkingContent(msgspec.Struct, kw_only=True, tag_field="type", tag="redacted_thinking"):
+    data: str
+
+
 class ToolUseContent(msgspec.Struct, kw_only=True, tag_field="type", tag="tool_use"):
     id: str
     name: str
@@ -88,7 +101,7 @@ class Message(msgspec.Struct, kw_only=True):
     type: Literal["message"] = "message"
     role: Literal["assistant"] = "assistant"
     model: str
-    content: list[TextContent | ToolUseContent]
+    content: list[ThinkingContent | RedactedThinkingContent | TextContent | ToolUseContent]
     stop_reason: str | None
     stop_sequence: None = None
     usage: MessageUsage

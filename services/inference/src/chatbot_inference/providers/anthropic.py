@@ -18,6 +18,7 @@ from chatbot_contracts import (
     FinishReason,
     GenerationParams,
     ModelSpec,
+    Thinking,
     TokenUsage,
     ToolCallDelta,
     json_encoder,
@@ -41,12 +42,14 @@ class _Body(msgspec.Struct, kw_only=True, omit_defaults=True):
     max_tokens: int
     messages: list[_Message]
     stream: bool
-    system: str | None = None
+    system: str | list[dict[str, Any]] | None = None
     temperature: float | None = None
     top_p: float | None = None
     stop_sequences: list[str] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
 
 
 class _Usage(msgspec.Struct):
@@ -64,6 +67,8 @@ class _Delta(msgspec.Struct):
     type: str = ""
     text: str = ""
     partial_json: str = ""
+    thinking: str = ""
+    signature: str = ""
     stop_reason: str | None = None
 
 
@@ -71,6 +76,8 @@ class _Block(msgspec.Struct):
     type: str = ""
     id: str | None = None
     name: str | None = None
+    thinking: str = ""
+    data: str | None = None
 
 
 class _Error(msgspec.Struct):
@@ -131,6 +138,8 @@ class EventReader:
         self._answer_tool = answer_tool
         self._calls: dict[int, int] = {}
         """The platform's tool call index of each `tool_use` block, by the block's index."""
+        self._thoughts: dict[int, int] = {}
+        """The platform's thinking block index of each `thinking` block, by the block's index."""
         self._answer_blocks: set[int] = set()
 
     def read(self, data: str) -> list[ProviderEvent]:
@@ -143,11 +152,21 @@ class EventReader:
                 delta = event.delta
                 if delta.type == "text_delta" and delta.text:
                     return [Delta(text=delta.text)]
+                if delta.type == "thinking_delta" and delta.thinking and event.index in self._thoughts:
+                    return [Thinking(index=self._thoughts[event.index], text=delta.thinking)]
+                if delta.type == "signature_delta" and delta.signature and event.index in self._thoughts:
+                    return [Thinking(index=self._thoughts[event.index], signature=delta.signature)]
                 if delta.type == "input_json_delta" and delta.partial_json:
                     if event.index in self._answer_blocks:
                         return [Delta(text=delta.partial_json)]
                     if (call := self._calls.get(event.index)) is not None:
                         return [ToolCallDelta(index=call, arguments=delta.partial_json)]
+            case "content_block_start" if event.content_block is not None and event.content_block.type in ("thinking", "redacted_thinking"):
+                block = event.content_block
+                thought = self._thoughts[event.index] = len(self._thoughts)
+                if block.type == "redacted_thinking":
+                    return [Thinking(index=thought, redacted=block.data or "")]
+                return [Thinking(index=thought, text=block.thinking)]
             case "content_block_start" if event.content_block is not None and event.content_block.type == "tool_use":
                 block = event.content_block
                 if self._answer_tool is not None and block.name == self._answer_tool:
@@ -188,12 +207,27 @@ def _blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _content(message: ChatMessage) -> str | list[dict[str, Any]]:
-    """A turn's content: its text, or blocks when it calls tools or answers a call."""
+    """A turn's content: its text, or blocks when it calls tools, answers a call, shows images, brings back its
+    reasoning or marks a cache breakpoint (on its last block)."""
+    blocks = _content_blocks(message)
+    if isinstance(blocks, list) and message.cache_control and blocks:
+        blocks[-1] = {**blocks[-1], "cache_control": message.cache_control}
+    return blocks
+
+
+def _content_blocks(message: ChatMessage) -> str | list[dict[str, Any]]:
     if message.role == "tool":
         return [{"type": "tool_result", "tool_use_id": message.tool_call_id or "", "content": message.content}]
-    if not message.tool_calls and not message.images:
+    if not (message.tool_calls or message.images or message.thinking or message.cache_control):
         return message.content
-    blocks: list[dict[str, Any]] = [{"type": "text", "text": message.content}] if message.content else []
+    blocks: list[dict[str, Any]] = []
+    for thought in message.thinking or ():
+        if thought.redacted is not None:
+            blocks.append({"type": "redacted_thinking", "data": thought.redacted})
+        else:
+            blocks.append({"type": "thinking", "thinking": thought.thinking, "signature": thought.signature or ""})
+    if message.content or not (blocks or message.tool_calls or message.images):
+        blocks.append({"type": "text", "text": message.content})
     for image in message.images or ():
         source = (
             {"type": "base64", "media_type": image.media_type, "data": image.data}
@@ -206,10 +240,13 @@ def _content(message: ChatMessage) -> str | list[dict[str, Any]]:
     return blocks
 
 
-def _turns(messages: list[ChatMessage]) -> tuple[str | None, list[_Message]]:
+def _turns(messages: list[ChatMessage]) -> tuple[str | list[dict[str, Any]] | None, list[_Message]]:
     """The system prompt and the turns, consecutive turns of one role joined (Anthropic wants them alternating);
     tool results go in a user turn, ahead of any text that follows them."""
-    system = "\n\n".join(m.content for m in messages if m.role == "system") or None
+    prompts = [m for m in messages if m.role == "system"]
+    system: str | list[dict[str, Any]] | None = "\n\n".join(m.content for m in prompts) or None
+    if system and (mark := next((m.cache_control for m in reversed(prompts) if m.cache_control), None)):
+        system = [{"type": "text", "text": system, "cache_control": mark}]
     turns: list[_Message] = []
     for message in messages:
         if message.role == "system":
@@ -239,6 +276,8 @@ def _tools(params: GenerationParams) -> tuple[list[dict[str, Any]] | None, dict[
         {"name": f.name, "input_schema": f.parameters, **({"description": f.description} if f.description else {})}
         for f in functions(params.tools)
     ]
+    if params.tools_cache_control:
+        tools[-1]["cache_control"] = params.tools_cache_control
     choice: dict[str, Any]
     if (name := forced_function(params.tool_choice)) is not None:
         choice = {"type": "tool", "name": name}
@@ -263,6 +302,8 @@ class AnthropicProvider:
         headers = {"content-type": "application/json", "accept": "text/event-stream", "anthropic-version": API_VERSION}
         if key := api_key(self._environ, spec.api_key_env, "anthropic"):
             headers["x-api-key"] = key
+        if request.params.betas:
+            headers["anthropic-beta"] = ",".join(request.params.betas)
         system, turns = _turns(request.messages)
         params = request.params
         tools, tool_choice, answer_tool = _tools(params)
@@ -277,6 +318,8 @@ class AnthropicProvider:
             stop_sequences=params.stop,
             tools=tools,
             tool_choice=tool_choice,
+            thinking=params.thinking,
+            metadata=params.metadata,
         )
         return url, headers, json_encoder.encode(body), answer_tool
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
-from chatbot_contracts import ChatRequest, Delta, Done, Embedding, ErrorCode, ModelSpec, TokenUsage, ToolCallDelta
+from chatbot_contracts import ChatRequest, Delta, Done, Embedding, ErrorCode, ModelSpec, Thinking, TokenUsage, ToolCallDelta
 
-ProviderEvent = Delta | ToolCallDelta | Embedding | TokenUsage | Done
-"""What an adapter yields: text and tool call pieces as they come (or an embedding request's vectors), the usage the
-provider reported, then `Done` last."""
+ProviderEvent = Delta | ToolCallDelta | Thinking | Embedding | TokenUsage | Done
+"""What an adapter yields: reasoning, text and tool call pieces as they come (or an embedding request's vectors), the
+usage the provider reported, then `Done` last."""
 
 RETRYABLE: frozenset[ErrorCode] = frozenset({"rate_limited", "overloaded", "upstream_error", "timeout", "network"})
 
