@@ -113,6 +113,10 @@ def test_the_local_model_embeds_with_no_key_and_its_use_is_logged(stack: tuple[s
 def test_the_wrong_kind_of_model_and_bad_input_are_refused(stack: tuple[str, LocalPlatform, dict[str, FakeUpstream]]) -> None:
     url, platform, fakes = stack
     sdk = openai.OpenAI(base_url=f"{url}/v1", api_key=platform.admin_key, max_retries=0, timeout=30)
+    listed = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {platform.admin_key}"}).json()["data"]
+    assert {m["id"]: m["mode"] for m in listed} == {
+        "gpt": "chat", "embed-openai": "embedding", "embed-gemini": "embedding", "embed-ollama": "embedding", "minilm": "embedding",
+    }  # fmt: skip
     with pytest.raises(openai.BadRequestError, match="not an embedding model"):
         sdk.embeddings.create(model="gpt", input="x")
     with pytest.raises(openai.BadRequestError, match="embedding model"):

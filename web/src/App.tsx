@@ -52,7 +52,7 @@ function SignedIn({ apiKey, route, navigate, onSignOut }: { apiKey: string; rout
   const refreshConversations = useCallback(() => setListVersion((v) => v + 1), []);
 
   useEffect(() => {
-    api.models().then(setModels, (error) => {
+    api.models().then((all) => setModels(all.filter((model) => model.mode !== "embedding")), (error) => {
       if (error instanceof ApiError && error.status === 401) onSignOut();
       else setNotice(messageOf(error));
     });

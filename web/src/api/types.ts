@@ -89,6 +89,8 @@ export interface SharedConversation {
 export interface ModelInfo {
   id: string;
   owned_by: string;
+  /** `embedding` models serve /v1/embeddings only: not offered for chat. */
+  mode?: "chat" | "embedding";
 }
 
 export interface Latency {

@@ -288,6 +288,10 @@ async def _enqueue(
         raise ModelNotFound(f"the conversation's model `{stored.model}` is not in the registry", param="model")
     if not principal.may_use(stored.model):
         raise Forbidden(f"this key may not use the model `{stored.model}`", code="model_not_allowed")
+    if spec.mode == "embedding":
+        raise BadRequest(
+            f"the model `{stored.model}` is an embedding model; it cannot answer a conversation", code="model_not_supported", param="model"
+        )
     if problem := refusal(stored.model, spec, generation, stored.messages):
         raise BadRequest(problem[1], code="unsupported_parameter", param=problem[0])
     max_tokens = min(generation.max_tokens or spec.max_output_tokens, spec.max_output_tokens)

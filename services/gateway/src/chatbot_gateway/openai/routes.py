@@ -223,5 +223,9 @@ async def list_models(request: Request[Principal, Any, Any], state: State) -> Mo
     """The model aliases of the registry that this key may use."""
     allowed = request.user
     return ModelList(
-        data=[Model(id=alias, owned_by=spec.provider) for alias, spec in state.registry.models.items() if allowed.may_use(alias)]
+        data=[
+            Model(id=alias, owned_by=spec.provider, mode=spec.mode)
+            for alias, spec in state.registry.models.items()
+            if allowed.may_use(alias)
+        ]
     )

@@ -221,6 +221,8 @@ class Model(msgspec.Struct, kw_only=True):
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str
+    mode: Literal["chat", "embedding"] = "chat"
+    """Ours: an `embedding` model serves `/v1/embeddings` only."""
 
 
 class ModelList(msgspec.Struct, kw_only=True):
