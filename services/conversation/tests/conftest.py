@@ -7,7 +7,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from chatbot_contracts import Registry
-from chatbot_conversation.attachments import AttachmentStore
+from chatbot_conversation.attachments import FolderStore
 from chatbot_conversation.cache import TreeCache
 from chatbot_conversation.db.engine import Database
 from chatbot_conversation.service import ConversationService
@@ -40,5 +40,5 @@ def service(database: Database, redis: aioredis.Redis, namespace: str, tmp_path:
         TreeCache(redis, namespace),
         max_message_chars=5000,
         share_base_url="https://chat.example",
-        attachments=AttachmentStore(tmp_path / "attachments"),
+        attachments=FolderStore(tmp_path / "attachments"),
     )

@@ -4,19 +4,28 @@ conversation, and never another owner's."""
 from __future__ import annotations
 
 import base64
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from chatbot_contracts import ImagePart
 from chatbot_contracts.conversations import NewConversation, TurnRequest
+from chatbot_conversation.attachments import Attachments, S3Store
 from chatbot_conversation.errors import NotFound
 from chatbot_conversation.service import ConversationService, Principal
+from chatbot_devtools.redis_server import free_port
 
 ALICE = Principal(owner="alice")
 BOB = Principal(owner="bob")
 GIF = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"
 INLINE = ImagePart(url=f"data:image/gif;base64,{base64.b64encode(GIF).decode()}")
 LINKED = ImagePart(url="https://images.example.com/a.png")
+S3_PACKAGE = Path(__file__).resolve().parents[3] / "tests" / "s3"
 
 
 async def test_images_are_kept_shown_again_copied_and_deleted(service: ConversationService) -> None:
@@ -52,3 +61,53 @@ async def test_only_the_newest_images_are_shown_again(service: ConversationServi
     await service.start_turn(ALICE, made.id, TurnRequest(request_id="r1", content="one", images=[LINKED, INLINE]))
     turn = await service.start_turn(ALICE, made.id, TurnRequest(request_id="r2", content="two", images=[INLINE]))
     assert [m.images for m in turn.messages if m.role == "user"] == [[INLINE], [INLINE]]
+
+
+@pytest.fixture(scope="module")
+def s3rver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A real S3-compatible object store (s3rver, from tests/s3's pinned npm package) on a free port, and its data folder."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.fail("node and npm are needed to run the S3-compatible store the attachment tests use (make test has them)")
+    if not (S3_PACKAGE / "node_modules" / "s3rver").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=S3_PACKAGE, check=True, capture_output=True, timeout=300)
+    data = tmp_path_factory.mktemp("s3")
+    port = free_port()
+    command = ["node", str(S3_PACKAGE / "node_modules" / ".bin" / "s3rver"), "-d", str(data), "-a", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen([*command, "--silent", "--configure-bucket", "chatbot"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"s3rver did not start: {server.stderr.read().decode() if server.stderr else ''}")
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}", data
+    server.terminate()
+    server.wait(timeout=10)
+
+
+async def test_images_live_in_an_s3_compatible_bucket(
+    service: ConversationService, s3rver: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint, data = s3rver
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "S3RVER")  # s3rver's own credentials
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "S3RVER")
+    store = S3Store("chatbot", "attachments/", endpoint, "us-east-1")
+    await store.open()
+    try:
+        service.attachments = Attachments(store)
+        made = await service.create(ALICE, NewConversation())
+        turn = await service.start_turn(ALICE, made.id, TurnRequest(request_id="r1", content="Look", images=[INLINE, INLINE]))
+        assert turn.messages[-1].images == [INLINE, INLINE], "read back from the bucket"
+        [first, _] = next(m for m in (await service.get(ALICE, made.id)).messages if m.role == "user").attachments
+        assert await service.attachment(ALICE, made.id, first.id) == ("image/gif", GIF)
+        assert await store.get(made.id, first.id) == GIF
+        stored = [p for p in data.rglob("*") if p.is_file() and made.id in str(p)]
+        assert stored, "the objects are in the store's own data folder"
+        await service.delete(ALICE, made.id)
+        assert await store.get(made.id, first.id) is None, "a deleted conversation's objects are gone"
+    finally:
+        await store.close()

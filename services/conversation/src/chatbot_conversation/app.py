@@ -29,7 +29,7 @@ from chatbot_contracts.redis import connect
 from chatbot_contracts.signing import PROBES, SeenNonces, Verifier, signed_only
 
 from .api import ROUTES, handle_error
-from .attachments import AttachmentStore
+from .attachments import FolderStore, S3Store
 from .cache import TreeCache
 from .db.engine import Database
 from .errors import ConversationError
@@ -62,12 +62,20 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
     apply_failures = Counter(
         "chatbot_conversation_event_failures", "Events the database refused to apply (they are tried again)", registry=metrics
     )
+    store: FolderStore | S3Store = FolderStore(Path(settings.store.attachments_dir))
+    if settings.store.attachments_s3_bucket:
+        store = S3Store(
+            settings.store.attachments_s3_bucket,
+            settings.store.attachments_s3_prefix,
+            settings.store.attachments_s3_endpoint or None,
+            settings.store.attachments_s3_region or None,
+        )
     service = ConversationService(
         db,
         registry,
         TreeCache(redis, settings.redis.redis_namespace),
         max_message_chars=settings.store.max_message_chars,
-        attachments=AttachmentStore(Path(settings.store.attachments_dir)),
+        attachments=store,
         share_base_url=settings.store.public_url,
         default_model=settings.store.default_model or None,
         live=FinishedStreams(redis, keys),
@@ -101,10 +109,14 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         await db.migrate()
+        if isinstance(store, S3Store):
+            await store.open()
         try:
             async with consuming(redis, broker, [(keys.inference_events, CONVERSATION_GROUP)], [reader, claimer]):
                 yield
         finally:
+            if isinstance(store, S3Store):
+                await store.close()
             await db.close()
             await redis.aclose()
 

@@ -1,9 +1,10 @@
 """The images shown with user messages: a row each in the database, their bytes in an attachment store.
 
-The store is a folder (`CHATBOT_ATTACHMENTS_DIR`), a file an image under its conversation's folder. Writes go to a
-temporary name first and are renamed into place, so a reader never sees half an image; an image's file is
-written before its row is committed, so no row names a file that is not there. The file system's work runs in
-a thread. A conversation deleted takes its folder with it.
+The store is a folder (`CHATBOT_ATTACHMENTS_DIR`), a file an image under its conversation's folder, or a bucket of
+any S3-compatible object store (`CHATBOT_ATTACHMENTS_S3_BUCKET`), an object an image under `<prefix><conversation>/`.
+An image is written whole before its row is committed, so no row names an image that is not there (a folder's
+file under a temporary name first, then renamed; an object is whole by S3's own rule). A conversation deleted
+takes its images with it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterable
+from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
+from typing import Any, Protocol
 
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,15 +33,29 @@ from chatbot_contracts.conversations import Attachment
 from .db.schema import AttachmentRow
 
 
-class AttachmentStore:
-    """The local-disk store of attachments' bytes."""
+class BlobStore(Protocol):
+    """Where attachments' bytes are kept, by conversation and attachment id."""
+
+    async def put(self, conversation_id: str, attachment_id: str, data: bytes) -> None: ...
+
+    async def get(self, conversation_id: str, attachment_id: str) -> bytes | None: ...
+
+    async def drop(self, conversation_id: str) -> None: ...
+
+
+def _checked(*ids: str) -> None:
+    if not all(part.isalnum() for part in ids):
+        raise ValueError("ids of stored attachments are alphanumeric")
+
+
+class FolderStore:
+    """A folder on a disk every replica of the conversation service reaches; the file system's work in a thread."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
     def _path(self, conversation_id: str, attachment_id: str) -> Path:
-        if not (conversation_id.isalnum() and attachment_id.isalnum()):
-            raise ValueError("ids of stored attachments are alphanumeric")
+        _checked(conversation_id, attachment_id)
         return self.root / conversation_id / attachment_id
 
     async def put(self, conversation_id: str, attachment_id: str, data: bytes) -> None:
@@ -51,8 +70,8 @@ class AttachmentStore:
 
     async def drop(self, conversation_id: str) -> None:
         """Remove every attachment of a conversation."""
-        if conversation_id.isalnum():
-            await asyncio.to_thread(shutil.rmtree, self.root / conversation_id, True)
+        _checked(conversation_id)
+        await asyncio.to_thread(shutil.rmtree, self.root / conversation_id, True)
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
@@ -67,10 +86,58 @@ class AttachmentStore:
             raise
 
 
+class S3Store:
+    """A bucket of an S3-compatible object store, through botocore's asynchronous client (aiobotocore). Credentials
+    come as botocore finds them (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, a profile, an instance role)."""
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, region: str | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self._endpoint_url = endpoint_url
+        self._region = region
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+
+    async def open(self) -> None:
+        """Make the client (its connections are kept until `close`)."""
+        creating = get_session().create_client("s3", endpoint_url=self._endpoint_url, region_name=self._region)
+        self._client = await self._stack.enter_async_context(creating)
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+        self._client = None
+
+    def _key(self, conversation_id: str, attachment_id: str = "") -> str:
+        _checked(conversation_id, *([attachment_id] if attachment_id else []))
+        return f"{self.prefix}{conversation_id}/{attachment_id}"
+
+    async def put(self, conversation_id: str, attachment_id: str, data: bytes) -> None:
+        await self._client.put_object(Bucket=self.bucket, Key=self._key(conversation_id, attachment_id), Body=data)
+
+    async def get(self, conversation_id: str, attachment_id: str) -> bytes | None:
+        try:
+            answer = await self._client.get_object(Bucket=self.bucket, Key=self._key(conversation_id, attachment_id))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        async with answer["Body"] as body:
+            data: bytes = await body.read()
+        return data
+
+    async def drop(self, conversation_id: str) -> None:
+        """Delete every object under the conversation's prefix, a thousand at a time (S3's bound for one call)."""
+        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(conversation_id))
+        async for page in pages:
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                await self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+
+
 class Attachments:
     """Attachments' rows and bytes together."""
 
-    def __init__(self, store: AttachmentStore) -> None:
+    def __init__(self, store: BlobStore) -> None:
         self.store = store
 
     async def keep(self, session: AsyncSession, conversation_id: str, message_id: str, images: list[ImagePart], moment: datetime) -> None:

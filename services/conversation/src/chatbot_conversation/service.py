@@ -35,7 +35,7 @@ from chatbot_contracts.conversations import (
 )
 
 from . import search as fts
-from .attachments import Attachments, AttachmentStore
+from .attachments import Attachments, BlobStore
 from .cache import TreeCache
 from .db.engine import Database
 from .db.schema import AttachmentRow, ConversationRow, MessageRow, ShareRow, TagRow
@@ -110,7 +110,7 @@ class ConversationService:
         share_base_url: str,
         default_model: str | None = None,
         live: FinishedStreams | None = None,
-        attachments: AttachmentStore | None = None,
+        attachments: BlobStore | None = None,
         max_context_images: int = 16,
     ) -> None:
         if default_model is not None and default_model not in registry:

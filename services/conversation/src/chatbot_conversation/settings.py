@@ -47,7 +47,16 @@ class StoreSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_MAX_MESSAGE_CHARS`: longer messages are refused with 413 (imported ones too)."""
     attachments_dir: str = ".data/attachments"
     """`CHATBOT_ATTACHMENTS_DIR`: where the images shown with messages are kept (a folder every conversation service
-    process reaches: one volume shared by the replicas)."""
+    process reaches: one volume shared by the replicas), unless they go to an S3-compatible bucket."""
+    attachments_s3_bucket: str = ""
+    """`CHATBOT_ATTACHMENTS_S3_BUCKET`: keep them in this bucket of an S3-compatible store instead (credentials as
+    botocore finds them: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, a profile, an instance role)."""
+    attachments_s3_prefix: str = "attachments/"
+    """`CHATBOT_ATTACHMENTS_S3_PREFIX`: the keys' prefix in that bucket."""
+    attachments_s3_endpoint: str = ""
+    """`CHATBOT_ATTACHMENTS_S3_ENDPOINT`: the store's URL (MinIO, Ceph, R2, …; empty: AWS S3)."""
+    attachments_s3_region: str = ""
+    """`CHATBOT_ATTACHMENTS_S3_REGION`: its region (empty: botocore's default)."""
     max_import_messages: int = 50_000
     """`CHATBOT_MAX_IMPORT_MESSAGES`: an import holding more messages (ChatGPT: nodes) is refused with 413."""
     import_time_s: float = 10.0
