@@ -182,6 +182,16 @@ def test_a_conversation_keeps_its_images_and_shows_them_again(
     context = fake_openai.requests[-1]["messages"]
     assert context[0]["content"][1]["image_url"]["url"] == DATA_URL, "the image is shown again with the turn it came with"
 
+    share = api.post(f"{path}/share").json()
+    token = share["url"].rsplit("/", 1)[1]
+    shown = httpx.get(f"{url}/api/v1/shared/{token}").json()["messages"][0]["attachments"]
+    assert [a["id"] for a in shown] == [kept["id"], linked["id"]]
+    public = httpx.get(f"{url}/api/v1/shared/{token}/attachments/{kept['id']}")
+    assert public.status_code == 200 and public.content == png(), "a shared conversation's images need no key"
+    assert httpx.get(f"{url}/api/v1/shared/{token}/attachments/{linked['id']}").status_code == 404, "a linked image is not served"
+    assert api.delete(f"{path}/share").status_code == 204
+    assert httpx.get(f"{url}/api/v1/shared/{token}/attachments/{kept['id']}").status_code == 404, "revoked with the link"
+
     stranger = create_key(url, platform.admin_key, owner="someone-else")["key"]
     assert httpx.get(f"{url}{path}/attachments/{kept['id']}", headers={"Authorization": f"Bearer {stranger}"}).status_code == 404
     bad = api.post(f"{path}/messages", json={"content": "x", "images": [{"url": "data:image/png;base64,bm90IGEgcG5n"}]})

@@ -349,7 +349,7 @@ def test_a_failed_answer_says_why_and_retry_answers_again(page: Page, stack: Sta
     steps.shot(page, "retried")
 
 
-def test_an_image_is_attached_shown_to_the_model_and_kept(page: Page, stack: Stack, steps: Steps) -> None:
+def test_an_image_is_attached_shown_to_the_model_and_kept(page: Page, stack: Stack, steps: Steps, browser: Browser) -> None:
     import base64
     import struct
     import zlib
@@ -376,3 +376,19 @@ def test_an_image_is_attached_shown_to_the_model_and_kept(page: Page, stack: Sta
     expect(shown).to_have_attribute("src", re.compile(r"^blob:"))
     page.wait_for_function("img => img.complete && img.naturalWidth === 24 && img.naturalHeight === 16", arg=shown.element_handle())
     steps.shot(page, "after-reload")
+
+    page.get_by_role("button", name="Share").click()
+    dialog = page.get_by_role("dialog", name="Share a read-only link")
+    dialog.get_by_role("button", name="Create link").click()
+    link = dialog.get_by_label("Link")
+    expect(link).to_have_value(re.compile("/shared/"))
+    stranger = browser.new_context()
+    try:
+        shared = stranger.new_page()
+        shared.goto(link.input_value())
+        image = shared.locator("article img.attached")
+        expect(image).to_have_attribute("src", re.compile(r"^blob:"))
+        shared.wait_for_function("img => img.complete && img.naturalWidth === 24", arg=image.element_handle())
+        steps.shot(shared, "shared-with-image")
+    finally:
+        stranger.close()

@@ -18,6 +18,7 @@ REGISTRY = Registry.parse(
         {
             "fast": {"provider": "openai", "upstream_model": "gpt-4o-mini", "context_window": 8192, "max_output_tokens": 1024},
             "tiny": {"provider": "openai", "upstream_model": "tiny", "context_window": 100, "max_output_tokens": 40},
+            "vision": {"provider": "openai", "upstream_model": "vision", "context_window": 3000, "max_output_tokens": 400},
         }
     )
 )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chatbot_contracts import ImagePart
+from chatbot_contracts import IMAGE_TOKENS, ImagePart
 from chatbot_contracts.conversations import NewConversation, TurnRequest
 from chatbot_conversation.attachments import Attachments, S3Store
 from chatbot_conversation.errors import NotFound
@@ -111,3 +111,12 @@ async def test_images_live_in_an_s3_compatible_bucket(
         assert await store.get(made.id, first.id) is None, "a deleted conversation's objects are gone"
     finally:
         await store.close()
+
+
+async def test_images_count_against_the_context_window(service: ConversationService) -> None:
+    """Each image shown again costs `IMAGE_TOKENS`: an old turn whose text fits is dropped when its images do not."""
+    made = await service.create(ALICE, NewConversation(model="vision"))
+    await service.start_turn(ALICE, made.id, TurnRequest(request_id="r1", content="first", images=[INLINE]))
+    turn = await service.start_turn(ALICE, made.id, TurnRequest(request_id="r2", content="second", images=[INLINE]))
+    assert [m.content for m in turn.messages if m.role == "user"] == ["second"]
+    assert turn.context_tokens >= IMAGE_TOKENS

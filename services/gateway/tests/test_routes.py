@@ -16,7 +16,10 @@ from chatbot_contracts import Keys
 async def test_models_lists_the_registry_aliases(client: AsyncTestClient[Litestar]) -> None:
     response = await client.get("/v1/models")
     assert response.status_code == 200
-    assert response.json() == {"object": "list", "data": [{"id": "fast", "object": "model", "created": 0, "owned_by": "openai"}]}
+    assert response.json() == {
+        "object": "list",
+        "data": [{"id": "fast", "object": "model", "created": 0, "owned_by": "openai", "mode": "chat"}],
+    }
 
 
 async def test_health_needs_no_key(app: Litestar) -> None:

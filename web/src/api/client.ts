@@ -161,3 +161,10 @@ export async function readShared(token: string, fetcher: typeof fetch = fetch): 
   if (!response.ok) throw await ApiError.of(response);
   return (await response.json()) as SharedConversation;
 }
+
+/** A stored image that a shared conversation shows (no key: the share's token is enough). */
+export async function readSharedImage(token: string, attachmentId: string, fetcher: typeof fetch = fetch): Promise<Blob> {
+  const response = await fetcher(`/api/v1/shared/${encodeURIComponent(token)}/attachments/${encodeURIComponent(attachmentId)}`);
+  if (!response.ok) throw await ApiError.of(response);
+  return response.blob();
+}

@@ -82,7 +82,7 @@ export interface Share {
 
 export interface SharedConversation {
   title: string;
-  messages: { role: string; content: string; model: string | null; created_at: string }[];
+  messages: { role: string; content: string; model: string | null; created_at: string; attachments?: Attachment[] }[];
   shared_at: string;
 }
 

@@ -1,17 +1,18 @@
 import { useEffect, useState } from "react";
 
 import type { Attachment } from "../api/types";
-import { useApp } from "../context";
 
-/** A stored image, read with the key (an `<img>` cannot send it) and shown from a `blob:` URL. */
-function StoredImage({ conversationId, attachment, index }: { conversationId: string; attachment: Attachment; index: number }) {
-  const { api } = useApp();
+/** Reads a stored image's bytes (with the key, or by a share's token). */
+export type LoadImage = (attachmentId: string) => Promise<Blob>;
+
+/** A stored image, read by `load` (an `<img>` cannot send the key) and shown from a `blob:` URL. */
+function StoredImage({ load, attachment, index }: { load: LoadImage; attachment: Attachment; index: number }) {
   const [src, setSrc] = useState<string | null>(null);
   const [failed, setFailed] = useState(false);
   useEffect(() => {
     let live = true;
     let url: string | null = null;
-    api.attachment(conversationId, attachment.id).then(
+    load(attachment.id).then(
       (blob) => {
         if (!live) return;
         url = URL.createObjectURL(blob);
@@ -23,13 +24,13 @@ function StoredImage({ conversationId, attachment, index }: { conversationId: st
       live = false;
       if (url) URL.revokeObjectURL(url);
     };
-  }, [api, conversationId, attachment.id]);
+  }, [load, attachment.id]);
   if (failed) return <span className="attached missing">Image {index + 1} could not be loaded</span>;
   return src ? <img className="attached" src={src} alt={`Image ${index + 1}`} /> : <span className="attached loading">Image {index + 1}…</span>;
 }
 
 /** The images of a user message: stored ones shown, linked ones (other sites') as links, not loaded. */
-export function Attachments({ conversationId, attachments }: { conversationId: string; attachments: Attachment[] }) {
+export function Attachments({ load, attachments }: { load: LoadImage; attachments: Attachment[] }) {
   return (
     <div className="attachments-shown" aria-label="Images">
       {attachments.map((attachment, index) =>
@@ -38,7 +39,7 @@ export function Attachments({ conversationId, attachments }: { conversationId: s
             Image {index + 1}: {attachment.url}
           </a>
         ) : (
-          <StoredImage key={attachment.id} conversationId={conversationId} attachment={attachment} index={index} />
+          <StoredImage key={attachment.id} load={load} attachment={attachment} index={index} />
         ),
       )}
     </div>

@@ -1,7 +1,8 @@
-import { memo, useState, type KeyboardEvent } from "react";
+import { memo, useCallback, useState, type KeyboardEvent } from "react";
 
 import type { Message } from "../api/types";
 import { Attachments } from "./Attachments";
+import { useApp } from "../context";
 import { Markdown } from "./Markdown";
 
 export interface MessageActions {
@@ -39,6 +40,12 @@ export function BranchNav({ message, onSwitch, disabled }: { message: Message; o
       </button>
     </span>
   );
+}
+
+function ConversationImages({ conversationId, attachments }: { conversationId: string; attachments: NonNullable<Message["attachments"]> }) {
+  const { api } = useApp();
+  const load = useCallback((id: string) => api.attachment(conversationId, id), [api, conversationId]);
+  return <Attachments load={load} attachments={attachments} />;
 }
 
 function statusNote(message: Message): string | null {
@@ -99,7 +106,7 @@ export const MessageBubble = memo(function MessageBubble({ message, actions, loc
         <div className="content">{message.role === "user" ? <p className="plain">{message.content}</p> : <Markdown text={message.content} />}</div>
       )}
       {conversationId && message.attachments && message.attachments.length > 0 && (
-        <Attachments conversationId={conversationId} attachments={message.attachments} />
+        <ConversationImages conversationId={conversationId} attachments={message.attachments} />
       )}
       {note && (
         <p className="note" role={message.status === "failed" ? "alert" : undefined}>

@@ -1,14 +1,16 @@
-import { useEffect, useState } from "react";
+import { useCallback, useEffect, useState } from "react";
 
-import { readShared } from "../api/client";
+import { readShared, readSharedImage } from "../api/client";
 import type { SharedConversation } from "../api/types";
 import { messageOf } from "../context";
+import { Attachments } from "./Attachments";
 import { Markdown } from "./Markdown";
 
 /** A shared snapshot: read-only, no key needed. */
 export function SharedPage({ token }: { token: string }) {
   const [shared, setShared] = useState<SharedConversation | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const load = useCallback((id: string) => readSharedImage(token, id), [token]);
   useEffect(() => {
     readShared(token).then(setShared, (e) => setError(messageOf(e)));
   }, [token]);
@@ -29,6 +31,7 @@ export function SharedPage({ token }: { token: string }) {
                   <span className="who">{message.role === "user" ? "User" : (message.model ?? "Assistant")}</span>
                 </header>
                 <div className="content">{message.role === "user" ? <p className="plain">{message.content}</p> : <Markdown text={message.content} />}</div>
+                {message.attachments && message.attachments.length > 0 && <Attachments load={load} attachments={message.attachments} />}
               </article>
             ))}
           </div>

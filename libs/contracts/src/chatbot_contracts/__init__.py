@@ -1,6 +1,6 @@
 """Everything that crosses a process boundary in Chatbot-LLM: messages, stream names, configuration."""
 
-from .chat import ChatMessage, ChatRequest, FunctionCall, GenerationParams, ImagePart, Role, ThinkingBlock, ToolCall
+from .chat import IMAGE_TOKENS, ChatMessage, ChatRequest, FunctionCall, GenerationParams, ImagePart, Role, ThinkingBlock, ToolCall
 from .codec import chat_request_decoder, encode, inference_event_decoder, json_encoder, stream_event_decoder
 from .events import (
     AnyInferenceEvent,
@@ -35,6 +35,7 @@ __all__ = [
     "CONVERSATION_GROUP",
     "DATA_FIELD",
     "DATA_FIELD_BYTES",
+    "IMAGE_TOKENS",
     "INFERENCE_GROUP",
     "LOG_COLLECTOR_GROUP",
     "AnyInferenceEvent",

@@ -23,6 +23,11 @@ class ToolCall(msgspec.Struct, frozen=True, kw_only=True):
     function: FunctionCall
 
 
+IMAGE_TOKENS = 1600
+"""What one image is counted as: about the most a provider bills for one (Anthropic's ~1.15 megapixel cap, OpenAI's
+high detail), so that limits, budgets and context windows hold for images too."""
+
+
 class ImagePart(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """An image shown to the model: an `https://` URL, or a `data:<media type>;base64,` URL with the image itself."""
 

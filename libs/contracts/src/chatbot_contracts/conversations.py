@@ -172,6 +172,8 @@ class SharedMessage(msgspec.Struct, kw_only=True):
     content: str
     model: str | None = None
     created_at: str
+    attachments: list[Attachment] = []
+    """Its images: stored ones are read at `GET /api/v1/shared/{token}/attachments/{attachment id}`."""
 
 
 class SharedConversation(msgspec.Struct, kw_only=True):

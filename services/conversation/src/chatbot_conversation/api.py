@@ -166,6 +166,13 @@ async def attachment(
     return Response(data, media_type=media_type)
 
 
+@get(f"{PREFIX}/shared/{{token:str}}/attachments/{{attachment_id:str}}")
+async def shared_attachment(state: State, token: FromPath[str], attachment_id: FromPath[str]) -> Response[bytes]:
+    """A stored image that a shared snapshot shows."""
+    media_type, data = await state.service.shared_attachment(token, attachment_id)
+    return Response(data, media_type=media_type)
+
+
 ROUTES = [
     create,
     list_conversations,
@@ -180,6 +187,7 @@ ROUTES = [
     share,
     unshare,
     shared,
+    shared_attachment,
     search,
     export,
     import_conversations,

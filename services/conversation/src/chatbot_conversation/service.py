@@ -14,7 +14,7 @@ import msgspec
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatbot_contracts import ChatMessage, ModelSpec, Registry, TokenUsage
+from chatbot_contracts import IMAGE_TOKENS, ChatMessage, ModelSpec, Registry, TokenUsage
 from chatbot_contracts.conversations import (
     Attachment,
     Conversation,
@@ -296,32 +296,39 @@ class ConversationService:
             await session.flush()
             images = await Attachments.rows(session, conversation_id, [m.id for m in path if m.role == "user"])
         await self.cache.forget(conversation_id)
+        shown = self._images_shown(path, images)
         budget = spec.context_window - min(turn.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
-        kept, tokens = trim_to_budget(row.system_prompt, [(m.role, m.content) for m in path], budget)
+        costs = [len(shown.get(m.id, ())) * IMAGE_TOKENS for m in path]
+        kept, tokens = trim_to_budget(row.system_prompt, [(m.role, m.content) for m in path], budget, costs)
         turns = [ChatMessage(role=role, content=content) for role, content in kept]  # type: ignore[arg-type]
         return Turn(
             conversation_id=conversation_id,
             user_message_id=user.id,
             assistant_message_id=answer.id,
             model=model,
-            messages=await self._with_images(turns, path, images),
+            messages=await self._with_images(turns, path, shown),
             context_tokens=tokens,
         )
 
-    async def _with_images(self, turns: list[ChatMessage], path: list[Any], images: dict[str, list[AttachmentRow]]) -> list[ChatMessage]:
-        """The context's user turns with their images (`turns` ends with the last of `path`), the newest
-        `max_context_images` of them."""
-        if self.attachments is None or not images:
-            return turns
+    def _images_shown(self, path: list[Any], images: dict[str, list[AttachmentRow]]) -> dict[str, list[AttachmentRow]]:
+        """The images the model is shown again, by message: the newest `max_context_images` of the path's."""
         left = self.max_context_images
+        shown: dict[str, list[AttachmentRow]] = {}
+        for message in reversed(path):
+            rows = images.get(message.id)
+            if rows and left > 0:
+                shown[message.id] = rows[-left:]
+                left -= len(shown[message.id])
+        return shown
+
+    async def _with_images(self, turns: list[ChatMessage], path: list[Any], shown: dict[str, list[AttachmentRow]]) -> list[ChatMessage]:
+        """The context's user turns with their images (`turns` ends with the last of `path`)."""
+        if self.attachments is None or not shown:
+            return turns
         out = list(turns)
         for index, message in zip(range(len(out) - 1, -1, -1), reversed(path), strict=False):
-            rows = images.get(message.id)
-            if out[index].role != "user" or not rows or left <= 0:
-                continue
-            rows = rows[-left:]
-            left -= len(rows)
-            out[index] = msgspec.structs.replace(out[index], images=await self.attachments.parts(rows) or None)
+            if out[index].role == "user" and (rows := shown.get(message.id)):
+                out[index] = msgspec.structs.replace(out[index], images=await self.attachments.parts(rows) or None)
         return out
 
     async def attachment(self, who: Principal, conversation_id: str, attachment_id: str) -> tuple[str, bytes]:
@@ -423,7 +430,13 @@ class ConversationService:
             snapshot = SharedConversation(
                 title=conversation.title,
                 messages=[
-                    SharedMessage(role=by_id[i].role, content=by_id[i].content, model=by_id[i].model, created_at=by_id[i].created_at)
+                    SharedMessage(
+                        role=by_id[i].role,
+                        content=by_id[i].content,
+                        model=by_id[i].model,
+                        created_at=by_id[i].created_at,
+                        attachments=by_id[i].attachments,
+                    )
                     for i in conversation.active_path
                 ],
                 shared_at=iso(now()),
@@ -452,6 +465,19 @@ class ConversationService:
         if row is None:
             raise NotFound("no such shared conversation (the link may have been revoked)")
         return _snapshot_decoder.decode(row.snapshot)
+
+    async def shared_attachment(self, token: str, attachment_id: str) -> tuple[str, bytes]:
+        """A stored image of a shared snapshot (only one its messages show; nothing else of the conversation)."""
+        async with self.db.read() as session:
+            row = await session.scalar(select(ShareRow).where(ShareRow.token == token, ShareRow.revoked_at.is_(None)))
+            snapshot = _snapshot_decoder.decode(row.snapshot) if row is not None else None
+            shown = snapshot is not None and any(a.id == attachment_id for m in snapshot.messages for a in m.attachments)
+            found = None
+            if row is not None and shown and self.attachments is not None:
+                found = await self.attachments.read(session, row.conversation_id, attachment_id)
+        if found is None:
+            raise NotFound(f"no attachment {attachment_id} in this shared conversation")
+        return found
 
     # --- search ----------------------------------------------------------------------------------
 

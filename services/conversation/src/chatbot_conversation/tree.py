@@ -92,16 +92,20 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4) + 4
 
 
-def trim_to_budget(system: str | None, turns: Sequence[tuple[str, str]], budget: int) -> tuple[list[tuple[str, str]], int]:
+def trim_to_budget(
+    system: str | None, turns: Sequence[tuple[str, str]], budget: int, extra: Sequence[int] | None = None
+) -> tuple[list[tuple[str, str]], int]:
     """The turns that fit `budget` tokens after the system prompt: the oldest go first; the newest turn always stays.
+    `extra`: tokens each turn costs beyond its text (its images).
 
     Returns the kept `(role, content)` pairs (system prompt first, if any) and their token count.
     """
     fixed = estimate_tokens(system) if system else 0
+    costs = [estimate_tokens(content) + (extra[i] if extra else 0) for i, (_, content) in enumerate(turns)]
     kept: list[tuple[str, str]] = []
     used = fixed
     for index, (role, content) in enumerate(reversed(turns)):
-        cost = estimate_tokens(content)
+        cost = costs[len(turns) - 1 - index]
         if index > 0 and used + cost > budget:
             break
         kept.append((role, content))
@@ -109,5 +113,6 @@ def trim_to_budget(system: str | None, turns: Sequence[tuple[str, str]], budget:
     kept.reverse()
     # A conversation must not open with the assistant's half of a dropped exchange.
     while len(kept) > 1 and kept[0][0] != "user":
-        used -= estimate_tokens(kept.pop(0)[1])
+        kept.pop(0)
+        used -= costs[len(turns) - len(kept) - 1]
     return ([("system", system)] if system else []) + kept, used

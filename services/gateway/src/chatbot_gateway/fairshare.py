@@ -16,12 +16,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from chatbot_contracts import ChatMessage, ChatRequest, Keys, ModelSpec
+from chatbot_contracts import IMAGE_TOKENS, ChatMessage, ChatRequest, Keys, ModelSpec
 from chatbot_contracts.keys import SPEND_TTL_S, period_label
 
 from .auth import Principal
 from .errors import TooManyInFlight
-from .ratelimit import IMAGE_TOKENS, RateLimited
+from .ratelimit import RateLimited
 
 # KEYS (one hash tag: the key id): running requests, open streams (member -> until), the period's spend.
 # ARGV: now, request id ('' for a stream alone), its deadline, running bound, stream member, stream until,

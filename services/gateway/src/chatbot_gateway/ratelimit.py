@@ -6,7 +6,7 @@ import math
 
 import redis.asyncio as aioredis
 
-from chatbot_contracts import ChatMessage, Keys
+from chatbot_contracts import IMAGE_TOKENS, ChatMessage, Keys
 from chatbot_contracts.buckets import Bucket, MinuteBuckets
 
 from .auth import Principal
@@ -17,11 +17,6 @@ class RateLimited(GatewayError):
     status_code = 429
     error_type = "rate_limit_error"
     code = "rate_limit_exceeded"
-
-
-IMAGE_TOKENS = 1600
-"""What one image is counted as: about the most a provider bills for one (Anthropic's ~1.15 megapixel cap, OpenAI's
-high detail), so that limits and budgets hold for images too."""
 
 
 def reserve(messages: list[ChatMessage], max_tokens: int) -> int:

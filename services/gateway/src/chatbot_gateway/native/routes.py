@@ -144,6 +144,14 @@ async def read_shared(state: State, token: FromPath[str]) -> Response[SharedConv
     return _json(await state.conversations.call(None, "GET", f"/shared/{token}"))
 
 
+@get(f"{API}/shared/{{token:str}}/attachments/{{attachment_id:str}}", tags=TAGS, opt=PUBLIC, security=[])
+async def read_shared_attachment(state: State, token: FromPath[str], attachment_id: FromPath[str]) -> Response[bytes]:
+    """An image a shared conversation shows; no key needed."""
+    stored = await state.conversations.call(None, "GET", f"/shared/{token}/attachments/{attachment_id}")
+    media_type = stored.headers.get("content-type", "application/octet-stream")
+    return Response(stored.content, media_type=media_type, headers={"Cache-Control": "private, max-age=300"})
+
+
 @get(f"{API}/search", tags=TAGS)
 async def search(request: Request[Principal, Any, Any], state: State, q: FromQuery[str], limit: Limit = 20) -> Response[SearchResults]:
     """Full-text search over your titles and messages, best first, with highlighted snippets."""
@@ -380,6 +388,7 @@ ROUTES = [
     share_conversation,
     revoke_share,
     read_shared,
+    read_shared_attachment,
     search,
     export_conversation,
     import_conversations,
