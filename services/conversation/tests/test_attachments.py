@@ -61,6 +61,9 @@ async def test_only_the_newest_images_are_shown_again(service: ConversationServi
     await service.start_turn(ALICE, made.id, TurnRequest(request_id="r1", content="one", images=[LINKED, INLINE]))
     turn = await service.start_turn(ALICE, made.id, TurnRequest(request_id="r2", content="two", images=[INLINE]))
     assert [m.images for m in turn.messages if m.role == "user"] == [[INLINE], [INLINE]]
+    service.max_context_image_bytes = len(GIF)
+    turn = await service.start_turn(ALICE, made.id, TurnRequest(request_id="r3", content="three", images=[INLINE, INLINE]))
+    assert [m.images for m in turn.messages if m.role == "user"] == [None, None, [INLINE, INLINE]], "its own always go"
 
 
 @pytest.fixture(scope="module")

@@ -76,6 +76,8 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
         TreeCache(redis, settings.redis.redis_namespace),
         max_message_chars=settings.store.max_message_chars,
         attachments=store,
+        max_context_images=settings.store.max_context_images,
+        max_context_image_bytes=settings.store.max_context_image_bytes,
         share_base_url=settings.store.public_url,
         default_model=settings.store.default_model or None,
         live=FinishedStreams(redis, keys),

@@ -112,6 +112,7 @@ class ConversationService:
         live: FinishedStreams | None = None,
         attachments: BlobStore | None = None,
         max_context_images: int = 16,
+        max_context_image_bytes: int = 8_000_000,
     ) -> None:
         if default_model is not None and default_model not in registry:
             raise ValueError(f"CHATBOT_DEFAULT_MODEL `{default_model}` is not in the model registry")
@@ -127,7 +128,9 @@ class ConversationService:
         """Shows answers whose stream has ended as ended, before their event is stored (read-your-writes)."""
         self.attachments = Attachments(attachments) if attachments is not None else None
         self.max_context_images = max_context_images
-        """The newest images of a turn's context that are shown to the model again (older ones are left out)."""
+        """The newest images of a turn's context that are shown to the model again (older ones are left out)..."""
+        self.max_context_image_bytes = max_context_image_bytes
+        """...as long as their stored bytes add up to no more than this (a request carries them inline)."""
 
     # --- conversations ---------------------------------------------------------------------------
 
@@ -311,14 +314,19 @@ class ConversationService:
         )
 
     def _images_shown(self, path: list[Any], images: dict[str, list[AttachmentRow]]) -> dict[str, list[AttachmentRow]]:
-        """The images the model is shown again, by message: the newest `max_context_images` of the path's."""
-        left = self.max_context_images
+        """The images the model is shown again, by message: the newest of the path's, at most `max_context_images` and
+        `max_context_image_bytes` (the newest turn's own images always)."""
+        count, size = self.max_context_images, self.max_context_image_bytes
         shown: dict[str, list[AttachmentRow]] = {}
-        for message in reversed(path):
-            rows = images.get(message.id)
-            if rows and left > 0:
-                shown[message.id] = rows[-left:]
-                left -= len(shown[message.id])
+        for position, message in enumerate(reversed(path)):
+            kept = []
+            for row in reversed(images.get(message.id, [])):
+                if position > 0 and (count <= 0 or size < row.size):
+                    break
+                kept.append(row)
+                count, size = count - 1, size - row.size
+            if kept:
+                shown[message.id] = kept[::-1]
         return shown
 
     async def _with_images(self, turns: list[ChatMessage], path: list[Any], shown: dict[str, list[AttachmentRow]]) -> list[ChatMessage]:

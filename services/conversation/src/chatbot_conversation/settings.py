@@ -48,6 +48,11 @@ class StoreSettings(msgspec.Struct, kw_only=True, frozen=True):
     attachments_dir: str = ".data/attachments"
     """`CHATBOT_ATTACHMENTS_DIR`: where the images shown with messages are kept (a folder every conversation service
     process reaches: one volume shared by the replicas), unless they go to an S3-compatible bucket."""
+    max_context_images: int = 16
+    """`CHATBOT_MAX_CONTEXT_IMAGES`: earlier turns' images shown to the model again, the newest first..."""
+    max_context_image_bytes: int = 8_000_000
+    """`CHATBOT_MAX_CONTEXT_IMAGE_BYTES`: ...as long as their bytes add up to no more than this (a turn's own images
+    always go)."""
     attachments_s3_bucket: str = ""
     """`CHATBOT_ATTACHMENTS_S3_BUCKET`: keep them in this bucket of an S3-compatible store instead (credentials as
     botocore finds them: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, a profile, an instance role)."""

@@ -431,12 +431,14 @@ async def _sse(
                 yield b": keepalive\n\n"
                 continue
             out, end = builder.render(batch)
+            if end is not None:
+                ended = True  # the generation is over: a client leaving now cancels nothing
+                if end == "completed" and conversation is not None:
+                    # Kept before the last events go out: a client that has seen `response.completed` can continue it.
+                    await _store(state, owner, builder, conversation, builder.response("completed"))
             if out:
                 yield b"".join(out)
             if end is not None:
-                ended = True
-                if end == "completed" and conversation is not None:
-                    await _store(state, owner, builder, conversation, builder.response("completed"))
                 break
     finally:
         if not ended:
