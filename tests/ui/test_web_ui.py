@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from .conftest import Stack, Steps
 
@@ -49,6 +49,16 @@ def ask_then_edit(page: Page, stack: Stack, first: tuple[str, str], edited: tupl
     stack.upstream.reply = edited[1]
     editor.press("Enter")
     wait_until_answered(page, edited[1])
+
+
+def share_link(page: Page) -> tuple[Locator, str]:
+    """Open the share dialog, create a link, and return the dialog and the link."""
+    page.get_by_role("button", name="Share").click()
+    dialog = page.get_by_role("dialog", name="Share a read-only link")
+    dialog.get_by_role("button", name="Create link").click()
+    link = dialog.get_by_label("Link")
+    expect(link).to_have_value(re.compile("/shared/"))
+    return dialog, link.input_value()
 
 
 def conversation_of(page: Page) -> str:
@@ -147,12 +157,7 @@ def test_a_share_link_opens_read_only_without_a_key(page: Page, stack: Stack, br
     stack.upstream.reply = "Shared **knowledge**."
     send(page, "Something worth sharing")
     wait_until_answered(page, "Shared knowledge.")
-    page.get_by_role("button", name="Share").click()
-    dialog = page.get_by_role("dialog", name="Share a read-only link")
-    dialog.get_by_role("button", name="Create link").click()
-    link = dialog.get_by_label("Link")
-    expect(link).to_have_value(re.compile("/shared/"))
-    url = link.input_value()
+    dialog, url = share_link(page)
     assert url.startswith(f"{stack.url}/shared/")
     steps.shot(page, "share-dialog")
 
@@ -377,15 +382,11 @@ def test_an_image_is_attached_shown_to_the_model_and_kept(page: Page, stack: Sta
     page.wait_for_function("img => img.complete && img.naturalWidth === 24 && img.naturalHeight === 16", arg=shown.element_handle())
     steps.shot(page, "after-reload")
 
-    page.get_by_role("button", name="Share").click()
-    dialog = page.get_by_role("dialog", name="Share a read-only link")
-    dialog.get_by_role("button", name="Create link").click()
-    link = dialog.get_by_label("Link")
-    expect(link).to_have_value(re.compile("/shared/"))
+    _, url = share_link(page)
     stranger = browser.new_context()
     try:
         shared = stranger.new_page()
-        shared.goto(link.input_value())
+        shared.goto(url)
         image = shared.locator("article img.attached")
         expect(image).to_have_attribute("src", re.compile(r"^blob:"))
         shared.wait_for_function("img => img.complete && img.naturalWidth === 24", arg=image.element_handle())

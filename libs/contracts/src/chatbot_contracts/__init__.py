@@ -26,6 +26,7 @@ from .events import (
     Thinking,
     TokenUsage,
     ToolCallDelta,
+    ToolCalls,
     Usage,
 )
 from .keys import CONVERSATION_GROUP, DATA_FIELD, DATA_FIELD_BYTES, INFERENCE_GROUP, LOG_COLLECTOR_GROUP, Keys
@@ -75,6 +76,7 @@ __all__ = [
     "TokenUsage",
     "ToolCall",
     "ToolCallDelta",
+    "ToolCalls",
     "Usage",
     "chat_request_decoder",
     "encode",

@@ -6,7 +6,7 @@ from typing import Literal
 
 import msgspec
 
-from .chat import ToolCall
+from .chat import FunctionCall, ToolCall
 
 ErrorCode = Literal[
     "authentication",
@@ -103,6 +103,29 @@ class Embedding(StreamEvent, tag="embedding", frozen=True):
 
     index: int
     vector: bytes
+
+
+class ToolCalls:
+    """The pieces of an answer's tool calls (`ToolCallDelta`s) put back together, by index."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, tuple[str, str, list[str]]] = {}
+        self.pieces = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def add(self, piece: ToolCallDelta) -> None:
+        call_id, name, arguments = self._calls.get(piece.index, ("", "", []))
+        arguments.append(piece.arguments)
+        self._calls[piece.index] = (piece.id or call_id, piece.name or name, arguments)
+        self.pieces += 1
+
+    def calls(self) -> list[ToolCall]:
+        return [
+            ToolCall(id=call_id, function=FunctionCall(name=name, arguments="".join(arguments)))
+            for _, (call_id, name, arguments) in sorted(self._calls.items())
+        ]
 
 
 class Usage(StreamEvent, tag="usage", frozen=True):

@@ -24,12 +24,10 @@ from chatbot_contracts import (
     Done,
     Embedding,
     Error,
-    FunctionCall,
     GenerationParams,
     Started,
     Thinking,
     TokenUsage,
-    ToolCall,
     ToolCallDelta,
     Usage,
     encode,
@@ -107,27 +105,6 @@ class _Replayed:
 
 async def _ready(batch: Batch) -> Batch:
     return batch
-
-
-class ToolCalls:
-    """Tool call pieces put back together, by index."""
-
-    def __init__(self) -> None:
-        self._calls: dict[int, tuple[str, str, list[str]]] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._calls)
-
-    def add(self, piece: ToolCallDelta) -> None:
-        call_id, name, arguments = self._calls.get(piece.index, ("", "", []))
-        arguments.append(piece.arguments)
-        self._calls[piece.index] = (piece.id or call_id, piece.name or name, arguments)
-
-    def calls(self) -> list[ToolCall]:
-        return [
-            ToolCall(id=call_id, function=FunctionCall(name=name, arguments="".join(arguments)))
-            for _, (call_id, name, arguments) in sorted(self._calls.items())
-        ]
 
 
 def _decides(batch: Batch) -> bool:

@@ -29,7 +29,6 @@ from chatbot_contracts import (
     Failed,
     FinishReason,
     FirstToken,
-    FunctionCall,
     GenerationStarted,
     Keys,
     ModelSpec,
@@ -40,8 +39,8 @@ from chatbot_contracts import (
     Started,
     Thinking,
     TokenUsage,
-    ToolCall,
     ToolCallDelta,
+    ToolCalls,
     Usage,
     encode,
 )
@@ -54,7 +53,7 @@ from chatbot_contracts.tracing import SpanKind, child_span, span_in, traceparent
 from .limits import ModelLimits, estimate_request_tokens
 from .metrics import WorkerMetrics
 from .providers import Provider, ProviderError
-from .providers.tools import estimated_tokens as estimate_tokens
+from .providers.tools import estimated_tokens
 from .redaction import mask_secrets, public_message
 from .routing import Router
 from .settings import ProviderSettings, WorkerSettings
@@ -108,8 +107,8 @@ class _Outcome:
         self.traceparent = traceparent
         """The worker's span, parent of what the events' consumers do with them."""
         self.text: list[str] = []
-        self.tool_calls: list[ToolCallDelta] = []
-        self.vectors = 0
+        self.tool_calls = ToolCalls()
+        self.other_output = 0
         """Output events that are neither text nor tool calls: embeddings, reasoning."""
         self.alias = ""
         self.spec: ModelSpec | None = None
@@ -124,15 +123,7 @@ class _Outcome:
     @property
     def delivered(self) -> bool:
         """Whether anything of the answer has been written for the client (then nothing may be retried)."""
-        return bool(self.text or self.tool_calls or self.vectors)
-
-    def joined_tool_calls(self) -> list[ToolCall] | None:
-        calls: dict[int, tuple[str, str, list[str]]] = {}
-        for piece in self.tool_calls:
-            call_id, name, arguments = calls.get(piece.index, ("", "", []))
-            arguments.append(piece.arguments)
-            calls[piece.index] = (piece.id or call_id, piece.name or name, arguments)
-        return [ToolCall(id=i, function=FunctionCall(name=n, arguments="".join(a))) for _, (i, n, a) in sorted(calls.items())] or None
+        return bool(self.text or self.tool_calls or self.other_output)
 
 
 class TakenOver(Exception):
@@ -273,7 +264,7 @@ class Worker:
                 **self._ended_fields(request, outcome, attempt, started_at),
                 text="".join(outcome.text),
                 finish_reason=outcome.finish_reason,
-                tool_calls=outcome.joined_tool_calls(),
+                tool_calls=outcome.tool_calls.calls() or None,
                 usage=usage,
                 ttft_s=(outcome.first_token_at - started_at) if outcome.first_token_at else None,
                 budget_period=request.budget_period,
@@ -299,7 +290,7 @@ class Worker:
                 upstream_model=outcome.spec.upstream_model if outcome.spec else "",
                 deployment=outcome.deployment,
                 text="".join(outcome.text),
-                tool_calls=outcome.joined_tool_calls(),
+                tool_calls=outcome.tool_calls.calls() or None,
                 finish_reason=outcome.finish_reason,
                 usage=usage,
                 stored_at=time.time(),
@@ -591,11 +582,11 @@ class Worker:
                                 if isinstance(event, Delta):
                                     outcome.text.append(event.text)
                                 elif isinstance(event, ToolCallDelta):
-                                    outcome.tool_calls.append(event)
+                                    outcome.tool_calls.add(event)
                                 else:
-                                    outcome.vectors += 1  # an embedding, or reasoning: output all the same
+                                    outcome.other_output += 1
                                 sink.push(event)
-                                if len(outcome.text) + len(outcome.tool_calls) + outcome.vectors == 1:
+                                if len(outcome.text) + outcome.tool_calls.pieces + outcome.other_output == 1:
                                     await sink.let_write_start()
                                 if (when := timer.when()) is not None and when < loop.time() + idle_s:
                                     timer.reschedule(loop.time() + idle_s + slack)
@@ -615,8 +606,8 @@ class Worker:
 
     def _usage(self, request: ChatRequest, outcome: _Outcome) -> TokenUsage:
         usage = outcome.usage or TokenUsage(
-            input_tokens=sum(estimate_tokens(m.content) for m in request.messages),
-            output_tokens=estimate_tokens("".join(outcome.text)),
+            input_tokens=sum(estimated_tokens(m.content) for m in request.messages),
+            output_tokens=estimated_tokens("".join(outcome.text)),
             estimated=True,
         )
         cost = outcome.spec.cost_usd(usage.input_tokens, usage.output_tokens) if outcome.spec else 0.0

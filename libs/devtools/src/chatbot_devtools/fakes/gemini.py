@@ -62,13 +62,7 @@ class FakeGemini(FakeUpstream):
                 "usageMetadata": {"promptTokenCount": prompt, "totalTokenCount": prompt},
                 "modelVersion": model_version,
             }
-            if not streaming:
-                await self.json(send, 200, blocked)
-                return
-            stream = Stream(self, send, receive)
-            await stream.start(b"text/event-stream")
-            await stream.send(b"data: " + self.encoder.encode(blocked) + b"\r\n\r\n", last=True)
-            await stream.close()
+            await self._one(send, receive, blocked, streaming)
             return
         mode = ((body.get("toolConfig") or {}).get("functionCallingConfig") or {}).get("mode")
         answered = any("functionResponse" in part for part in (body.get("contents") or [{}])[-1].get("parts", []))
@@ -76,13 +70,7 @@ class FakeGemini(FakeUpstream):
             name, arguments = self.tool_call
             response = self._response("", "STOP", prompt, 1, model_version)
             response["candidates"][0]["content"]["parts"] = [{"functionCall": {"name": name, "args": msgspec.json.decode(arguments)}}]
-            if not streaming:
-                await self.json(send, 200, response)
-                return
-            stream = Stream(self, send, receive)
-            await stream.start(b"text/event-stream")
-            await stream.send(b"data: " + self.encoder.encode(response) + b"\r\n\r\n", last=True)
-            await stream.close()
+            await self._one(send, receive, response, streaming)
             return
         if not streaming:
             await self.json(send, 200, self._response("".join(tokens), "STOP", prompt, len(tokens), model_version))
@@ -114,6 +102,16 @@ class FakeGemini(FakeUpstream):
             await stream.send(b"", last=True)
         finally:
             await stream.close()
+
+    async def _one(self, send: Send, receive: Receive, response: dict[str, Any], streaming: bool) -> None:
+        """An answer of one response: the whole body, or a stream of that one event."""
+        if not streaming:
+            await self.json(send, 200, response)
+            return
+        stream = Stream(self, send, receive)
+        await stream.start(b"text/event-stream")
+        await stream.send(b"data: " + self.encoder.encode(response) + b"\r\n\r\n", last=True)
+        await stream.close()
 
     @staticmethod
     def _response(text: str, finish: str | None, prompt: int, output: int, model_version: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from chatbot_contracts import (
     Thinking,
     TokenUsage,
     ToolCallDelta,
+    ToolCalls,
     Usage,
     json_encoder,
 )
@@ -27,7 +28,7 @@ from chatbot_contracts import (
 from ..auth import Principal
 from ..errors import UpstreamFailure, decode_body, error_type_for
 from ..follower import KEEPALIVE
-from ..generation import Generation, ToolCalls, start
+from ..generation import Generation, start
 from .schemas import Message, MessagesRequest, MessageUsage, RedactedThinkingContent, TextContent, ThinkingContent, ToolUseContent
 from .translate import to_platform
 

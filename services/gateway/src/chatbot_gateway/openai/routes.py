@@ -11,12 +11,12 @@ from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.response import Stream
 
-from chatbot_contracts import Delta, Done, Error, Restart, Started, TokenUsage, ToolCallDelta, Usage, json_encoder
+from chatbot_contracts import Delta, Done, Error, Restart, Started, TokenUsage, ToolCallDelta, ToolCalls, Usage, json_encoder
 
 from ..auth import Principal
 from ..errors import STATUS_BY_CODE, UpstreamFailure, decode_body
 from ..follower import KEEPALIVE, Batch
-from ..generation import Generation, ToolCalls, start
+from ..generation import Generation, start
 from .schemas import (
     ChatCompletion,
     ChatCompletionChunk,
