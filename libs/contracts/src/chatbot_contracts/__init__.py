@@ -20,6 +20,7 @@ from .events import (
     InQueue,
     Queued,
     Restart,
+    Sources,
     Start,
     Started,
     StreamEvent,
@@ -29,7 +30,7 @@ from .events import (
     ToolCalls,
     Usage,
 )
-from .keys import CONVERSATION_GROUP, DATA_FIELD, DATA_FIELD_BYTES, INFERENCE_GROUP, LOG_COLLECTOR_GROUP, Keys
+from .keys import CONVERSATION_GROUP, DATA_FIELD, DATA_FIELD_BYTES, INFERENCE_GROUP, INGEST_GROUP, LOG_COLLECTOR_GROUP, Keys
 from .registry import Deployment, ModelSpec, Registry, RegistryError, Route
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "DATA_FIELD_BYTES",
     "IMAGE_TOKENS",
     "INFERENCE_GROUP",
+    "INGEST_GROUP",
     "LOG_COLLECTOR_GROUP",
     "AnyInferenceEvent",
     "AnyStreamEvent",
@@ -68,6 +70,7 @@ __all__ = [
     "Restart",
     "Role",
     "Route",
+    "Sources",
     "Start",
     "Started",
     "StreamEvent",

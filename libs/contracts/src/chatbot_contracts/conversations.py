@@ -8,6 +8,7 @@ import msgspec
 
 from .chat import ChatMessage, ImagePart
 from .events import TokenUsage
+from .knowledge import Ids, Source
 
 MessageStatus = Literal["complete", "streaming", "cancelled", "failed"]
 Title = Annotated[str, msgspec.Meta(max_length=300)]
@@ -47,6 +48,10 @@ class Message(msgspec.Struct, kw_only=True):
     position: int
     """1-based place of this message among its siblings."""
     attachments: list[Attachment] = []
+    sources: list[Source] = []
+    """An answer grounded in knowledge bases: the passages it was given, numbered as it cites them."""
+    unknown_citations: list[int] = []
+    """Citation numbers in the answer that name no source (the model made them up): not links."""
 
 
 class ConversationSummary(msgspec.Struct, kw_only=True):
@@ -60,6 +65,8 @@ class ConversationSummary(msgspec.Struct, kw_only=True):
     active_leaf_id: str | None
     created_at: str
     updated_at: str
+    knowledge_base_ids: list[str] = []
+    """The knowledge bases each turn's answer is grounded in."""
 
 
 class Conversation(ConversationSummary, kw_only=True):
@@ -80,6 +87,7 @@ class NewConversation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     system_prompt: SystemPrompt | None = None
     tags: Tags = []
     pinned: bool = False
+    knowledge_base_ids: Ids = []
 
 
 class ConversationPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -91,6 +99,7 @@ class ConversationPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     archived: bool | msgspec.UnsetType = msgspec.UNSET
     model: str | msgspec.UnsetType | None = msgspec.UNSET
     system_prompt: SystemPrompt | msgspec.UnsetType | None = msgspec.UNSET
+    knowledge_base_ids: Ids | msgspec.UnsetType = msgspec.UNSET
 
 
 class TurnParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -140,6 +149,8 @@ class TurnRequest(msgspec.Struct, kw_only=True):
     max_tokens: int | None = None
     images: list[ImagePart] | None = None
     """The user's images, checked by the gateway."""
+    key_id: str | None = None
+    """The key that made the turn: a grounded turn's question is embedded as it (its usage and cost)."""
 
 
 class Turn(msgspec.Struct, kw_only=True):
@@ -151,6 +162,8 @@ class Turn(msgspec.Struct, kw_only=True):
     model: str
     messages: list[ChatMessage]
     context_tokens: int
+    sources: list[Source] = []
+    """The passages the answer is grounded in (the conversation names knowledge bases)."""
 
 
 class ActiveLeaf(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -7,6 +7,7 @@ from typing import Literal
 import msgspec
 
 from .chat import FunctionCall, ToolCall
+from .knowledge import Source
 
 ErrorCode = Literal[
     "authentication",
@@ -58,6 +59,12 @@ class InQueue(StreamEvent, tag="queued", frozen=True):
     """The request waits for a worker; `position` requests were ahead of it when it was enqueued."""
 
     position: int
+
+
+class Sources(StreamEvent, tag="sources", frozen=True):
+    """The passages a grounded answer was given, numbered as the model cites them; before its first token."""
+
+    sources: list[Source]
 
 
 class Started(StreamEvent, tag="started", frozen=True):
@@ -154,7 +161,7 @@ class Done(StreamEvent, tag="done", frozen=True):
     reason: FinishReason
 
 
-AnyStreamEvent = Start | InQueue | Started | Delta | ToolCallDelta | Thinking | Embedding | Usage | Restart | Error | Done
+AnyStreamEvent = Start | InQueue | Sources | Started | Delta | ToolCallDelta | Thinking | Embedding | Usage | Restart | Error | Done
 
 
 # --- The event log: inference.events -------------------------------------------------------------

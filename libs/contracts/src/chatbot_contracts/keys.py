@@ -10,6 +10,8 @@ CONVERSATION_GROUP = "conversation"
 """Consumer group of the conversation service on `inference.events`."""
 LOG_COLLECTOR_GROUP = "log-collector"
 """Consumer group of the log collector on `inference.events`."""
+INGEST_GROUP = "ingest"
+"""Consumer group of the ingestion workers on `kb.ingest`."""
 
 DATA_FIELD = "__data__"
 """The one field of every stream entry: the msgspec-encoded message (FastStream reads it raw)."""
@@ -37,7 +39,7 @@ class Keys:
     A namespace lets several deployments, or several test runs, share one Redis.
     """
 
-    __slots__ = ("cancel_channel", "chat_requests", "dead_letters", "inference_events", "namespace", "workers")
+    __slots__ = ("cancel_channel", "chat_requests", "dead_letters", "inference_events", "ingest", "namespace", "workers")
 
     def __init__(self, namespace: str = "") -> None:
         self.namespace = namespace
@@ -51,10 +53,16 @@ class Keys:
         """Sorted set: inference worker name -> Unix time of its last heartbeat."""
         self.cancel_channel = f"{namespace}chat.cancel"
         """Pub/Sub channel: request ids whose clients cancelled (each worker listens; the flag key is the durable copy)."""
+        self.ingest = f"{namespace}kb.ingest"
+        """Work queue of `IngestJob`s: documents to extract, chunk, embed and store."""
 
     def request_stream(self, request_id: str) -> str:
         """The stream of one request's `StreamEvent`s."""
         return f"{self.namespace}chat.stream.{{{request_id}}}"
+
+    def kb_progress(self, knowledge_base_id: str) -> str:
+        """A knowledge base's `Progress` events: its documents' states as they change."""
+        return f"{self.namespace}kb.progress.{{{knowledge_base_id}}}"
 
     def request_owner(self, request_id: str) -> str:
         """Who made the request (its owner), so only they may resume or cancel it; expires with its stream."""

@@ -96,6 +96,10 @@ class LocalPlatform:
         self.env["CHATBOT_CONVERSATION_URL"] = url
         return url
 
+    def start_ingest(self, name: str = "ingest", **extra: str) -> ServiceProcess:
+        """Start an ingestion worker (it shares the conversation service's database and attachment folder)."""
+        return self._start(name, "ingest", {"CHATBOT_INGEST_METRICS_PORT": str(free_port()), **extra})
+
     def start_log_collector(self, name: str = "log-collector", **extra: str) -> str:
         """Start the log collector; gateways started later use it for the usage API."""
         port = free_port()
@@ -117,6 +121,7 @@ class LocalPlatform:
         variable = {
             "gateway": "CHATBOT_GATEWAY_METRICS_PORT",
             "conversation": "CHATBOT_CONVERSATION_METRICS_PORT",
+            "ingest": "CHATBOT_INGEST_METRICS_PORT",
             "log-collector": "CHATBOT_LOG_COLLECTOR_METRICS_PORT",
             "inference": "CHATBOT_METRICS_PORT",
         }[service]

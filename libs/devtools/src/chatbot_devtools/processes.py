@@ -16,6 +16,7 @@ COMMANDS = {
     "gateway": "chatbot-gateway",
     "inference": "chatbot-inference",
     "conversation": "chatbot-conversation",
+    "ingest": "chatbot-ingest",
     "log-collector": "chatbot-log-collector",
 }
 

@@ -137,6 +137,7 @@ def main() -> None:
                 "CHATBOT_LOG_COLLECTOR_URL": f"http://127.0.0.1:{environ.get('CHATBOT_LOG_COLLECTOR_PORT', '8002')}",
                 "CHATBOT_LOG_DATABASE_URL": f"sqlite:///{(DATA_DIR / 'usage.db').resolve()}",
                 "CHATBOT_DEFAULT_MODEL": example_model,
+                **({"CHATBOT_KB_EMBEDDING_MODEL": "local-embed"} if "local-embed" in registry.models else {}),
                 **environ,
                 "REDIS_URL": redis_url,
                 "CHATBOT_ADMIN_KEY": key,
@@ -146,6 +147,7 @@ def main() -> None:
             processes = [
                 ServiceProcess("gateway", "gateway", env),
                 ServiceProcess("conversation", "conversation", env),
+                ServiceProcess("ingest", "ingest", env),
                 ServiceProcess("log-collector", "log-collector", env),
                 *(
                     ServiceProcess(

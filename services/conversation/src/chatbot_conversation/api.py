@@ -84,7 +84,13 @@ async def remove(request: Request[Any, Any, Any], state: State, conversation_id:
 
 @post(f"{PREFIX}/conversations/{{conversation_id:str}}/turns", status_code=201)
 async def turn(request: Request[Any, Any, Any], state: State, conversation_id: FromPath[str]) -> Turn:
-    return await state.service.start_turn(principal(request), conversation_id, decode(await request.body(), TurnRequest))  # type: ignore[no-any-return]
+    """Store a turn and give its context; in a conversation that names knowledge bases, grounded in what they hold."""
+    who, asked = principal(request), decode(await request.body(), TurnRequest)
+    grounding = None
+    if (wanted := await state.service.grounding_for(who, conversation_id, asked)) is not None:
+        bases, question, max_tokens = wanted
+        grounding = await state.knowledge.ground(who.owner, bases, question, max_tokens, asked.key_id)
+    return await state.service.start_turn(who, conversation_id, asked, grounding)  # type: ignore[no-any-return]
 
 
 class Abandon(msgspec.Struct, kw_only=True):
@@ -153,7 +159,7 @@ async def import_conversations(request: Request[Any, Any, Any], state: State) ->
 
 
 def handle_error(_: Request[Any, Any, Any], exc: ConversationError) -> Response[dict[str, Any]]:
-    kind = {404: "not_found", 413: "request_too_large", 422: "invalid"}.get(exc.status, "invalid_request")
+    kind = {404: "not_found", 413: "request_too_large", 422: "invalid", 503: "unavailable"}.get(exc.status, "invalid_request")
     return Response({"error": {"message": exc.message, "type": "invalid_request_error", "code": kind}}, status_code=exc.status)
 
 

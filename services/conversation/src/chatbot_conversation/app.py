@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from pathlib import Path
 from typing import cast
 
 import structlog
@@ -29,12 +28,14 @@ from chatbot_contracts.redis import connect
 from chatbot_contracts.signing import PROBES, SeenNonces, Verifier, signed_only
 
 from .api import ROUTES, handle_error
-from .attachments import FolderStore, S3Store
+from .attachments import S3Store, blob_store
 from .cache import TreeCache
 from .db.engine import Database
 from .errors import ConversationError
 from .events import EventApplier, TitleQueue
 from .importers import ImportLimits
+from .knowledge import KnowledgeService, vector_index
+from .knowledge.api import ROUTES as KNOWLEDGE_ROUTES
 from .live import FinishedStreams
 from .service import ConversationService
 from .settings import Settings
@@ -62,14 +63,7 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
     apply_failures = Counter(
         "chatbot_conversation_event_failures", "Events the database refused to apply (they are tried again)", registry=metrics
     )
-    store: FolderStore | S3Store = FolderStore(Path(settings.store.attachments_dir))
-    if settings.store.attachments_s3_bucket:
-        store = S3Store(
-            settings.store.attachments_s3_bucket,
-            settings.store.attachments_s3_prefix,
-            settings.store.attachments_s3_endpoint or None,
-            settings.store.attachments_s3_region or None,
-        )
+    store = blob_store(settings.store)
     service = ConversationService(
         db,
         registry,
@@ -82,6 +76,7 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
         default_model=settings.store.default_model or None,
         live=FinishedStreams(redis, keys),
     )
+    knowledge = KnowledgeService(db, registry, store, redis, keys, vector_index(db), settings.knowledge)
     verifier = Verifier(settings.signing.internal_secret, SeenNonces(redis, keys.internal_nonce_prefix))
     applier = EventApplier(service, settings.store.title_model or None, TitleQueue(redis, keys))
 
@@ -122,11 +117,13 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
             await db.close()
             await redis.aclose()
 
+    # Documents are the largest bodies; the gateway bounds every other kind to its own limit.
+    max_body = max(settings.store.max_body_bytes, settings.knowledge.kb_max_document_bytes + 4096)
     app = Litestar(
-        route_handlers=[healthz, readyz, *ROUTES],
+        route_handlers=[healthz, readyz, *ROUTES, *KNOWLEDGE_ROUTES],
         # A plain ASGI middleware, typed without Litestar's scope types (contracts know no framework).
-        middleware=[cast("Middleware", signed_only(verifier, PROBES, settings.store.max_body_bytes))],
-        request_max_body_size=settings.store.max_body_bytes,
+        middleware=[cast("Middleware", signed_only(verifier, PROBES, max_body))],
+        request_max_body_size=max_body,
         lifespan=[lifespan],
         exception_handlers={ConversationError: handle_error},
         logging_config=None,
@@ -134,6 +131,7 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
     )
     app.state.applier = applier
     app.state.service = service
+    app.state.knowledge = knowledge
     app.state.import_limits = ImportLimits(
         max_message_chars=settings.store.max_message_chars,
         max_messages=settings.store.max_import_messages,

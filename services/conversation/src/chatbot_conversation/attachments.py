@@ -31,6 +31,7 @@ from chatbot_contracts import ImagePart
 from chatbot_contracts.conversations import Attachment
 
 from .db.schema import AttachmentRow
+from .settings import StoreSettings
 
 
 class BlobStore(Protocol):
@@ -41,6 +42,8 @@ class BlobStore(Protocol):
     async def get(self, conversation_id: str, attachment_id: str) -> bytes | None: ...
 
     async def drop(self, conversation_id: str) -> None: ...
+
+    async def remove(self, conversation_id: str, attachment_id: str) -> None: ...
 
 
 def _checked(*ids: str) -> None:
@@ -72,6 +75,10 @@ class FolderStore:
         """Remove every attachment of a conversation."""
         _checked(conversation_id)
         await asyncio.to_thread(shutil.rmtree, self.root / conversation_id, True)
+
+    async def remove(self, conversation_id: str, attachment_id: str) -> None:
+        """Remove one attachment (nothing when it is not there)."""
+        await asyncio.to_thread(self._path(conversation_id, attachment_id).unlink, True)
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
@@ -125,6 +132,9 @@ class S3Store:
             data: bytes = await body.read()
         return data
 
+    async def remove(self, conversation_id: str, attachment_id: str) -> None:
+        await self._client.delete_object(Bucket=self.bucket, Key=self._key(conversation_id, attachment_id))
+
     async def drop(self, conversation_id: str) -> None:
         """Delete every object under the conversation's prefix, a thousand at a time (S3's bound for one call)."""
         pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(conversation_id))
@@ -132,6 +142,18 @@ class S3Store:
             keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
             if keys:
                 await self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+
+
+def blob_store(settings: StoreSettings) -> FolderStore | S3Store:
+    """The attachment store the settings name: an S3-compatible bucket, or else a folder."""
+    if settings.attachments_s3_bucket:
+        return S3Store(
+            settings.attachments_s3_bucket,
+            settings.attachments_s3_prefix,
+            settings.attachments_s3_endpoint or None,
+            settings.attachments_s3_region or None,
+        )
+    return FolderStore(Path(settings.attachments_dir))
 
 
 class Attachments:

@@ -31,3 +31,9 @@ class Malformed(ConversationError):
     """Input that cannot even be read (JSON nested past the parser's depth)."""
 
     status = 400
+
+
+class Unavailable(ConversationError):
+    """Something the answer needs is away for now (the embedding model that searches knowledge bases)."""
+
+    status = 503

@@ -19,6 +19,8 @@ import structlog
 from chatbot_contracts import DATA_FIELD_BYTES, Delta, Done, Error, Keys, Restart, Started, Usage, stream_event_decoder
 from chatbot_contracts.conversations import Conversation, Message
 
+from .citations import unknown_citations
+
 log = structlog.get_logger()
 
 STATUS = {"cancelled": "cancelled", "error": "failed"}
@@ -83,4 +85,8 @@ def _as_ended(message: Message, stream: list[tuple[bytes, dict[bytes, bytes]]]) 
                 error = failure
             case Done(reason=reason):
                 status = STATUS.get(reason, "complete")
-    return msgspec.structs.replace(message, content="".join(text), status=status, model=model, usage=usage, error=error)
+    content = "".join(text)
+    flagged = unknown_citations(content, len(message.sources)) if message.sources else []
+    return msgspec.structs.replace(
+        message, content=content, status=status, model=model, usage=usage, error=error, unknown_citations=flagged
+    )

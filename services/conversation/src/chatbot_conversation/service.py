@@ -33,12 +33,14 @@ from chatbot_contracts.conversations import (
     Turn,
     TurnRequest,
 )
+from chatbot_contracts.knowledge import Grounding, Source
 
 from . import search as fts
 from .attachments import Attachments, BlobStore
 from .cache import TreeCache
+from .citations import unknown_citations
 from .db.engine import Database
-from .db.schema import AttachmentRow, ConversationRow, MessageRow, ShareRow, TagRow
+from .db.schema import AttachmentRow, ConversationKnowledgeRow, ConversationRow, KnowledgeBaseRow, MessageRow, ShareRow, TagRow
 from .errors import Invalid, NotFound, TooLarge
 from .live import FinishedStreams
 from .tree import TreeProblem, check_forest, children_of, newest_leaf, path_to, trim_to_budget
@@ -59,12 +61,14 @@ MESSAGE_COLUMNS = [
     MessageRow.created_at,
     MessageRow.seq,
     MessageRow.conversation_id,
+    MessageRow.sources,
 ]
 """What a tree is read with, in the order `_tree` unpacks it."""
 _snapshot_encoder = msgspec.json.Encoder()
 _snapshot_decoder = msgspec.json.Decoder(SharedConversation)
 _cursor_decoder = msgspec.json.Decoder(tuple[bool, str, str])
 _conversation_decoder = msgspec.json.Decoder(Conversation)
+_sources_decoder = msgspec.json.Decoder(list[Source])
 
 
 IMPORT_CHUNK = 500
@@ -150,9 +154,12 @@ class ConversationService:
             updated_at=moment,
         )
         async with self.db.write() as session:
+            bases = await self._own_knowledge_bases(session, who, new.knowledge_base_ids)
             session.add(row)
             session.add_all(TagRow(conversation_id=row.id, tag=tag) for tag in dict.fromkeys(new.tags))
-        return self._summary(row, sorted(set(new.tags)))
+            await session.flush()
+            session.add_all(ConversationKnowledgeRow(conversation_id=row.id, knowledge_base_id=base) for base in bases)
+        return self._summary(row, sorted(set(new.tags)), bases)
 
     async def list_conversations(
         self, who: Principal, *, q: str | None, tag: str | None, archived: bool, limit: int, cursor: str | None
@@ -178,11 +185,14 @@ class ConversationService:
         async with self.db.read() as session:
             rows = list((await session.scalars(statement)).all())
             tags = await self._tags(session, [row.id for row in rows[:limit]])
+            bases = await self._knowledge(session, [row.id for row in rows[:limit]])
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
             next_cursor = base64.urlsafe_b64encode(_snapshot_encoder.encode((last.pinned, iso(last.updated_at), last.id))).decode()
-        return ConversationPage(items=[self._summary(row, tags.get(row.id, [])) for row in rows[:limit]], next_cursor=next_cursor)
+        return ConversationPage(
+            items=[self._summary(row, tags.get(row.id, []), bases.get(row.id, [])) for row in rows[:limit]], next_cursor=next_cursor
+        )
 
     async def get(self, who: Principal, conversation_id: str) -> Conversation:
         conversation = await self._stored(who, conversation_id)
@@ -197,12 +207,13 @@ class ConversationService:
             row = await self._owned(session, who, conversation_id)
             messages = await self._messages(session, conversation_id)
             tags = (await self._tags(session, [conversation_id])).get(conversation_id, [])
+            bases = (await self._knowledge(session, [conversation_id])).get(conversation_id, [])
             shown = Attachments.described(await Attachments.rows(session, conversation_id))
         children = children_of(messages, ordered=True)
         by_id = {m.id: m for m in messages}
         active = [m.id for m in path_to(by_id, row.active_leaf_id)]
         conversation = Conversation(
-            **msgspec.structs.asdict(self._summary(row, tags)), messages=self._tree(messages, children, shown), active_path=active
+            **msgspec.structs.asdict(self._summary(row, tags, bases)), messages=self._tree(messages, children, shown), active_path=active
         )
         if self.cache.enabled:
             await self.cache.store(conversation_id, row.owner, _snapshot_encoder.encode(conversation), version)
@@ -222,11 +233,16 @@ class ConversationService:
             if not isinstance(change.tags, msgspec.UnsetType):
                 await session.execute(delete(TagRow).where(TagRow.conversation_id == conversation_id))
                 session.add_all(TagRow(conversation_id=conversation_id, tag=tag) for tag in dict.fromkeys(change.tags))
+            if not isinstance(change.knowledge_base_ids, msgspec.UnsetType):
+                bases = await self._own_knowledge_bases(session, who, change.knowledge_base_ids)
+                await session.execute(delete(ConversationKnowledgeRow).where(ConversationKnowledgeRow.conversation_id == conversation_id))
+                session.add_all(ConversationKnowledgeRow(conversation_id=conversation_id, knowledge_base_id=base) for base in bases)
             row.updated_at = now()
             await session.flush()
             tags = (await self._tags(session, [conversation_id])).get(conversation_id, [])
+            bases = (await self._knowledge(session, [conversation_id])).get(conversation_id, [])
         await self.cache.forget(conversation_id)
-        return self._summary(row, tags)
+        return self._summary(row, tags, bases)
 
     async def delete(self, who: Principal, conversation_id: str) -> None:
         async with self.db.write() as session:
@@ -240,8 +256,28 @@ class ConversationService:
 
     # --- turns and branches ----------------------------------------------------------------------
 
-    async def start_turn(self, who: Principal, conversation_id: str, turn: TurnRequest) -> Turn:
-        """Store the user's message (or find the one whose answer is regenerated) and an empty answer; return the context."""
+    async def grounding_for(self, who: Principal, conversation_id: str, turn: TurnRequest) -> tuple[list[str], str, int] | None:
+        """What a turn of a conversation that names knowledge bases asks of them: their ids, the question, and the tokens
+        its sources may take (half of what the model's window leaves at most); None for a conversation that names none."""
+        async with self.db.read() as session:
+            row = await self._owned(session, who, conversation_id)
+            bases = (await self._knowledge(session, [conversation_id])).get(conversation_id, [])
+            if not bases:
+                return None
+            question = turn.content
+            if turn.regenerate_id is not None:
+                answer = await session.get(MessageRow, turn.regenerate_id)
+                user = await session.get(MessageRow, answer.parent_id) if answer is not None and answer.parent_id else None
+                question = user.content if user is not None and user.conversation_id == conversation_id else None
+        if not question:
+            return None
+        spec = self._check_model(turn.model or row.model or self.default_model)
+        room = spec.context_window - min(turn.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
+        return bases, question, max(room // 2, 0)
+
+    async def start_turn(self, who: Principal, conversation_id: str, turn: TurnRequest, grounding: Grounding | None = None) -> Turn:
+        """Store the user's message (or find the one whose answer is regenerated) and an empty answer; return the context
+        (with `grounding`'s sources before the conversation, and kept with the answer)."""
         if turn.content is not None and len(turn.content) > self.max_message_chars:
             raise TooLarge(f"the message has {len(turn.content)} characters; at most {self.max_message_chars} are allowed")
         if turn.images and self.attachments is None:
@@ -289,6 +325,7 @@ class ConversationService:
                 status="streaming",
                 model=model,
                 request_id=turn.request_id,
+                sources=_snapshot_encoder.encode(grounding.sources).decode() if grounding else None,
                 created_at=moment,
                 seq=seq,
             )
@@ -302,7 +339,10 @@ class ConversationService:
         shown = self._images_shown(path, images)
         budget = spec.context_window - min(turn.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
         costs = [len(shown.get(m.id, ())) * IMAGE_TOKENS for m in path]
-        kept, tokens = trim_to_budget(row.system_prompt, [(m.role, m.content) for m in path], budget, costs)
+        system = row.system_prompt
+        if grounding is not None:
+            system = f"{system}\n\n{grounding.prompt}" if system else grounding.prompt
+        kept, tokens = trim_to_budget(system, [(m.role, m.content) for m in path], budget, costs)
         turns = [ChatMessage(role=role, content=content) for role, content in kept]  # type: ignore[arg-type]
         return Turn(
             conversation_id=conversation_id,
@@ -311,6 +351,7 @@ class ConversationService:
             model=model,
             messages=await self._with_images(turns, path, shown),
             context_tokens=tokens,
+            sources=grounding.sources if grounding else [],
         )
 
     def _images_shown(self, path: list[Any], images: dict[str, list[AttachmentRow]]) -> dict[str, list[AttachmentRow]]:
@@ -410,6 +451,7 @@ class ConversationService:
                     input_tokens=original.input_tokens,
                     output_tokens=original.output_tokens,
                     cost_usd=original.cost_usd,
+                    sources=original.sources,
                     created_at=original.created_at,
                     seq=seq,
                 )
@@ -421,7 +463,9 @@ class ConversationService:
             fork.active_leaf_id = parent
             tags = (await self._tags(session, [conversation_id])).get(conversation_id, [])
             session.add_all(TagRow(conversation_id=fork.id, tag=tag) for tag in tags)
-        return self._summary(fork, tags)
+            bases = (await self._knowledge(session, [conversation_id])).get(conversation_id, [])
+            session.add_all(ConversationKnowledgeRow(conversation_id=fork.id, knowledge_base_id=base) for base in bases)
+        return self._summary(fork, tags, bases)
 
     # --- sharing ---------------------------------------------------------------------------------
 
@@ -685,6 +729,32 @@ class ConversationService:
             out[conversation_id] = (children_of(members), active)
         return out
 
+    @staticmethod
+    async def _knowledge(session: AsyncSession, ids: list[str]) -> dict[str, list[str]]:
+        """The knowledge bases of each of these conversations."""
+        if not ids:
+            return {}
+        found: dict[str, list[str]] = {}
+        statement = select(ConversationKnowledgeRow.conversation_id, ConversationKnowledgeRow.knowledge_base_id).where(
+            ConversationKnowledgeRow.conversation_id.in_(ids)
+        )
+        for conversation_id, base in (await session.execute(statement)).all():
+            found.setdefault(conversation_id, []).append(base)
+        return {k: sorted(v) for k, v in found.items()}
+
+    @staticmethod
+    async def _own_knowledge_bases(session: AsyncSession, who: Principal, ids: list[str]) -> list[str]:
+        """`ids` without repeats, each a knowledge base of `who` (422 naming the first that is not)."""
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return []
+        statement = select(KnowledgeBaseRow.id).where(KnowledgeBaseRow.id.in_(unique), KnowledgeBaseRow.owner == who.owner)
+        found = set((await session.scalars(statement)).all())
+        for index, base in enumerate(unique):
+            if base not in found:
+                raise Invalid(f"no knowledge base {base} (at $.knowledge_base_ids[{index}])")
+        return unique
+
     async def _tags(self, session: AsyncSession, ids: list[str]) -> dict[str, list[str]]:
         if not ids:
             return {}
@@ -696,8 +766,9 @@ class ConversationService:
         return {k: sorted(v) for k, v in tags.items()}
 
     @staticmethod
-    def _summary(row: ConversationRow, tags: list[str]) -> ConversationSummary:
+    def _summary(row: ConversationRow, tags: list[str], knowledge_base_ids: list[str] | None = None) -> ConversationSummary:
         return ConversationSummary(
+            knowledge_base_ids=knowledge_base_ids or [],
             id=row.id,
             title=row.title,
             model=row.model,
@@ -721,7 +792,22 @@ class ConversationService:
         siblings = {parent: [m.id for m in kids] for parent, kids in children.items()}
         positions = {m.id: index for kids in children.values() for index, m in enumerate(kids, start=1)}
         messages = []
-        for id_, parent_id, role, content, status, model, error, input_tokens, output_tokens, cost_usd, request_id, created_at, *_ in rows:
+        for (
+            id_,
+            parent_id,
+            role,
+            content,
+            status,
+            model,
+            error,
+            input_tokens,
+            output_tokens,
+            cost_usd,
+            request_id,
+            created_at,
+            *rest,
+        ) in rows:
+            sources = _sources_decoder.decode(rest[2]) if len(rest) > 2 and rest[2] else []
             ids = siblings[parent_id]
             usage = None
             if input_tokens is not None or output_tokens is not None:
@@ -741,6 +827,8 @@ class ConversationService:
                     siblings=ids,
                     position=positions[id_],
                     attachments=(shown or {}).get(id_, []),
+                    sources=sources,
+                    unknown_citations=unknown_citations(content, len(sources)) if sources else [],
                 )
             )
         return messages

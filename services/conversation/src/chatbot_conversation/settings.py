@@ -76,9 +76,44 @@ class StoreSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_PUBLIC_URL`: the gateway's address as users reach it, for share links."""
 
 
+class KnowledgeSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """Knowledge bases: what a document may be, how it is cut and embedded, how much of it an answer is given."""
+
+    kb_embedding_model: str = ""
+    """`CHATBOT_KB_EMBEDDING_MODEL`: the `embedding` alias new knowledge bases use (default: the registry's first)."""
+    kb_max_document_bytes: int = 16_000_000
+    """`CHATBOT_KB_MAX_DOCUMENT_BYTES`: a larger upload is refused with 413."""
+    kb_max_pages: int = 2_000
+    """`CHATBOT_KB_MAX_PAGES`: a PDF with more pages fails to index, saying so."""
+    kb_max_chars: int = 5_000_000
+    """`CHATBOT_KB_MAX_CHARS`: a document whose text is longer fails to index, saying so."""
+    kb_extract_time_s: float = 120.0
+    """`CHATBOT_KB_EXTRACT_TIME_S`: reading one document's text may take this long; then it fails."""
+    kb_extract_memory_mb: int = 1_024
+    """`CHATBOT_KB_EXTRACT_MEMORY_MB`: the memory the process reading a document may have."""
+    kb_max_knowledge_bases: int = 100
+    """`CHATBOT_KB_MAX_KNOWLEDGE_BASES`: knowledge bases an owner may have."""
+    kb_max_documents: int = 2_000
+    """`CHATBOT_KB_MAX_DOCUMENTS`: documents a knowledge base may hold."""
+    kb_chunk_chars: int = 1_000
+    """`CHATBOT_KB_CHUNK_CHARS`: the longest passage, in characters."""
+    kb_embed_batch: int = 32
+    """`CHATBOT_KB_EMBED_BATCH`: passages embedded by one request."""
+    kb_context_tokens: int = 3_000
+    """`CHATBOT_KB_CONTEXT_TOKENS`: the most a grounded turn's sources take of the model's window (never more than half
+    of what the window leaves for the conversation)."""
+    kb_context_passages: int = 6
+    """`CHATBOT_KB_CONTEXT_PASSAGES`: passages a grounded turn is given, at most."""
+    ingest_claim_idle_s: float = 60.0
+    """`CHATBOT_INGEST_CLAIM_IDLE_S`: a document whose ingestion worker stopped answering is taken over after this long."""
+    ingest_metrics_port: int = 9104
+    """`CHATBOT_INGEST_METRICS_PORT`: where an ingestion worker serves Prometheus `/metrics` (0: nowhere)."""
+
+
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
     server: ServerSettings
     store: StoreSettings
+    knowledge: KnowledgeSettings
     redis: RedisSettings
     metrics: MetricsSettings
     signing: SigningSettings
@@ -88,6 +123,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         settings = cls(
             server=from_env(ServerSettings, environ=environ),
             store=from_env(StoreSettings, environ=environ),
+            knowledge=from_env(KnowledgeSettings, environ=environ),
             redis=from_env(RedisSettings, environ=environ),
             metrics=from_env(MetricsSettings, environ=environ),
             signing=from_env(SigningSettings, environ=environ),

@@ -23,6 +23,8 @@ class ServerSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_GATEWAY_METRICS_PORT`: where Prometheus `/metrics` is served, apart from the API (0: nowhere)."""
     max_body_bytes: int = 4_000_000
     """`CHATBOT_MAX_BODY_BYTES`: larger request bodies are refused with 413."""
+    kb_max_document_bytes: int = 16_000_000
+    """`CHATBOT_KB_MAX_DOCUMENT_BYTES`: a larger document uploaded to a knowledge base is refused with 413."""
     max_url_bytes: int = 8192
     """`CHATBOT_MAX_URL_BYTES`: longer URLs (path and query) are refused with 414."""
     max_header_bytes: int = 32_768

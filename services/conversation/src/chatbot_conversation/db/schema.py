@@ -55,6 +55,8 @@ class MessageRow(Base):
     output_tokens: Mapped[int | None] = mapped_column(Integer)
     cost_usd: Mapped[float | None] = mapped_column(Float)
     request_id: Mapped[str | None] = mapped_column(String(64))
+    sources: Mapped[str | None] = mapped_column(Text)
+    """A grounded answer's sources (JSON, `list[Source]`)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     seq: Mapped[int] = mapped_column(Integer, default=0)
     """Order of creation within the conversation (siblings are shown in this order)."""
@@ -90,3 +92,51 @@ class ShareRow(Base):
     """The shared path as JSON (`SharedConversation`), frozen when shared."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class KnowledgeBaseRow(Base):
+    __tablename__ = "knowledge_bases"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200))
+    embedding_model: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DocumentRow(Base):
+    """A document of a knowledge base: its bytes in the attachment store (`kb/<id>`), its text once extracted.
+
+    Its passages are `kb_chunks` rows, written and read with SQL of their own: their vector column is a
+    blob on SQLite and a `real[]` on PostgreSQL.
+    """
+
+    __tablename__ = "kb_documents"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    knowledge_base_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"))
+    owner: Mapped[str] = mapped_column(String(200))
+    key_id: Mapped[str | None] = mapped_column(String(64))
+    """The key that added it: its passages are embedded as that key (usage and cost)."""
+    name: Mapped[str] = mapped_column(String(200))
+    media_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    pages: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ConversationKnowledgeRow(Base):
+    """A knowledge base a conversation's answers are grounded in."""
+
+    __tablename__ = "conversation_knowledge_bases"
+
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True)
+    knowledge_base_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), primary_key=True)

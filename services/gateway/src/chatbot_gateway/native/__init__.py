@@ -1,6 +1,9 @@
-"""The native API: stored conversations and the native event protocol."""
+"""The native API: stored conversations, knowledge bases and the native event protocol."""
 
 from .client import ServiceClient
-from .routes import ROUTES
+from .knowledge import ROUTES as KNOWLEDGE_ROUTES
+from .routes import ROUTES as CONVERSATION_ROUTES
+
+ROUTES = [*CONVERSATION_ROUTES, *KNOWLEDGE_ROUTES]
 
 __all__ = ["ROUTES", "ServiceClient"]

@@ -40,12 +40,20 @@ class ServiceClient:
         """What stops working while the service is away (said in the 503)."""
         self._code = code
 
-    def _request(self, who: Principal | None, method: str, path: str, body: bytes | None, params: dict[str, Any] | None) -> httpx.Request:
+    def _request(
+        self,
+        who: Principal | None,
+        method: str,
+        path: str,
+        body: bytes | None,
+        params: dict[str, Any] | None,
+        content_type: str = "application/json",
+    ) -> httpx.Request:
         if not _SAFE_PATH.fullmatch(path):
             # Ids are ours (hex, url-safe tokens): anything else names nothing that exists.
             raise NotFound(f"no such resource {path!r}")
         query = {k: v for k, v in (params or {}).items() if v is not None}
-        request = self._http.build_request(method, path, content=body, params=query, headers={"content-type": "application/json"})
+        request = self._http.build_request(method, path, content=body, params=query, headers={"content-type": content_type})
         # The signature covers the path and query exactly as they go out, and the caller's identity.
         raw_path, _, raw_query = request.url.raw_path.decode("ascii").partition("?")
         request.headers.update(
@@ -61,10 +69,17 @@ class ServiceClient:
         )
 
     async def call(
-        self, who: Principal | None, method: str, path: str, *, body: bytes | None = None, params: dict[str, Any] | None = None
+        self,
+        who: Principal | None,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        params: dict[str, Any] | None = None,
+        content_type: str = "application/json",
     ) -> httpx.Response:
         try:
-            response = await self._http.send(self._request(who, method, path, body, params))
+            response = await self._http.send(self._request(who, method, path, body, params, content_type))
         except httpx.HTTPError as exc:
             raise self._down(exc) from exc
         if response.status_code >= 400:

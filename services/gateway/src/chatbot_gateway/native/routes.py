@@ -12,7 +12,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Stream
 
-from chatbot_contracts import ChatRequest, GenerationParams, InQueue, Start
+from chatbot_contracts import ChatRequest, GenerationParams, InQueue, Sources, Start
 from chatbot_contracts.capabilities import refusal
 from chatbot_contracts.conversations import (
     ActiveLeaf,
@@ -194,6 +194,7 @@ async def send_message(
         model=data.model,
         max_tokens=_max_tokens(data.params),
         images=images,
+        key_id=request.user.key_id,
     )
     return await _stream_turn(request, state, conversation_id, turn, data.params)
 
@@ -208,7 +209,13 @@ async def regenerate(
 ) -> Stream:
     """A new answer beside `message_id` (an assistant message), streamed as native events."""
     data = data or Regenerate()
-    turn = TurnRequest(request_id=uuid.uuid4().hex, regenerate_id=message_id, model=data.model, max_tokens=_max_tokens(data.params))
+    turn = TurnRequest(
+        request_id=uuid.uuid4().hex,
+        regenerate_id=message_id,
+        model=data.model,
+        max_tokens=_max_tokens(data.params),
+        key_id=request.user.key_id,
+    )
     return await _stream_turn(request, state, conversation_id, turn, data.params)
 
 
@@ -330,7 +337,9 @@ async def _enqueue(
             user_message_id=stored.user_message_id,
             assistant_message_id=stored.assistant_message_id,
         )
-        admission = await state.relay.submit(chat, principal, prelude=(start, InQueue(position=await state.relay.queue_position())))
+        queued = InQueue(position=await state.relay.queue_position())
+        prelude = (start, Sources(sources=stored.sources), queued) if stored.sources else (start, queued)
+        admission = await state.relay.submit(chat, principal, prelude=prelude)
     return chat, admission, rate_headers
 
 
