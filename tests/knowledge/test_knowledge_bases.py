@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from httpx_sse import connect_sse
 
@@ -245,3 +246,26 @@ def test_an_ingestion_worker_killed_mid_document_is_taken_over_and_each_passage_
     assert stored["state"] == "ready" and stored["chunks"] == stored["total"] == 120
     [hit] = api.post(f"/api/v1/knowledge-bases/{base}/search", json={"query": "valley number 77", "k": 1}).json()["passages"]
     assert "valley number 77 " in hit["text"]
+
+
+def test_a_single_chat_completion_can_be_grounded_through_the_openai_sdk(
+    indexed: tuple[str, LocalPlatform, httpx.Client, str, dict[str, str]], fake_openai: FakeOpenAI
+) -> None:
+    url, platform, _, base, ids = indexed
+    fake_openai.reply = "Within 45 days [1]."
+    sdk = openai.OpenAI(base_url=f"{url}/v1", api_key=platform.admin_key, max_retries=0, timeout=60)
+    question = "How long do I have to submit my travel expenses?"
+    answer = sdk.chat.completions.create(
+        model="gpt", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": question}],
+        extra_body={"knowledge_bases": [base]},
+    )  # fmt: skip
+    assert answer.choices[0].message.content == "Within 45 days [1]."
+    sources = (answer.model_extra or {})["sources"]
+    assert sources[0]["document_id"] == ids["employee-handbook.pdf"] and sources[0]["page"] == 3
+    sent = fake_openai.requests[-1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "system", "user"] and "Ledgerly portal" in sent[1]["content"]
+    stranger = openai.OpenAI(base_url=f"{url}/v1", api_key=create_key(url, platform.admin_key, owner="someone-else")["key"], max_retries=0)
+    with pytest.raises(openai.UnprocessableEntityError, match="knowledge_base_ids"):
+        stranger.chat.completions.create(
+            model="gpt", messages=[{"role": "user", "content": question}], extra_body={"knowledge_bases": [base]}
+        )

@@ -17,6 +17,7 @@ from ..auth import Principal
 from ..errors import STATUS_BY_CODE, UpstreamFailure, decode_body
 from ..follower import KEEPALIVE, Batch
 from ..generation import Generation, start
+from ..grounding import ground, grounded
 from .schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -27,6 +28,7 @@ from .schemas import (
     ChunkFunction,
     ChunkToolCall,
     CompletionUsage,
+    GroundedChatCompletion,
     Model,
     ModelList,
     PromptTokensDetails,
@@ -53,6 +55,9 @@ async def chat_completions(request: Request[Principal, Any, Any], state: State) 
     """Create a chat completion, streamed (`stream: true`, server-sent events) or whole."""
     body = decode_body(await request.body(), _decoder, "`model` and `messages`")
     messages, params = to_platform(body, state.images)
+    grounding = await ground(request, state, body.model, body.knowledge_bases, messages) if body.knowledge_bases else None
+    if grounding is not None:
+        messages = grounded(messages, grounding.prompt)
     generation = await start(request, state, body.model, messages, params)
     headers = generation.headers
     completion = _Completion(generation.chat.request_id, int(generation.chat.enqueued_at), body.model)
@@ -60,7 +65,10 @@ async def chat_completions(request: Request[Principal, Any, Any], state: State) 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = completion.sse(generation, include_usage)
         return Stream(events, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers})
-    return Response(await completion.collect(generation), headers=headers)
+    whole = await completion.collect(generation)
+    if grounding is not None:
+        return Response(GroundedChatCompletion(**msgspec.structs.asdict(whole), sources=grounding.sources), headers=headers)
+    return Response(whole, headers=headers)
 
 
 class _Completion:

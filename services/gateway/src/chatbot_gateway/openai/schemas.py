@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from chatbot_contracts import ToolCall
+from chatbot_contracts.knowledge import Ids, Source
 
 # --- Request -----------------------------------------------------------------------------------
 
@@ -143,6 +144,9 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=
     reasoning_effort: str | None = None
     verbosity: str | None = None
     web_search_options: dict[str, Any] | None = None
+    knowledge_bases: Ids | None = None
+    """This platform's extension (`extra_body` in OpenAI's SDKs): ground the answer in these knowledge bases of the
+    caller's; the last user message is the question, and a whole response carries the `sources` it was given."""
 
 
 # --- Response ----------------------------------------------------------------------------------
@@ -214,6 +218,11 @@ class ChatCompletion(msgspec.Struct, kw_only=True):
     model: str
     choices: list[Choice]
     usage: CompletionUsage | None = None
+
+
+class GroundedChatCompletion(ChatCompletion, kw_only=True):
+    sources: list[Source]
+    """The numbered passages the answer was given (`knowledge_bases`), as it cites them: `[1]`, `[2]`, …"""
 
 
 class Model(msgspec.Struct, kw_only=True):
