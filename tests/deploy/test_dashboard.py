@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from chatbot_contracts import Registry
 from chatbot_conversation import Settings as ConversationSettings
 from chatbot_conversation import create_app as conversation_app
+from chatbot_conversation.knowledge.worker import IngestMetrics
 from chatbot_devtools.platform import INTERNAL_SECRET
 from chatbot_gateway.metrics import GatewayMetrics
 from chatbot_inference.metrics import WorkerMetrics
@@ -34,11 +35,14 @@ def test_the_dashboard_queries_only_served_metrics(tmp_path: Path) -> None:
         "CHATBOT_LOG_DATABASE_URL": f"sqlite:///{tmp_path}/u.db",
         "CHATBOT_INTERNAL_SECRET": INTERNAL_SECRET,
     }
+    ingest_registry = CollectorRegistry()
+    IngestMetrics(ingest_registry)
     registries = {
         "gateway": GatewayMetrics().registry,
         "worker": WorkerMetrics().registry,
         "conversation": conversation_app(ConversationSettings.from_env(env), Registry.load(MODELS)).state.metrics,
         "log collector": collector_app(CollectorSettings.from_env(env)).state.metrics,
+        "ingestion worker": ingest_registry,
     }
     served = {service: _served(registry) for service, registry in registries.items()}
     dashboard = json.loads(DASHBOARD.read_text())

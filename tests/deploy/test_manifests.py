@@ -22,7 +22,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from chatbot_contracts import INFERENCE_GROUP, Keys, Registry
+from chatbot_contracts import INFERENCE_GROUP, INGEST_GROUP, Keys, Registry
+from chatbot_conversation.settings import KnowledgeSettings
 from chatbot_conversation.settings import ServerSettings as ConversationServer
 from chatbot_devtools.kustomize import render
 from chatbot_gateway.settings import ChatSettings
@@ -46,6 +47,7 @@ METRICS = {
     "conversation": ConversationServer().conversation_metrics_port,
     "log-collector": CollectorServer().log_collector_metrics_port,
     "inference": WorkerSettings().metrics_port,
+    "ingest": KnowledgeSettings().ingest_metrics_port,
 }
 OVERLAYS = ["dev", "prod"]
 
@@ -94,7 +96,9 @@ def test_keda_resources_match_kedas_crd_schema(overlay: str, schemas: Path) -> N
         ["node", "validate-keda.cjs"], cwd=schemas, input="\n".join(json.dumps(doc) for doc in keda), capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert sorted(result.stdout.split()) == sorted(["ok", "ok", "ScaledObject/inference", "TriggerAuthentication/chatbot-redis"])
+    assert sorted(result.stdout.split()) == sorted(
+        ["ok", "ok", "ok", "ScaledObject/inference", "ScaledObject/ingest", "TriggerAuthentication/chatbot-redis"]
+    )
     scaled = _one(keda, "ScaledObject", "inference")["spec"]
     trigger = scaled["triggers"][0]
     assert trigger["type"] == "redis-streams"
@@ -214,7 +218,7 @@ def test_compose_is_valid_and_brings_up_the_whole_platform(schemas: Path) -> Non
     errors = [f"{e.json_path}: {e.message}" for e in jsonschema.Draft201909Validator(schema).iter_errors(compose)]
     assert not errors, errors
     services = compose["services"]
-    assert set(services) == {"redis", "postgres", *SERVICES}
+    assert set(services) == {"redis", "postgres", "ingest", *SERVICES}
     assert services["redis"]["command"][1:] == [
         "--appendonly",
         "yes",
@@ -232,9 +236,27 @@ def test_compose_is_valid_and_brings_up_the_whole_platform(schemas: Path) -> Non
     assert environment["CHATBOT_INTERNAL_SECRET"].startswith("${CHATBOT_INTERNAL_SECRET:?")
     assert services["inference"]["deploy"]["replicas"] == 2
     stages = _dockerfile_targets()
+    assert services["ingest"]["image"] == services["conversation"]["image"] and services["ingest"]["command"] == ["chatbot-ingest"]
     for name in SERVICES:
         assert services[name]["build"]["target"] in stages
         assert all(dependency["condition"] == "service_healthy" for dependency in services[name]["depends_on"].values())
     assert "redis" in services["gateway"]["depends_on"] and "conversation" in services["gateway"]["depends_on"]
     for name in ("redis", "postgres"):
         assert services[name]["healthcheck"]["test"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ingestion_workers_run_the_conversation_image_and_scale_on_their_queue(overlay: str) -> None:
+    docs = _rendered(overlay)
+    conversation = _container(_one(docs, "Deployment", "conversation"))
+    deployment = _one(docs, "Deployment", "ingest")
+    container = _container(deployment)
+    assert container["image"] == conversation["image"] and container["command"] == ["chatbot-ingest"]
+    scripts = tomllib.loads((ROOT / "services" / "conversation" / "pyproject.toml").read_text())["project"]["scripts"]
+    assert "chatbot-ingest" in scripts
+    assert [p["containerPort"] for p in container["ports"]] == [METRICS["ingest"]]
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(METRICS["ingest"])
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["attachments"]["persistentVolumeClaim"]["claimName"] == "conversation-attachments", "it reads the uploaded files"
+    [trigger] = _one(docs, "ScaledObject", "ingest")["spec"]["triggers"]
+    assert (trigger["metadata"]["stream"], trigger["metadata"]["consumerGroup"]) == (Keys().ingest, INGEST_GROUP)

@@ -12,7 +12,7 @@ import structlog
 from faststream.redis.message import RedisStreamMessage
 from litestar import Litestar, Response, get
 from litestar.types import Middleware
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlalchemy.exc import SQLAlchemyError
 
 from chatbot_contracts import CONVERSATION_GROUP, Keys, Registry
@@ -76,7 +76,11 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
         default_model=settings.store.default_model or None,
         live=FinishedStreams(redis, keys),
     )
-    knowledge = KnowledgeService(db, registry, store, redis, keys, vector_index(db), settings.knowledge)
+    retrievals = Histogram(
+        "chatbot_kb_retrieval_seconds", "Knowledge-base retrievals: question embedded, both rankings, passages read", registry=metrics,
+        buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    )  # fmt: skip
+    knowledge = KnowledgeService(db, registry, store, redis, keys, vector_index(db), settings.knowledge, retrievals.observe)
     verifier = Verifier(settings.signing.internal_secret, SeenNonces(redis, keys.internal_nonce_prefix))
     applier = EventApplier(service, settings.store.title_model or None, TitleQueue(redis, keys))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -102,6 +103,7 @@ class KnowledgeService:
         keys: Keys,
         vectors: VectorIndex,
         settings: KnowledgeSettings,
+        timed: Callable[[float], object] = lambda _: None,
     ) -> None:
         self.db = db
         self.registry = registry
@@ -110,6 +112,8 @@ class KnowledgeService:
         self.keys = keys
         self.vectors = vectors
         self.settings = settings
+        self.timed = timed
+        """Takes each retrieval's seconds (embedding the question, both rankings, the passages)."""
         self.embed = Embedder(redis, keys)
         self.progress = ProgressLog(redis, keys)
         embedding = [alias for alias, spec in registry.models.items() if spec.mode == "embedding"]
@@ -303,6 +307,7 @@ class KnowledgeService:
 
     async def retrieve(self, owner: str, knowledge_base_ids: list[str], query: str, k: int, key_id: str | None) -> list[Passage]:
         """The `k` passages of these knowledge bases (all `owner`'s) that best answer `query`: full text and vectors, fused."""
+        started = time.monotonic()
         async with self.db.read() as session:
             rows = (
                 await session.scalars(
@@ -324,7 +329,9 @@ class KnowledgeService:
                 raise Unavailable(f"the knowledge bases cannot be searched now: {exc}") from exc
             by_vector.extend(chunk_id for chunk_id, _ in await self.vectors.nearest(group, vector, CANDIDATES))
         best = retrieval.fused(by_text, by_vector)[:k]
-        return await self._passages(best)
+        passages = await self._passages(best)
+        self.timed(time.monotonic() - started)
+        return passages
 
     async def _passages(self, best: list[tuple[int, float]]) -> list[Passage]:
         if not best:
