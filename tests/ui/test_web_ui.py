@@ -5,12 +5,15 @@ from __future__ import annotations
 import itertools
 import re
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from .conftest import Stack, Steps
+
+DOCUMENTS = Path(__file__).parents[1] / "knowledge" / "documents"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ui]
 
@@ -393,3 +396,30 @@ def test_an_image_is_attached_shown_to_the_model_and_kept(page: Page, stack: Sta
         steps.shot(shared, "shared-with-image")
     finally:
         stranger.close()
+
+
+def test_a_document_is_indexed_and_a_citation_opens_its_passage_highlighted(page: Page, stack: Stack, steps: Steps) -> None:
+    page.get_by_role("button", name="Knowledge", exact=True).click()
+    page.get_by_role("textbox", name="New knowledge base").fill("Handbook")
+    page.get_by_role("button", name="Create").click()
+    page.get_by_label("Add documents").set_input_files(str(DOCUMENTS / "employee-handbook.pdf"))
+    document = page.locator(".kb-document-list li", has_text="employee-handbook.pdf")
+    expect(document.get_by_role("status")).to_have_text(re.compile(r"ready · \d+ passages · 4 pages"), timeout=60_000)
+    steps.shot(page, "indexed")
+    page.get_by_role("button", name="New chat").click()
+    page.get_by_text("Knowledge: none").click()
+    page.get_by_role("checkbox", name="Handbook").check()
+    expect(page.get_by_text("Grounded in Handbook")).to_be_visible()
+    stack.upstream.reply = "Within 45 days [1]. Lunch is free [8]."
+    try:
+        send(page, "How long do I have to submit my travel expenses?")
+        wait_until_answered(page, "Within 45 days [1]. Lunch is free [8].")
+    finally:
+        stack.upstream.reply = None
+    expect(page.get_by_role("note")).to_have_text("No such source: [8]")
+    expect(page.get_by_role("button", name=re.compile(r"^\[8\]"))).to_have_count(0)
+    page.get_by_role("button", name="[1] employee-handbook.pdf, p. 3").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.locator("mark.cited")).to_contain_text("Ledgerly portal")
+    expect(dialog.locator("mark.cited")).to_be_in_viewport()
+    steps.shot(page, "passage")

@@ -4,6 +4,7 @@ import { Api, ApiError } from "./api/client";
 import type { ModelInfo } from "./api/types";
 import { ChatView } from "./components/ChatView";
 import { KeyEntry } from "./components/KeyEntry";
+import { KnowledgePage } from "./components/KnowledgePage";
 import { SharedPage } from "./components/SharedPage";
 import { Sidebar } from "./components/Sidebar";
 import { AppContext, messageOf, type AppState } from "./context";
@@ -94,7 +95,11 @@ function SignedIn({ apiKey, route, navigate, onSignOut }: { apiKey: string; rout
         </header>
         <Sidebar route={route} onChosen={() => setDrawer(false)} />
         <div className="main" onClick={() => drawer && setDrawer(false)}>
-          {route.page === "usage" ? (
+          {route.page === "knowledge" ? (
+            <main className="chat-main">
+              <KnowledgePage />
+            </main>
+          ) : route.page === "usage" ? (
             <Suspense fallback={<p role="status">Loading…</p>}>
               <UsagePage />
             </Suspense>

@@ -1,10 +1,11 @@
-// Four pages and the browser's history: no router library needed.
+// Five pages and the browser's history: no router library needed.
 import { useCallback, useEffect, useState } from "react";
 
 export type Route =
   | { page: "new" }
   | { page: "chat"; conversationId: string; messageId: string | null }
   | { page: "usage" }
+  | { page: "knowledge" }
   | { page: "shared"; token: string };
 
 export function parseRoute(pathname: string, search = ""): Route {
@@ -12,6 +13,7 @@ export function parseRoute(pathname: string, search = ""): Route {
   if (parts[0] === "c" && parts[1]) return { page: "chat", conversationId: parts[1], messageId: new URLSearchParams(search).get("m") };
   if (parts[0] === "shared" && parts[1]) return { page: "shared", token: parts[1] };
   if (parts[0] === "usage") return { page: "usage" };
+  if (parts[0] === "knowledge") return { page: "knowledge" };
   return { page: "new" };
 }
 
@@ -23,6 +25,8 @@ export function pathOf(route: Route): string {
       return `/shared/${encodeURIComponent(route.token)}`;
     case "usage":
       return "/usage";
+    case "knowledge":
+      return "/knowledge";
     default:
       return "/";
   }

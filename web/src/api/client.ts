@@ -4,7 +4,10 @@ import type {
   ConversationPage,
   ConversationPatch,
   ConversationSummary,
+  DocumentText,
   Granularity,
+  KbDocument,
+  KnowledgeBase,
   ModelInfo,
   NewMessage,
   SearchHit,
@@ -88,7 +91,7 @@ export class Api {
     return this.json("GET", `/api/v1/conversations/${encodeURIComponent(id)}`);
   }
 
-  createConversation(body: { model?: string | null; title?: string } = {}): Promise<ConversationSummary> {
+  createConversation(body: { model?: string | null; title?: string; knowledge_base_ids?: string[] } = {}): Promise<ConversationSummary> {
     return this.json("POST", "/api/v1/conversations", body);
   }
 
@@ -132,6 +135,47 @@ export class Api {
 
   cancel(requestId: string): Promise<{ request_id: string; status: string }> {
     return this.json("POST", `/api/v1/requests/${encodeURIComponent(requestId)}/cancel`);
+  }
+
+  knowledgeBases(): Promise<KnowledgeBase[]> {
+    return this.json<{ items: KnowledgeBase[] }>("GET", "/api/v1/knowledge-bases").then((list) => list.items);
+  }
+
+  createKnowledgeBase(name: string): Promise<KnowledgeBase> {
+    return this.json("POST", "/api/v1/knowledge-bases", { name });
+  }
+
+  deleteKnowledgeBase(id: string): Promise<void> {
+    return this.json("DELETE", `/api/v1/knowledge-bases/${encodeURIComponent(id)}`);
+  }
+
+  documents(knowledgeBaseId: string): Promise<KbDocument[]> {
+    return this.json<{ items: KbDocument[] }>("GET", `/api/v1/knowledge-bases/${encodeURIComponent(knowledgeBaseId)}/documents`).then((list) => list.items);
+  }
+
+  /** Upload a file as its bytes; indexing goes on in the background (`progress`). */
+  async addDocument(knowledgeBaseId: string, file: File): Promise<{ document: KbDocument; duplicate: boolean }> {
+    const path = withQuery(`/api/v1/knowledge-bases/${encodeURIComponent(knowledgeBaseId)}/documents`, { name: file.name });
+    const response = await this.fetcher(this.baseUrl + path, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${this.key}`, "Content-Type": file.type || "application/octet-stream" },
+      body: file,
+    });
+    if (!response.ok) throw await ApiError.of(response);
+    return response.json();
+  }
+
+  deleteDocument(knowledgeBaseId: string, documentId: string): Promise<void> {
+    return this.json("DELETE", `/api/v1/knowledge-bases/${encodeURIComponent(knowledgeBaseId)}/documents/${encodeURIComponent(documentId)}`);
+  }
+
+  documentText(knowledgeBaseId: string, documentId: string): Promise<DocumentText> {
+    return this.json("GET", `/api/v1/knowledge-bases/${encodeURIComponent(knowledgeBaseId)}/documents/${encodeURIComponent(documentId)}/text`);
+  }
+
+  /** The knowledge base's progress events (server-sent), as its documents are indexed. */
+  progress(knowledgeBaseId: string, signal: AbortSignal): Promise<Response> {
+    return this.send("GET", `/api/v1/knowledge-bases/${encodeURIComponent(knowledgeBaseId)}/events`, { signal, headers: sse });
   }
 
   /** Store a user turn and open its answer's event stream. */

@@ -35,6 +35,10 @@ export interface Message {
   /** 1-based place among `siblings`. */
   position: number;
   attachments?: Attachment[];
+  /** A grounded answer's passages, numbered as it cites them. */
+  sources?: Source[];
+  /** Citation numbers in the answer that name no source. */
+  unknown_citations?: number[];
 }
 
 export interface ConversationSummary {
@@ -48,6 +52,7 @@ export interface ConversationSummary {
   active_leaf_id: string | null;
   created_at: string;
   updated_at: string;
+  knowledge_base_ids?: string[];
 }
 
 export interface Conversation extends ConversationSummary {
@@ -60,7 +65,7 @@ export interface ConversationPage {
   next_cursor: string | null;
 }
 
-export type ConversationPatch = Partial<Pick<ConversationSummary, "title" | "tags" | "pinned" | "archived" | "model" | "system_prompt">>;
+export type ConversationPatch = Partial<Pick<ConversationSummary, "title" | "tags" | "pinned" | "archived" | "model" | "system_prompt" | "knowledge_base_ids">>;
 
 export interface SearchHit {
   conversation_id: string;
@@ -146,4 +151,50 @@ export interface NewMessage {
   params?: TurnParams;
   /** `data:` URLs of images shown with the message. */
   images?: { url: string }[];
+}
+
+export interface Source {
+  number: number;
+  knowledge_base_id: string;
+  document_id: string;
+  document_name: string;
+  page: number | null;
+  heading: string;
+  start: number;
+  end: number;
+  score: number;
+  text: string;
+}
+
+export interface KnowledgeBase {
+  id: string;
+  name: string;
+  embedding_model: string;
+  documents: number;
+  chunks: number;
+  created_at: string;
+  updated_at: string;
+}
+
+export type DocumentState = "queued" | "extracting" | "embedding" | "ready" | "failed";
+
+export interface KbDocument {
+  id: string;
+  knowledge_base_id: string;
+  name: string;
+  media_type: string;
+  size: number;
+  state: DocumentState;
+  done: number;
+  total: number;
+  pages: number | null;
+  chunks: number;
+  error: string | null;
+  created_at: string;
+}
+
+export interface DocumentText {
+  id: string;
+  name: string;
+  text: string;
 }

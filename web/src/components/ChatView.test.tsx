@@ -1,10 +1,10 @@
-import { act, render, screen, waitFor, within } from "@testing-library/react";
+import { act, screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 
 import type { Api } from "../api/client";
 import type { Conversation } from "../api/types";
-import { AppContext, type AppState } from "../context";
+import { renderInApp } from "../rendered";
 import { branched, message } from "../fixtures";
 import { ControlledStream, frame } from "../stream/testing";
 import { ChatView } from "./ChatView";
@@ -19,24 +19,14 @@ vi.mock("./Markdown", () => ({
 }));
 
 function fakeApi(overrides: Partial<Record<keyof Api, unknown>>): Api {
-  return { cancel: vi.fn().mockResolvedValue({ status: "cancelling" }), ...overrides } as unknown as Api;
+  return { cancel: vi.fn().mockResolvedValue({ status: "cancelling" }), knowledgeBases: vi.fn().mockResolvedValue([]), ...overrides } as unknown as Api;
 }
 
 function show(api: Api, conversationId = "c1") {
-  const state: AppState = {
-    api,
-    models: [{ id: "fake", owned_by: "openai" }, { id: "other", owned_by: "openai" }],
-    navigate: vi.fn(),
-    notify: vi.fn(),
-    refreshConversations: vi.fn(),
-    listVersion: 0,
-  };
-  render(
-    <AppContext.Provider value={state}>
-      <ChatView conversationId={conversationId} focusId={null} />
-    </AppContext.Provider>,
-  );
-  return state;
+  return renderInApp(<ChatView conversationId={conversationId} focusId={null} />, api, [
+    { id: "fake", owned_by: "openai" },
+    { id: "other", owned_by: "openai" },
+  ]);
 }
 
 beforeEach(() => renders.clear());

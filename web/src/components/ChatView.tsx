@@ -6,6 +6,7 @@ import { useTurn } from "../hooks/useTurn";
 import { activePath, leafUnder, siblingAt } from "../tree";
 import { InputArea, type Picked } from "./InputArea";
 import { MessageBubble, type MessageActions } from "./MessageBubble";
+import { KnowledgeSelector } from "./KnowledgeSelector";
 import { ModelSelector } from "./ModelSelector";
 import { ShareDialog } from "./ShareDialog";
 import { StreamingBubble } from "./StreamingBubble";
@@ -24,6 +25,7 @@ export function ChatView({ conversationId, focusId }: Props) {
   const [conversation, setConversation] = useState<Conversation | null>(null);
   const [missing, setMissing] = useState<string | null>(null);
   const [draftModel, setDraftModel] = useState<string | null>(null);
+  const [draftBases, setDraftBases] = useState<string[]>([]);
   const [sharing, setSharing] = useState(false);
   const liveId = useRef<string | null>(null);
   const bottom = useRef<HTMLDivElement>(null);
@@ -121,7 +123,7 @@ export function ChatView({ conversationId, focusId }: Props) {
       return;
     }
     try {
-      const created = await api.createConversation({ model });
+      const created = await api.createConversation({ model, knowledge_base_ids: draftBases });
       outbox.set(created.id, { content, model, images });
       refreshConversations();
       navigate({ page: "chat", conversationId: created.id, messageId: null });
@@ -133,6 +135,14 @@ export function ChatView({ conversationId, focusId }: Props) {
   const changeModel = (next: string) => {
     if (!conversation) return setDraftModel(next);
     api.changeConversation(conversation.id, { model: next }).then(
+      (summary) => setConversation({ ...conversation, ...summary }),
+      (e) => notify(messageOf(e)),
+    );
+  };
+
+  const changeBases = (next: string[]) => {
+    if (!conversation) return setDraftBases(next);
+    api.changeConversation(conversation.id, { knowledge_base_ids: next }).then(
       (summary) => setConversation({ ...conversation, ...summary }),
       (e) => notify(messageOf(e)),
     );
@@ -169,6 +179,7 @@ export function ChatView({ conversationId, focusId }: Props) {
       <div className="chat-head">
         <h1 className="chat-title">{conversation?.title || "New chat"}</h1>
         <ModelSelector models={models} value={model} onChange={changeModel} />
+        <KnowledgeSelector value={conversation?.knowledge_base_ids ?? draftBases} onChange={changeBases} />
         {conversation && (
           <button type="button" onClick={() => setSharing(true)}>
             Share

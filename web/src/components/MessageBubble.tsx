@@ -4,6 +4,7 @@ import type { Message } from "../api/types";
 import { Attachments } from "./Attachments";
 import { useApp } from "../context";
 import { Markdown } from "./Markdown";
+import { Sources } from "./Sources";
 
 export interface MessageActions {
   /** Switch to the sibling `step` places away (‹ -1, › +1). */
@@ -55,7 +56,7 @@ function statusNote(message: Message): string | null {
 }
 
 function sameMessage(a: Message, b: Message): boolean {
-  return a.id === b.id && (a.attachments?.length ?? 0) === (b.attachments?.length ?? 0) && a.content === b.content && a.status === b.status && a.error === b.error && a.position === b.position && a.siblings.length === b.siblings.length && a.model === b.model;
+  return a.id === b.id && (a.attachments?.length ?? 0) === (b.attachments?.length ?? 0) && a.content === b.content && a.status === b.status && a.error === b.error && a.position === b.position && a.siblings.length === b.siblings.length && a.model === b.model && (a.sources?.length ?? 0) === (b.sources?.length ?? 0);
 }
 
 /** One stored message; memoized (by what it shows, across reloads) so that a streaming answer re-renders only itself. */
@@ -105,6 +106,7 @@ export const MessageBubble = memo(function MessageBubble({ message, actions, loc
       ) : (
         <div className="content">{message.role === "user" ? <p className="plain">{message.content}</p> : <Markdown text={message.content} />}</div>
       )}
+      {message.sources && message.sources.length > 0 && <Sources sources={message.sources} unknown={message.unknown_citations ?? []} />}
       {conversationId && message.attachments && message.attachments.length > 0 && (
         <ConversationImages conversationId={conversationId} attachments={message.attachments} />
       )}

@@ -106,6 +106,16 @@ export function Sidebar({ route, onChosen }: Props) {
         >
           Usage
         </button>
+        <button
+          type="button"
+          onClick={() => {
+            navigate({ page: "knowledge" });
+            onChosen();
+          }}
+          aria-current={route.page === "knowledge" ? "page" : undefined}
+        >
+          Knowledge
+        </button>
       </div>
       <div className="search">
         <label htmlFor="search" className="visually-hidden">

@@ -115,6 +115,17 @@ class LocalPlatform:
     def start_worker(self, name: str = "worker", **extra: str) -> ServiceProcess:
         return self._start(name, "inference", {"CHATBOT_WORKER_NAME": name, "CHATBOT_METRICS_PORT": str(free_port()), **extra})
 
+    def start_with_knowledge(self) -> str:
+        """Start the platform as `make run` does (conversation service, ingestion worker, log collector, gateway, one
+        inference worker) and return the gateway's URL once a worker is live."""
+        self.start_conversation()
+        self.start_ingest()
+        self.start_log_collector()
+        url = self.start_gateway()
+        self.start_worker()
+        self.wait_ready(url)
+        return url
+
     def metrics_url(self, service: str) -> str:
         """Where the first process of `service` (gateway, conversation, log-collector, inference) serves its metrics."""
         process = next(p for p in self.processes if p.service == service)
