@@ -12,6 +12,7 @@ from litestar.datastructures import State
 from litestar.response import Stream
 
 from chatbot_contracts import Delta, Done, Error, Restart, Started, TokenUsage, ToolCallDelta, ToolCalls, Usage, json_encoder
+from chatbot_contracts.knowledge import Grounding
 
 from ..auth import Principal
 from ..errors import STATUS_BY_CODE, UpstreamFailure, decode_body
@@ -29,6 +30,7 @@ from .schemas import (
     ChunkToolCall,
     CompletionUsage,
     GroundedChatCompletion,
+    GroundedChatCompletionChunk,
     Model,
     ModelList,
     PromptTokensDetails,
@@ -60,7 +62,7 @@ async def chat_completions(request: Request[Principal, Any, Any], state: State) 
         messages = grounded(messages, grounding.prompt)
     generation = await start(request, state, body.model, messages, params)
     headers = generation.headers
-    completion = _Completion(generation.chat.request_id, int(generation.chat.enqueued_at), body.model)
+    completion = _Completion(generation.chat.request_id, int(generation.chat.enqueued_at), body.model, grounding)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = completion.sse(generation, include_usage)
@@ -74,8 +76,9 @@ async def chat_completions(request: Request[Principal, Any, Any], state: State) 
 class _Completion:
     """One completion's translation from platform events to OpenAI's objects."""
 
-    def __init__(self, request_id: str, created: int, model: str) -> None:
+    def __init__(self, request_id: str, created: int, model: str, grounding: Grounding | None = None) -> None:
         self.id = f"chatcmpl-{request_id}"
+        self.grounding = grounding
         self.created = created
         self.model = model
         self.text: list[str] = []
@@ -92,6 +95,19 @@ class _Completion:
             created=self.created,
             model=self.model,
             choices=[ChunkChoice(delta=delta, finish_reason=finish_reason)],
+        )
+        return b"data: " + json_encoder.encode(chunk) + b"\n\n"
+
+    def _first_chunk(self) -> bytes:
+        """The role's chunk; a grounded stream's carries its sources too, before any text."""
+        if self.grounding is None:
+            return self._chunk(ChunkDelta(role="assistant", content=""))
+        chunk = GroundedChatCompletionChunk(
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            choices=[ChunkChoice(delta=ChunkDelta(role="assistant", content=""))],
+            sources=self.grounding.sources,
         )
         return b"data: " + json_encoder.encode(chunk) + b"\n\n"
 
@@ -117,7 +133,7 @@ class _Completion:
             return b": keepalive\n\n", False
         out: list[bytes] = []
         if not self.role_sent:
-            out.append(self._chunk(ChunkDelta(role="assistant", content="")))
+            out.append(self._first_chunk())
             self.role_sent = True
         pending: list[str] = []
         for _, event in batch:

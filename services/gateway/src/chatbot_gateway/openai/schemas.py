@@ -197,6 +197,11 @@ class ChatCompletionChunk(msgspec.Struct, kw_only=True):
     usage: CompletionUsage | None = None
 
 
+class GroundedChatCompletionChunk(ChatCompletionChunk, kw_only=True):
+    sources: list[Source]
+    """On a grounded stream's first chunk only: the numbered passages the answer was given, as it cites them."""
+
+
 class ResponseMessage(msgspec.Struct, kw_only=True):
     role: Literal["assistant"] = "assistant"
     content: str | None
