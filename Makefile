@@ -95,9 +95,10 @@ $(VENV)/.installed-bench: $(VENV)/.installed-test
 	$(PIP_INSTALL) --no-build-isolation -e 'libs/devtools[test,bench]'
 	@touch $@
 
-bench: $(VENV)/.installed-bench $(NODE_FROM_PYPI) ## Benchmarks (not tests): the gateway against Portkey, LiteLLM and the bare upstream, the conversation store
+bench: $(VENV)/.installed-bench $(NODE_FROM_PYPI) ## Benchmarks (not tests): the gateway against Portkey, LiteLLM and the bare upstream, the conversation store, knowledge bases
 	$(BIN)/python bench/gateways.py
 	$(BIN)/python bench/conversations.py $(if $(BENCH_POSTGRES_URL),--postgres $(BENCH_POSTGRES_URL),)
+	$(BIN)/python bench/knowledge.py $(if $(BENCH_POSTGRES_URL),--postgres $(BENCH_POSTGRES_URL),)
 
 constraints: $(VENV)/.installed-test ## Rewrite constraints.txt from what the venv has installed
 	@{ echo "# Exact versions of every third-party package the platform and its tests install."; \
