@@ -19,7 +19,7 @@ from .conftest import Stack
 pytestmark = [pytest.mark.e2e, pytest.mark.security]
 
 ROOT = Path(__file__).parents[2]
-METRICS_PORTS = {9100, 9101, 9102, 9103}
+METRICS_PORTS = {9100, 9101, 9102, 9103, 9104}
 
 
 def _signed(method: str, path: str, query: str = "", body: bytes = b"", owner: str | None = "alice", admin: bool = False) -> dict[str, str]:
