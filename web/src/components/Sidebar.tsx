@@ -11,6 +11,12 @@ interface Props {
   onChosen: () => void;
 }
 
+/** The pages beside the conversations, as the sidebar's buttons. */
+const PAGES: { page: "usage" | "knowledge"; label: string }[] = [
+  { page: "usage", label: "Usage" },
+  { page: "knowledge", label: "Knowledge" },
+];
+
 export function Sidebar({ route, onChosen }: Props) {
   const { api, navigate, notify, listVersion, refreshConversations } = useApp();
   const [items, setItems] = useState<ConversationSummary[]>([]);
@@ -96,26 +102,19 @@ export function Sidebar({ route, onChosen }: Props) {
         >
           New chat
         </button>
-        <button
-          type="button"
-          onClick={() => {
-            navigate({ page: "usage" });
-            onChosen();
-          }}
-          aria-current={route.page === "usage" ? "page" : undefined}
-        >
-          Usage
-        </button>
-        <button
-          type="button"
-          onClick={() => {
-            navigate({ page: "knowledge" });
-            onChosen();
-          }}
-          aria-current={route.page === "knowledge" ? "page" : undefined}
-        >
-          Knowledge
-        </button>
+        {PAGES.map(({ page, label }) => (
+          <button
+            key={page}
+            type="button"
+            onClick={() => {
+              navigate({ page });
+              onChosen();
+            }}
+            aria-current={route.page === page ? "page" : undefined}
+          >
+            {label}
+          </button>
+        ))}
       </div>
       <div className="search">
         <label htmlFor="search" className="visually-hidden">

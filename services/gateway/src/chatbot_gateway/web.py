@@ -18,7 +18,7 @@ CONTENT_SECURITY_POLICY = (
 """The UI loads nothing from elsewhere; inline styles are the charts' (attributes, not scripts); `blob:` images are the
 conversations' own, fetched with the key."""
 
-PAGES = ["/c/{conversation_id:str}", "/usage", "/shared/{token:str}"]
+PAGES = ["/c/{conversation_id:str}", "/usage", "/knowledge", "/shared/{token:str}"]
 """Addresses the UI routes in the browser; a reload or a shared link must land on the UI."""
 
 
