@@ -88,6 +88,7 @@ class Ingestor:
                 batch = missing[first : first + self.settings.kb_embed_batch]
                 vectors = await self._vectors(base.embedding_model, batch, row)
                 await self._keep(row, batch, vectors)
+                await self.vectors.sync()
                 done += len(batch)
                 self.on_chunks(len(batch))
                 await self._set(row, "embedding", done=done, total=len(chunks))

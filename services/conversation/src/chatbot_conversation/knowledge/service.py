@@ -38,7 +38,7 @@ from ..settings import KnowledgeSettings
 from . import grounding, retrieval
 from .embedder import Embedder, EmbeddingFailed
 from .extract import MEDIA_TYPES, media_type_of
-from .vectors import VectorIndex
+from .vectors import SearchTooSlow, VectorIndex
 
 log = structlog.get_logger()
 CANDIDATES = 50
@@ -168,6 +168,7 @@ class KnowledgeService:
             await session.execute(delete(DocumentRow).where(DocumentRow.knowledge_base_id == knowledge_base_id))
             await session.execute(delete(ConversationKnowledgeRow).where(ConversationKnowledgeRow.knowledge_base_id == knowledge_base_id))
             await session.execute(delete(KnowledgeBaseRow).where(KnowledgeBaseRow.id == knowledge_base_id))
+        await self.vectors.sync()
         await self.blobs.drop(blob_folder(knowledge_base_id))
         await self.redis.delete(self.keys.kb_progress(knowledge_base_id))
 
@@ -296,6 +297,7 @@ class KnowledgeService:
                 self._no_document(document_id)
             await session.execute(text("DELETE FROM kb_chunks WHERE document_id = :d"), {"d": document_id})
             await session.execute(delete(DocumentRow).where(DocumentRow.id == document_id))
+        await self.vectors.sync()
         await self.blobs.remove(blob_folder(knowledge_base_id), document_id)
 
     # --- retrieval -------------------------------------------------------------------------------
@@ -327,21 +329,26 @@ class KnowledgeService:
                 (vector,) = await self.embed(model, [query[:8000]], owner=owner, key_id=key_id)
             except EmbeddingFailed as exc:
                 raise Unavailable(f"the knowledge bases cannot be searched now: {exc}") from exc
-            by_vector.extend(chunk_id for chunk_id, _ in await self.vectors.nearest(group, vector, CANDIDATES))
+            try:
+                by_vector.extend(chunk_id for chunk_id, _ in await self.vectors.nearest(group, vector, CANDIDATES))
+            except SearchTooSlow as exc:
+                raise Unavailable(f"the knowledge bases cannot be searched now: {exc} (pgvector would make it fast)") from exc
         best = retrieval.fused(by_text, by_vector)[:k]
-        passages = await self._passages(best)
+        passages = await self._passages(best, ids)
         self.timed(time.monotonic() - started)
         return passages
 
-    async def _passages(self, best: list[tuple[int, float]]) -> list[Passage]:
+    async def _passages(self, best: list[tuple[int, float]], knowledge_base_ids: list[str]) -> list[Passage]:
+        """The passages ranked `best`, of these knowledge bases only (the searched ones, checked again here)."""
         if not best:
             return []
         statement = text(
             """SELECT c.id, c.knowledge_base_id, c.document_id, d.name, c.page, c.heading, c.start_at, c.end_at, c.content
-                 FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id WHERE c.id IN :ids"""
-        ).bindparams(bindparam("ids", expanding=True))
+                 FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id WHERE c.id IN :ids AND c.knowledge_base_id IN :kbs"""
+        ).bindparams(bindparam("ids", expanding=True), bindparam("kbs", expanding=True))
+        chosen = {"ids": [chunk_id for chunk_id, _ in best], "kbs": knowledge_base_ids}
         async with self.db.read() as session:
-            rows = {row[0]: row for row in (await session.execute(statement, {"ids": [chunk_id for chunk_id, _ in best]})).all()}
+            rows = {row[0]: row for row in (await session.execute(statement, chosen)).all()}
         return [
             Passage(
                 chunk_id=chunk_id,
