@@ -217,6 +217,36 @@ def test_bad_documents_are_refused_or_fail_saying_why(stack: tuple[str, LocalPla
     assert final[typed.json()["document"]["id"]]["state"] == "ready"
 
 
+def test_a_form_upload_as_curl_sends_it_is_indexed_and_a_bad_form_says_what_is_wrong(stack: tuple[str, LocalPlatform]) -> None:
+    url, platform = stack
+    api = client(url, platform.admin_key)
+    base = api.post("/api/v1/knowledge-bases", json={"name": "Forms"}).json()["id"]
+    path = f"/api/v1/knowledge-bases/{base}/documents"
+    docx = (DOCUMENTS / "product-guide.docx").read_bytes()
+    added = api.post(path, files={"file": ("guide.docx", docx, FILES["product-guide.docx"])}, data={"note": "ignored"})
+    assert added.status_code == 201, added.text
+    document = added.json()["document"]
+    assert (document["name"], document["media_type"], document["size"]) == ("guide.docx", FILES["product-guide.docx"], len(docx))
+    assert [e["state"] for e in progress(api, base, all_ready(1))][-1] == "ready"
+    passages = api.post(f"{path.rsplit('/', 1)[0]}/search", json={"query": "How heavy is the Kestrel tent?", "k": 3}).json()["passages"]
+    assert passages and passages[0]["document_name"] == "guide.docx"
+
+    no_file = api.post(path, files={"upload": ("a.txt", b"text", "text/plain")})
+    assert no_file.status_code == 400 and "`file`" in no_file.text
+    too_big = api.post(path, files={"file": ("big.txt", b"x" * 400_001, "text/plain")})
+    assert too_big.status_code == 413 and "400000" in too_big.text
+    many = api.post(path, files=[("part", (f"{n}.txt", b"x", "text/plain")) for n in range(20)])
+    assert many.status_code == 400 and "parts" in many.text
+    no_boundary = api.post(path, content=b"--x\r\n", headers={"content-type": "multipart/form-data"})
+    assert no_boundary.status_code == 400 and "boundary" in no_boundary.text
+    cut = api.post(
+        path,
+        content=b'--x\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc',
+        headers={"content-type": "multipart/form-data; boundary=x"},
+    )
+    assert cut.status_code == 400 and "closing boundary" in cut.text, cut.text
+
+
 def test_an_ingestion_worker_killed_mid_document_is_taken_over_and_each_passage_is_stored_once(
     platform_factory: Callable[..., LocalPlatform], fake_openai: FakeOpenAI
 ) -> None:

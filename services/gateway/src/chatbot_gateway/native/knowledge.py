@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +19,9 @@ from litestar import Request, Response, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Stream
+from python_multipart import MultipartParser
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import parse_options_header
 
 from chatbot_contracts import DATA_FIELD_BYTES
 from chatbot_contracts.knowledge import (
@@ -35,7 +39,7 @@ from chatbot_contracts.knowledge import (
 )
 
 from ..auth import Principal
-from ..errors import GatewayError, Unavailable
+from ..errors import BadRequest, GatewayError, Unavailable
 from .routes import API, _body, _json
 from .stream import SSE_HEADERS
 
@@ -89,6 +93,83 @@ async def delete_knowledge_base(request: Request[Principal, Any, Any], state: St
     await state.conversations.call(request.user, "DELETE", f"/knowledge-bases/{knowledge_base_id}")
 
 
+FORM_OVERHEAD = 16 * 1024
+"""Bytes a form upload may have beyond the document's limit: its boundaries and parts' headers."""
+FORM_PARTS = 8
+FORM_HEADER_BYTES = 8 * 1024
+
+
+class Upload(msgspec.Struct, frozen=True):
+    data: bytes
+    media_type: str
+    name: str | None
+
+
+@dataclass
+class _Part:
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    data: bytearray = field(default_factory=bytearray)
+    header_bytes: int = 0
+
+
+def form_upload(body: bytes, content_type: str, limit: int) -> Upload:
+    """The `file` part of a `multipart/form-data` body (python-multipart parses it), with its type and file name;
+    a 400 saying what is wrong with the form, a 413 for a file over `limit`."""
+    _, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise BadRequest("a multipart/form-data upload needs a `boundary` in its Content-Type")
+    parts: list[_Part] = []
+    header = bytearray()
+
+    def begin() -> None:
+        if len(parts) == FORM_PARTS:
+            raise BadRequest(f"the form has more than {FORM_PARTS} parts; send the document as its `file` part")
+        parts.append(_Part())
+
+    def header_field(data: bytes, start: int, end: int) -> None:
+        header.extend(data[start:end])
+
+    def header_value(data: bytes, start: int, end: int) -> None:
+        part = parts[-1]
+        part.header_bytes += end - start + len(header)
+        if part.header_bytes > FORM_HEADER_BYTES:
+            raise BadRequest(f"a part of the form has more than {FORM_HEADER_BYTES} bytes of headers")
+        key = bytes(header).lower()
+        part.headers[key] = part.headers.get(key, b"") + data[start:end]
+
+    def part_data(data: bytes, start: int, end: int) -> None:
+        parts[-1].data.extend(data[start:end])
+
+    ended: list[bool] = []
+    callbacks = {
+        "on_end": lambda: ended.append(True),
+        "on_part_begin": begin,
+        "on_header_field": header_field,
+        "on_header_value": header_value,
+        "on_header_end": header.clear,
+        "on_part_data": part_data,
+    }
+    try:
+        parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise BadRequest(f"the multipart/form-data body cannot be read: {exc}") from exc
+    if not ended:
+        raise BadRequest("the multipart/form-data body ends before its closing boundary (a cut upload?)")
+    for part in parts:
+        _, disposition = parse_options_header(part.headers.get(b"content-disposition", b""))
+        if disposition.get(b"name") != b"file":
+            continue
+        if len(part.data) > limit:
+            raise TooLarge(f"the document has {len(part.data)} bytes; at most {limit} are allowed")
+        media_type = part.headers.get(b"content-type", b"application/octet-stream").decode("latin-1")
+        filename = disposition.get(b"filename", b"").decode("utf-8", "replace").replace("\\", "/").rsplit("/", 1)[-1]
+        return Upload(bytes(part.data), media_type, filename or None)
+    raise BadRequest("the form has no `file` part: send the document as `file` (curl -F file=@handbook.pdf)")
+
+
 async def _bounded(request: Request[Principal, Any, Any], limit: int) -> bytes:
     """The body, read as it comes; past `limit` bytes a 413 at once (nothing more is read)."""
     declared = request.headers.get("content-length")
@@ -108,12 +189,19 @@ async def _bounded(request: Request[Principal, Any, Any], limit: int) -> bytes:
 async def add_document(
     request: Request[Principal, Any, Any], state: State, knowledge_base_id: FromPath[str], name: FromQuery[str | None] = None
 ) -> Response[DocumentAdded]:
-    """Add a document: the file's bytes as the body (its type in `Content-Type`, its name in `?name=`), or
-    `{"name", "text"}` as JSON. Indexing goes on in the background (follow `…/events`); the same file added again
-    answers 200 with `duplicate: true` and queues nothing."""
+    """Add a document: the file's bytes as the body (its type in `Content-Type`, its name in `?name=`), a form
+    (`multipart/form-data` with a `file` part, as `curl -F file=@handbook.pdf` sends it), or `{"name", "text"}` as
+    JSON. Indexing goes on in the background (follow `…/events`); the same file added again answers 200 with
+    `duplicate: true` and queues nothing."""
     content_type = request.headers.get("content-type", "application/octet-stream")
-    body = await _bounded(request, state.settings.server.kb_max_document_bytes)
-    if content_type.split(";")[0].strip() == "application/json":
+    limit = state.settings.server.kb_max_document_bytes
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        upload = form_upload(await _bounded(request, limit + FORM_OVERHEAD), content_type, limit)
+        body, content_type, name = upload.data, upload.media_type, name or upload.name
+    else:
+        body = await _bounded(request, limit)
+    if media_type == "application/json":
         body = _body(body, NewTextDocument)
     params = {"name": quote(name or "document", safe="")[:600], "key_id": request.user.key_id}
     added = await state.conversations.call(
