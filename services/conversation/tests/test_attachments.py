@@ -12,12 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
-from chatbot_contracts import IMAGE_TOKENS, ImagePart
+from chatbot_contracts import IMAGE_TOKENS, ImagePart, Keys, Registry
 from chatbot_contracts.conversations import NewConversation, TurnRequest
+from chatbot_contracts.knowledge import NewKnowledgeBase
 from chatbot_conversation.attachments import Attachments, S3Store
+from chatbot_conversation.db.engine import Database
 from chatbot_conversation.errors import NotFound
+from chatbot_conversation.knowledge.service import KnowledgeService, Upload, blob_folder
+from chatbot_conversation.knowledge.vectors import vector_index
 from chatbot_conversation.service import ConversationService, Principal
+from chatbot_conversation.settings import KnowledgeSettings
+from chatbot_devtools.platform import registry_toml
 from chatbot_devtools.redis_server import free_port
 
 ALICE = Principal(owner="alice")
@@ -112,6 +119,33 @@ async def test_images_live_in_an_s3_compatible_bucket(
         assert stored, "the objects are in the store's own data folder"
         await service.delete(ALICE, made.id)
         assert await store.get(made.id, first.id) is None, "a deleted conversation's objects are gone"
+    finally:
+        await store.close()
+
+
+async def test_knowledge_base_documents_live_in_the_bucket_until_they_or_their_base_are_deleted(
+    database: Database, redis: aioredis.Redis, namespace: str, s3rver: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint, data = s3rver
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "S3RVER")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "S3RVER")
+    store = S3Store("chatbot", "attachments/", endpoint, "us-east-1")
+    await store.open()
+    registry = Registry.parse(
+        registry_toml({"embed": {"provider": "openai", "mode": "embedding", "upstream_model": "text-embedding-3-small"}})
+    )
+    knowledge = KnowledgeService(database, registry, store, redis, Keys(namespace), vector_index(database), KnowledgeSettings())
+    try:
+        base = (await knowledge.create(ALICE, NewKnowledgeBase(name="handbooks"))).id
+        kept = await knowledge.add_document(ALICE, base, Upload("a.md", "text/markdown", b"# Leave\nTwenty days."), None)
+        gone = await knowledge.add_document(ALICE, base, Upload("b.txt", "text/plain", b"Parking is free."), None)
+        assert await store.get(blob_folder(base), kept.document.id) == b"# Leave\nTwenty days."
+        assert [p for p in data.rglob("*") if p.is_file() and gone.document.id in str(p)], "in the store's own data folder"
+        await knowledge.delete_document(ALICE, base, gone.document.id)
+        assert await store.get(blob_folder(base), gone.document.id) is None
+        assert await store.get(blob_folder(base), kept.document.id) is not None, "the other document stays"
+        await knowledge.delete(ALICE, base)
+        assert await store.get(blob_folder(base), kept.document.id) is None, "a deleted knowledge base's files are gone"
     finally:
         await store.close()
 
