@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import random
 import statistics
 import tempfile
@@ -42,13 +43,14 @@ def vocabulary(size: int = 20_000) -> list[str]:
 
 
 WORDS = vocabulary()
-WEIGHTS = [1 / (rank + 1) ** 1.07 for rank in range(len(WORDS))]
+WEIGHTS = list(itertools.accumulate(1 / (rank + 1) ** 1.07 for rank in range(len(WORDS))))
+"""Zipf's law, cumulative (`random.choices` would otherwise add the weights up again at each call)."""
 OWNER = Principal(owner="bench")
 RESULTS = Path(__file__).with_name("results")
 
 
 def sentence(rng: random.Random, words: int) -> str:
-    return " ".join(rng.choices(WORDS, WEIGHTS, k=words)).capitalize() + "."
+    return " ".join(rng.choices(WORDS, cum_weights=WEIGHTS, k=words)).capitalize() + "."
 
 
 async def fill(db: Database, conversations: int, per_conversation: int, long_one: int) -> str:
