@@ -4,12 +4,21 @@ knowledge base, whatever order passages come and go in."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from chatbot_conversation.db.engine import Database
@@ -119,6 +128,15 @@ async def create_pgvector(database: Database) -> None:
         pytest.skip(f"pgvector is not installed on this PostgreSQL: {exc.orig}")
 
 
+async def small_base(database: Database, seed: int, size: int) -> tuple[np.random.Generator, str, str, list[np.ndarray], list[int]]:
+    """A knowledge base of `size` passages with random 8-dimension vectors: the generator, its id, its document's,
+    the vectors and the passages' ids."""
+    rng = np.random.default_rng(seed)
+    base, document = await new_base(database)
+    embeddings = [unit(rng, 8) for _ in range(size)]
+    return rng, base, document, embeddings, await store(database, base, document, embeddings)
+
+
 async def finds_the_nearest_of_the_named_bases(database: Database) -> None:
     rng = np.random.default_rng(1)
     mine, my_document = await new_base(database)
@@ -191,3 +209,84 @@ async def test_a_search_too_slow_for_postgresql_is_cut_off_saying_so(database: D
         await vector_index(database).nearest([base], unit(rng, 384).tobytes(), 5)
     monkeypatch.undo()
     assert len(await vector_index(database).nearest([base], unit(rng, 384).tobytes(), 5)) == 5
+
+
+async def test_a_search_while_another_process_holds_sqlites_write_lock_goes_on_over_the_index_as_it_is(database: Database) -> None:
+    """A search does not wait out another writer to bring the vec0 index up to date: it goes on without the newest."""
+    if database.dialect != "sqlite":
+        pytest.skip("the vec0 index is SQLite's")
+    rng, base, document, embeddings, indexed = await small_base(database, seed=5, size=3)
+    index = vector_index(database)
+    await index.sync()
+    (newest,) = await store(database, base, document, [unit(rng, 8)], first=3)  # pending, not yet in the index
+    writer = sqlite3.connect(str(make_url(database.url).database), isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process's write transaction
+    try:
+        found = await index.nearest([base], embeddings[0].tobytes(), 10)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert {chunk_id for chunk_id, _ in found} == set(indexed)
+    assert {chunk_id for chunk_id, _ in await index.nearest([base], embeddings[0].tobytes(), 10)} == {*indexed, newest}
+
+
+async def test_the_sqlite_vec_child_killed_is_replaced_and_searches_go_on(database: Database) -> None:
+    """sqlite-vec runs in a child process (never a second SQLite beside the engine's in one process); killed, it is
+    started again by the next search."""
+    if database.dialect != "sqlite":
+        pytest.skip("the vec0 index is SQLite's")
+    _, base, _, embeddings, ids = await small_base(database, seed=6, size=4)
+    index = vector_index(database)
+    assert (await index.nearest([base], embeddings[2].tobytes(), 1))[0][0] == ids[2]
+    children = multiprocessing.active_children()
+    assert children, "the search ran in a child process"
+    for child in children:
+        os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        child.join(5)
+    assert (await index.nearest([base], embeddings[3].tobytes(), 1))[0][0] == ids[3]
+
+
+CHILD_OF_A_SERVICE = """
+import asyncio, multiprocessing, sys
+from chatbot_conversation.db.engine import Database
+from chatbot_conversation.knowledge.vectors import vector_index
+
+async def main():
+    database = Database(sys.argv[1])
+    await database.migrate()
+    await vector_index(database).nearest(["kb"], bytes(16), 3)
+    print("children:", *(child.pid for child in multiprocessing.active_children()), flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+def test_the_sqlite_vec_child_ends_when_its_service_is_killed(tmp_path: Path) -> None:
+    """A service killed outright (kill -9, an OOM kill) leaves no orphan child behind."""
+    service = subprocess.Popen(
+        [sys.executable, "-c", CHILD_OF_A_SERVICE, f"sqlite:///{tmp_path}/t.db"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert service.stdout is not None
+        line = next(line for line in service.stdout if line.startswith("children:"))
+        children = [int(pid) for pid in line.split()[1:]]
+        assert children, "the search ran in a child process"
+    finally:
+        service.kill()
+        service.wait(10)
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in children), "the child outlived its service"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z" if Path(f"/proc/{pid}/stat").exists() else True
