@@ -214,7 +214,7 @@ async def search(url: str, label: str, passages: int, vectors: str) -> list[str]
 async def searches(passages: int, postgres: str | None) -> list[str]:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        rows += await search(f"sqlite:///{folder}/bench.db", "SQLite", passages, "a sqlite-vec vec0 table")
+        rows += await search(f"sqlite:///{folder}/bench.db", "SQLite", passages, "a sqlite-vec vec0 table (in a child process)")
     if postgres:
         import asyncpg
 
