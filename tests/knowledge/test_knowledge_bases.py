@@ -216,6 +216,19 @@ def test_bad_documents_are_refused_or_fail_saying_why(stack: tuple[str, LocalPla
     assert failed["state"] == "failed" and "PDF" in failed["error"]
     assert final[typed.json()["document"]["id"]]["state"] == "ready"
 
+    again = api.post(
+        path, params={"name": "broken.pdf"}, content=b"%PDF-1.7\nnot really a pdf", headers={"content-type": "application/pdf"}
+    )
+    retried = again.json()["document"]
+    assert again.status_code == 201 and not again.json()["duplicate"], "a failed document added again is indexed again"
+    assert (retried["id"], retried["state"], retried["error"]) == (failed["document_id"], "queued", None)
+    deadline = time.monotonic() + 60
+    while (state := api.get(f"{path}/{retried['id']}").json())["state"] != "failed" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert state["state"] == "failed" and "PDF" in state["error"], "the ingestion worker took it again"
+    typed_again = api.post(path, json={"name": "notes", "text": "The meeting room Aurora seats twelve people.", "media_type": "text/plain"})
+    assert typed_again.status_code == 200 and typed_again.json()["duplicate"], "a ready one is not"
+
 
 def test_a_form_upload_as_curl_sends_it_is_indexed_and_a_bad_form_says_what_is_wrong(stack: tuple[str, LocalPlatform]) -> None:
     url, platform = stack

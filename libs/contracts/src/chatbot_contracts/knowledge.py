@@ -71,6 +71,7 @@ class DocumentList(msgspec.Struct, kw_only=True):
 class DocumentAdded(msgspec.Struct, kw_only=True):
     document: Document
     duplicate: bool
+    """The same file was there already (and had not failed): nothing was queued."""
     """The same bytes were already in this knowledge base: nothing was queued again."""
 
 

@@ -192,7 +192,8 @@ class KnowledgeService:
     # --- documents -------------------------------------------------------------------------------
 
     async def add_document(self, who: Principal, knowledge_base_id: str, upload: Upload, key_id: str | None) -> DocumentAdded:
-        """Keep the file and queue its ingestion; the same bytes added again to the same knowledge base do nothing."""
+        """Keep the file and queue its ingestion. The same bytes added again to the same knowledge base are the document
+        already there, unless it failed: then it is queued again."""
         if len(upload.data) > self.settings.kb_max_document_bytes:
             raise TooLarge(f"the document has {len(upload.data)} bytes; at most {self.settings.kb_max_document_bytes} are allowed")
         if not upload.data:
@@ -223,15 +224,21 @@ class KnowledgeService:
             async with self.db.write() as session:
                 await self._owned(session, who, knowledge_base_id)
                 existing = await self._same(session, knowledge_base_id, digest)
-                if existing is not None:
+                if existing is not None and existing.state != "failed":
                     return DocumentAdded(document=document_of(existing), duplicate=True)
-                count = await session.scalar(
-                    select(func.count()).select_from(DocumentRow).where(DocumentRow.knowledge_base_id == knowledge_base_id)
-                )
-                if (count or 0) >= self.settings.kb_max_documents:
-                    raise Invalid(f"a knowledge base may hold {self.settings.kb_max_documents} documents; delete one first")
+                if existing is None:
+                    count = await session.scalar(
+                        select(func.count()).select_from(DocumentRow).where(DocumentRow.knowledge_base_id == knowledge_base_id)
+                    )
+                    if (count or 0) >= self.settings.kb_max_documents:
+                        raise Invalid(f"a knowledge base may hold {self.settings.kb_max_documents} documents; delete one first")
+                    session.add(row)
+                else:
+                    # The same file again after it failed: indexed again (its cause may have passed, a provider that
+                    # was down), going on after the passages it stored; the key that retries pays for the rest.
+                    existing.state, existing.error, existing.key_id, existing.updated_at = "queued", None, key_id, moment
+                    row = existing
                 await self.blobs.put(folder, row.id, upload.data)
-                session.add(row)
         except IntegrityError:
             # The same bytes, added at the same moment by another request: theirs is the one queued.
             await self.blobs.remove(folder, row.id)

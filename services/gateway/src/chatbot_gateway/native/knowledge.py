@@ -192,7 +192,7 @@ async def add_document(
     """Add a document: the file's bytes as the body (its type in `Content-Type`, its name in `?name=`), a form
     (`multipart/form-data` with a `file` part, as `curl -F file=@handbook.pdf` sends it), or `{"name", "text"}` as
     JSON. Indexing goes on in the background (follow `…/events`); the same file added again answers 200 with
-    `duplicate: true` and queues nothing."""
+    `duplicate: true` and queues nothing, unless that document failed: then it is queued again (201)."""
     content_type = request.headers.get("content-type", "application/octet-stream")
     limit = state.settings.server.kb_max_document_bytes
     media_type = content_type.split(";")[0].strip().lower()
