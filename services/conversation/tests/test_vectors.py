@@ -159,11 +159,8 @@ async def finds_the_nearest_of_the_named_bases(database: Database) -> None:
 
 
 async def deleted_passages_leave_the_search(database: Database) -> None:
-    rng = np.random.default_rng(2)
-    mine, my_document = await new_base(database)
+    _, mine, my_document, embeddings, ids = await small_base(database, seed=2, size=10)
     theirs, their_document = await new_base(database)
-    embeddings = [unit(rng, 8) for _ in range(10)]
-    ids = await store(database, mine, my_document, embeddings)
     index = vector_index(database)
     assert (await index.nearest([mine], embeddings[9].tobytes(), 1))[0][0] == ids[9]  # indexed before the deletion
 

@@ -74,12 +74,11 @@ class SqliteVec:
     processes the locks hold, as between the service and the ingestion worker.
     """
 
-    def __init__(self, database_url: str, connections: int = 2) -> None:
+    def __init__(self, database_url: str) -> None:
         path = make_url(database_url).database
         if not path:
             raise ValueError("knowledge bases need a SQLite database file, not an in-memory one")
         self._path = str(Path(path).resolve())
-        self._slots = asyncio.Semaphore(connections)
 
     def stored(self, vector: bytes) -> bytes:
         return vector
@@ -94,19 +93,18 @@ class SqliteVec:
     async def _in_child(self, work: Callable[..., Any], *args: Any) -> Any:
         """`work(*args)` in the child; a child that died is replaced once."""
         global _pool
-        async with self._slots:
-            for attempt in (1, 2):
-                if _pool is None:
-                    _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_watch_parent)
-                pool = _pool
-                try:
-                    return await asyncio.get_running_loop().run_in_executor(pool, work, *args)
-                except BrokenProcessPool:
-                    log.warning("knowledge.vectors_child_died", attempt=attempt)
-                    if _pool is pool:
-                        _pool = None
-                    if attempt == 2:
-                        raise
+        for attempt in (1, 2):
+            if _pool is None:
+                _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_watch_parent)
+            pool = _pool
+            try:
+                return await asyncio.get_running_loop().run_in_executor(pool, work, *args)
+            except BrokenProcessPool:
+                log.warning("knowledge.vectors_child_died", attempt=attempt)
+                if _pool is pool:
+                    _pool = None
+                if attempt == 2:
+                    raise
         raise AssertionError("unreachable")
 
 
