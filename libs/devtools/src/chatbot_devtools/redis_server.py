@@ -72,15 +72,21 @@ def free_port() -> int:
 class RedisServer:
     """A `redis-server` child process on a port of its own, keeping no data on disk by default."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, persist: bool = False) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, *, persist: bool = False, extra: list[str] | None = None) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.persist = persist
+        self.extra = extra or []
+        """More `redis-server` options (a cluster node's, say)."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:
         binary = shutil.which("redis-server")
@@ -102,6 +108,7 @@ class RedisServer:
                 str(self.data_dir),
                 "--logfile",
                 str(self.data_dir / "redis.log"),
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
