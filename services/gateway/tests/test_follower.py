@@ -15,7 +15,7 @@ from chatbot_gateway.follower import KEEPALIVE, READ_AHEAD, Batch, Follower, Fol
 
 @pytest.fixture
 async def follower(redis: aioredis.Redis, namespace: str) -> AsyncIterator[Follower]:
-    follower = Follower(redis, Keys(namespace), outage_s=1.0)
+    follower = Follower(redis, Keys(namespace), outage_s=1.0, wake_key=Keys(namespace).gateway_wake("test"))
     yield follower
     await follower.close()
 

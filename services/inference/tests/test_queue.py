@@ -25,11 +25,13 @@ class Recorder:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, bytes]] = []
+        self.streams: set[str] = set()
         self.running = 0
         self.most = 0
         self.release = asyncio.Event()
 
-    async def __call__(self, entry: str, payload: bytes) -> None:
+    async def __call__(self, stream: str, entry: str, payload: bytes) -> None:
+        self.streams.add(stream)
         self.seen.append((entry, payload))
         self.running += 1
         self.most = max(self.most, self.running)
@@ -142,7 +144,7 @@ async def test_reading_resumes_within_seconds_of_a_restarted_redis(tmp_path: Pat
 async def test_a_stop_waits_out_the_grace_then_leaves_the_unfinished_pending(redis: aioredis.Redis, stream: str) -> None:
     finished: list[str] = []
 
-    async def handle(entry: str, payload: bytes) -> None:
+    async def handle(stream: str, entry: str, payload: bytes) -> None:
         await asyncio.sleep(0.1 if payload == b"request 0" else 30)
         finished.append(entry)
         await redis.xack(stream, GROUP, entry)
@@ -159,3 +161,23 @@ async def test_a_stop_waits_out_the_grace_then_leaves_the_unfinished_pending(red
     await enqueue(redis, stream, 1)
     await asyncio.sleep(0.3)
     assert finished == ids[:1], "a stopped reader reads nothing more"
+
+
+async def test_partitions_share_the_slots_and_each_is_read(redis: aioredis.Redis, namespace: str) -> None:
+    streams = [f"{namespace}chat.requests.{{p{i}}}" for i in range(4)]
+    await ensure_groups(redis, [(name, GROUP) for name in streams])
+    handler = Recorder()
+    reader = QueueReader(redis, streams, GROUP, "w1", handler, slots=6, claim_idle_s=60, block_ms=100)
+    reader.start()
+    try:
+        for name in streams:
+            await enqueue(redis, name, 3)
+        await until(lambda: len(handler.seen) == 6)
+        await asyncio.sleep(0.3)
+        assert handler.most == 6, "more entries were read than the worker has slots"
+        assert sum([await pending_of(redis, name, "w1") for name in streams]) == 6, "entries were read ahead of a free slot"
+        handler.release.set()
+        await until(lambda: len(handler.seen) == 12)
+        assert handler.streams == set(streams)
+    finally:
+        await reader.stop(1)

@@ -24,6 +24,7 @@ from redis.backoff import NoBackoff
 from .codec import inference_event_decoder
 from .events import AnyInferenceEvent
 from .keys import DATA_FIELD_BYTES
+from .redis import RedisSettings
 
 log = structlog.get_logger()
 BatchHandler = Callable[[Any], Awaitable[None]]
@@ -78,21 +79,21 @@ async def keep_consuming(
                 log.warning("consumer.restart_failed", error=str(exc))
 
 
-def consumer_broker(url: str, connect_timeout_s: float, **options: Any) -> Any:
-    """A FastStream `RedisBroker` for the platform's stream consumers.
+def consumer_broker(settings: RedisSettings, **options: Any) -> Any:
+    """A FastStream `RedisBroker` for the platform's stream consumers (its `RedisClusterBroker` on a cluster).
 
     Handlers get the message itself (see `the_message`): without dependency injection
     (`apply_types=False`), which for a handler taking the message ran a thread-pool hop per
     message (FastStream's context field is a sync call): about 0.4 ms of CPU each. A command on a
     dropped connection is retried once at once. `options` go to `RedisBroker`.
     """
-    from faststream.redis import RedisBroker
+    from faststream.redis import RedisBroker, RedisClusterBroker
 
-    return RedisBroker(
-        url,
+    return (RedisClusterBroker if settings.cluster() else RedisBroker)(
+        settings.url,
         logger=logging.getLogger("chatbot.faststream"),
         apply_types=False,
-        socket_connect_timeout=connect_timeout_s,
+        socket_connect_timeout=settings.redis_connect_timeout_s,
         retry=Retry(NoBackoff(), 1),
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         **options,
@@ -105,9 +106,18 @@ async def the_message(message: T) -> T:
 
 
 def event_batch_consumers(
-    broker: Any, stream: str, group: str, consumer: str, handle: BatchHandler, *, batch: int, gather_s: float, claim_idle_s: float
-) -> tuple[Any, Any]:
-    """Consume `stream` of `broker` (a `consumer_broker`) in batches with `handle`: a reader of new entries and a claimer of entries left pending.
+    broker: Any,
+    streams: Sequence[str],
+    group: str,
+    consumer: str,
+    handle: BatchHandler,
+    *,
+    batch: int,
+    gather_s: float,
+    claim_idle_s: float,
+) -> list[Any]:
+    """Consume each of `streams` (the partitions of one stream) of `broker` (a `consumer_broker`) in batches with
+    `handle`: per stream, a reader of new entries and a claimer of entries left pending.
 
     After a batch smaller than `batch` the reader waits `gather_s` before reading on: at a few
     events a batch, FastStream's per-batch handling and the acknowledgement cost more than the
@@ -118,19 +128,23 @@ def event_batch_consumers(
     from faststream import AckPolicy
     from faststream.redis import StreamSub
 
-    def subscriber(**options: Any) -> Any:
-        sub = StreamSub(stream, group=group, consumer=consumer, batch=True, max_records=batch, **options)
-        return broker.subscriber(stream=sub, decoder=the_message, ack_policy=AckPolicy.NACK_ON_ERROR)
-
     async def on_new(message: Any) -> None:
         await handle(message)
         if len(message.raw_message["data"]) < batch:
             await asyncio.sleep(gather_s)
 
-    reader, claimer = subscriber(polling_interval=1000), subscriber(polling_interval=5000, min_idle_time=int(claim_idle_s * 1000))
-    reader(on_new)
-    claimer(handle)
-    return reader, claimer
+    subscribers = []
+    for stream in streams:
+
+        def subscriber(stream: str = stream, **options: Any) -> Any:
+            sub = StreamSub(stream, group=group, consumer=consumer, batch=True, max_records=batch, **options)
+            return broker.subscriber(stream=sub, decoder=the_message, ack_policy=AckPolicy.NACK_ON_ERROR)
+
+        reader, claimer = subscriber(polling_interval=1000), subscriber(polling_interval=5000, min_idle_time=int(claim_idle_s * 1000))
+        reader(on_new)
+        claimer(handle)
+        subscribers += [reader, claimer]
+    return subscribers
 
 
 class Broker(Protocol):

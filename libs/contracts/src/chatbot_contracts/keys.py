@@ -1,8 +1,17 @@
-"""Stream, group and key names. Keys of one request share a Redis Cluster hash tag: `{request_id}`."""
+"""Stream, group and key names.
+
+Keys of one request share a Redis Cluster hash tag: `{request_id}` with one partition, its partition's tag with
+several (`CHATBOT_STREAM_PARTITIONS`), so that a gateway reads every stream of a partition in one XREAD and a request's
+keys and its partition of `chat.requests` sit in one slot.
+"""
 
 from __future__ import annotations
 
+import zlib
 from datetime import UTC, datetime
+from functools import cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 INFERENCE_GROUP = "inference"
 """Consumer group of the inference workers on `chat.requests`."""
@@ -33,22 +42,56 @@ def period_label(period: str, now: datetime | None = None) -> str:
     return moment.strftime("%Y-%m")
 
 
+@cache
+def partition_tags(partitions: int) -> tuple[str, ...]:
+    """A hash tag per partition, the i-th hashing into the i-th of `partitions` equal ranges of slots: a cluster's
+    masters hold contiguous ranges, so the partitions spread over them as evenly as the slots do."""
+    tags = []
+    for i in range(partitions):
+        low, high = i * REDIS_CLUSTER_HASH_SLOTS // partitions, (i + 1) * REDIS_CLUSTER_HASH_SLOTS // partitions
+        tags.append(next(tag for n in range(1_000_000) if low <= key_slot((tag := f"p{i}.{n}").encode()) < high))
+    return tuple(tags)
+
+
 class Keys:
     """Every Redis name the platform uses, under an optional namespace (`CHATBOT_REDIS_NAMESPACE`).
 
-    A namespace lets several deployments, or several test runs, share one Redis.
+    A namespace lets several deployments, or several test runs, share one Redis. With several `partitions`, the
+    shared streams (`chat.requests`, `inference.events`) are one per partition, and a request belongs to the
+    partition its id hashes to.
     """
 
-    __slots__ = ("cancel_channel", "chat_requests", "dead_letters", "inference_events", "ingest", "namespace", "workers")
+    __slots__ = (
+        "cancel_channel",
+        "chat_requests",
+        "dead_letters",
+        "events_partitions",
+        "inference_events",
+        "ingest",
+        "namespace",
+        "partitions",
+        "requests_partitions",
+        "tags",
+        "workers",
+    )
 
-    def __init__(self, namespace: str = "") -> None:
+    def __init__(self, namespace: str = "", partitions: int = 1) -> None:
+        if partitions < 1:
+            raise ValueError(f"a deployment has at least one stream partition, not {partitions}")
         self.namespace = namespace
-        self.chat_requests = f"{namespace}chat.requests"
-        """Work queue of `ChatRequest`s."""
+        self.partitions = partitions
+        self.tags = partition_tags(partitions) if partitions > 1 else ()
+        """Each partition's hash tag (none with one partition)."""
+        self.requests_partitions = [f"{namespace}chat.requests" + (f".{{{tag}}}" if partitions > 1 else "") for tag in self.tags or ("",)]
+        """Work queue of `ChatRequest`s, one stream per partition."""
+        self.events_partitions = [f"{namespace}inference.events" + (f".{{{tag}}}" if partitions > 1 else "") for tag in self.tags or ("",)]
+        """`InferenceEvent`s of every generation, one stream per partition (a request's events all in its own)."""
+        self.chat_requests = self.requests_partitions[0]
+        """The work queue with one partition."""
         self.dead_letters = f"{namespace}chat.requests.dead"
         """Requests that failed on every attempt."""
-        self.inference_events = f"{namespace}inference.events"
-        """`InferenceEvent`s of every generation."""
+        self.inference_events = self.events_partitions[0]
+        """The events with one partition."""
         self.workers = f"{namespace}chat.workers"
         """Sorted set: inference worker name -> Unix time of its last heartbeat."""
         self.cancel_channel = f"{namespace}chat.cancel"
@@ -56,9 +99,27 @@ class Keys:
         self.ingest = f"{namespace}kb.ingest"
         """Work queue of `IngestJob`s: documents to extract, chunk, embed and store."""
 
+    def partition_of(self, request_id: str) -> int:
+        """The partition a request belongs to (stable for its id: every process computes the same)."""
+        return zlib.crc32(request_id.encode()) % self.partitions if self.partitions > 1 else 0
+
+    def requests_for(self, request_id: str) -> str:
+        """The partition of `chat.requests` a request is enqueued on."""
+        return self.requests_partitions[self.partition_of(request_id)]
+
+    def events_for(self, request_id: str) -> str:
+        """The partition of `inference.events` a request's events go to."""
+        return self.events_partitions[self.partition_of(request_id)]
+
+    def _request(self, request_id: str) -> str:
+        """`{request_id}`, or with several partitions `{partition tag}.request_id`."""
+        if self.partitions == 1:
+            return f"{{{request_id}}}"
+        return f"{{{self.tags[self.partition_of(request_id)]}}}.{request_id}"
+
     def request_stream(self, request_id: str) -> str:
         """The stream of one request's `StreamEvent`s."""
-        return f"{self.namespace}chat.stream.{{{request_id}}}"
+        return f"{self.namespace}chat.stream.{self._request(request_id)}"
 
     def kb_progress(self, knowledge_base_id: str) -> str:
         """A knowledge base's `Progress` events: its documents' states as they change."""
@@ -66,7 +127,7 @@ class Keys:
 
     def request_owner(self, request_id: str) -> str:
         """Who made the request (its owner), so only they may resume or cancel it; expires with its stream."""
-        return f"{self.namespace}chat.owner.{{{request_id}}}"
+        return f"{self.namespace}chat.owner.{self._request(request_id)}"
 
     def rate(self, owner: str, key_id: str | None, kind: str) -> str:
         """A per-minute bucket (`rpm` or `tpm`) of an API key, or (`key_id` None) of its owner as a whole.
@@ -108,11 +169,11 @@ class Keys:
 
     def cancel_flag(self, request_id: str) -> str:
         """Set when the client cancels the request; a worker checks it before generating."""
-        return f"{self.namespace}chat.cancel.{{{request_id}}}"
+        return f"{self.namespace}chat.cancel.{self._request(request_id)}"
 
     def attempts(self, request_id: str) -> str:
         """How many times a worker has started the request (a claim after a crash starts it again)."""
-        return f"{self.namespace}chat.attempts.{{{request_id}}}"
+        return f"{self.namespace}chat.attempts.{self._request(request_id)}"
 
     @property
     def internal_nonce_prefix(self) -> str:
@@ -123,6 +184,9 @@ class Keys:
         """Unknown API keys a client address presented this minute."""
         return f"{self.namespace}authfail.{{{address}}}"
 
-    def gateway_wake(self, gateway: str) -> str:
-        """A gateway's own stream, written to interrupt its blocking read when it has a new stream to follow."""
-        return f"{self.namespace}gateway.wake.{gateway}"
+    def gateway_wake(self, gateway: str, partition: int | None = None) -> str:
+        """A gateway's own stream, written to interrupt its blocking read when it has a new stream to follow; a
+        partition's (in its slot, so that it is read with the partition's streams) when its streams are read apart."""
+        if partition is None or self.partitions == 1:
+            return f"{self.namespace}gateway.wake.{gateway}"
+        return f"{self.namespace}gateway.wake.{{{self.tags[partition]}}}.{gateway}"

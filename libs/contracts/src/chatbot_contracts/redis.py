@@ -1,16 +1,35 @@
-"""How every service connects to Redis: one pooled client, quick to notice that Redis is gone."""
+"""How every service connects to Redis: one pooled client, quick to notice that Redis is gone; a Redis Cluster's client
+when `REDIS_URL` names a node of one."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
 import msgspec
+import redis
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
+
+from .keys import Keys
+
+TRANSIENT: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.ReadOnlyError,
+)
+"""What Redis raises while it restarts, or while a cluster's failed master is replaced: worth trying again shortly."""
+
+CLUSTER_PARTITIONS = 16
+"""Stream partitions on a cluster unless `CHATBOT_STREAM_PARTITIONS` says otherwise."""
 
 
 class RedisSettings(msgspec.Struct, kw_only=True, frozen=True):
@@ -26,6 +45,32 @@ class RedisSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_REDIS_CONNECT_TIMEOUT_S`: how long to wait for a connection before reporting Redis down."""
     redis_socket_timeout_s: float = 30.0
     """`CHATBOT_REDIS_SOCKET_TIMEOUT_S`: longest wait for a reply; above the longest blocking read (5 s)."""
+    redis_cluster: bool | None = None
+    """`CHATBOT_REDIS_CLUSTER`: `true` when `REDIS_URL` names a node of a Redis Cluster; unset, the node is asked."""
+    stream_partitions: int = msgspec.field(default=0)
+    """`CHATBOT_STREAM_PARTITIONS`: how many streams `chat.requests` and `inference.events` are each split into; every
+    process of a deployment must agree. 0: one on a single Redis, 16 on a cluster."""
+
+    def cluster(self) -> bool:
+        """Whether `REDIS_URL` is a Redis Cluster (said, or asked of the node once per process)."""
+        return self.redis_cluster if self.redis_cluster is not None else _is_cluster(self.url, self.redis_connect_timeout_s)
+
+    def keys(self) -> Keys:
+        """The deployment's names: its namespace and its stream partitions."""
+        partitions = self.stream_partitions or (CLUSTER_PARTITIONS if self.cluster() else 1)
+        return Keys(self.redis_namespace, partitions)
+
+
+@cache
+def _is_cluster(url: str, timeout_s: float) -> bool:
+    """Asks the node (`INFO cluster`); a node that does not answer yet is taken for a single Redis."""
+    if url.startswith("unix:"):
+        return False
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s) as node:
+            return bool(node.info("cluster").get("cluster_enabled"))
+    except (redis.exceptions.RedisError, OSError):
+        return False
 
 
 def connect(settings: RedisSettings, *, timed_replies: bool = True) -> aioredis.Redis:
@@ -39,7 +84,21 @@ def connect(settings: RedisSettings, *, timed_replies: bool = True) -> aioredis.
     at once: a Redis that is really gone surfaces within the connect timeout, not after a
     backoff series. The retry belongs to the pool's connections (the client's own is ignored
     when a pool is given).
+
+    On a cluster it is redis-py's cluster client (typed as the plain client: it takes the same commands): each command
+    goes to the master of its key's slot; a moved slot or a failed master refreshes the topology and the command is
+    tried again for a few seconds, about as long as a replica takes to be promoted.
     """
+    if settings.cluster():
+        cluster = RedisCluster.from_url(
+            settings.url,
+            max_connections=settings.redis_max_connections,
+            socket_connect_timeout=settings.redis_connect_timeout_s,
+            socket_timeout=settings.redis_socket_timeout_s if timed_replies else None,
+            health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 8),
+        )
+        return cast(aioredis.Redis, cluster)
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.url,
         max_connections=settings.redis_max_connections,
@@ -60,11 +119,14 @@ async def round_trip(client: aioredis.Redis, commands: Sequence[Sequence[Any]], 
     rule). With `within_s`, the round (its retry included) fails with `TimeoutError` past that long, and the
     connection it was on is closed; otherwise the client's socket timeout bounds each reply.
 
-    A command named in bytes (`b"XADD"`) gets Redis's reply as it is; named in text, redis-py's reply callback
-    converts it (`"SET"` -> `True`)."""
+    A command named in bytes (`b"XADD"`) gets Redis's reply as it is (on a cluster, converted as if named in text);
+    named in text, redis-py's reply callback converts it (`"SET"` -> `True`)."""
     pipeline = client.pipeline(transaction=False)
+    # A cluster's pipeline looks up each command's routing by its name, which it takes in text only.
+    named = isinstance(client, RedisCluster)
     for command in commands:
-        pipeline.execute_command(*command)
+        name = command[0]
+        pipeline.execute_command(name.decode() if named and isinstance(name, bytes) else name, *command[1:])
     try:
         async with asyncio.timeout(within_s):
             replies: list[Any] = await pipeline.execute(raise_on_error=False)

@@ -6,10 +6,12 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import pytest
 import redis.asyncio as aioredis
+
+from chatbot_contracts.redis import RedisSettings
 
 from .fakes import FakeAnthropic, FakeGemini, FakeOllama, FakeOpenAI, FakeUpstream
 from .platform import LocalPlatform, registry_toml
@@ -46,7 +48,9 @@ def namespace() -> str:
 
 @pytest.fixture
 async def redis(redis_url: str, namespace: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+    """A client of the test's Redis: a cluster's client when `REDIS_URL` is a node of a Redis Cluster."""
+    cluster = RedisSettings(url=redis_url).cluster()
+    client = cast(aioredis.Redis, aioredis.RedisCluster.from_url(redis_url)) if cluster else aioredis.Redis.from_url(redis_url)
     yield client
     keys = [key async for key in client.scan_iter(match=f"{namespace}*", count=1000)]
     if keys:

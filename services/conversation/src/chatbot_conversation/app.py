@@ -15,7 +15,7 @@ from litestar.types import Middleware
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlalchemy.exc import SQLAlchemyError
 
-from chatbot_contracts import CONVERSATION_GROUP, Keys, Registry
+from chatbot_contracts import CONVERSATION_GROUP, Registry
 from chatbot_contracts.consumers import (
     consumer_broker,
     consuming,
@@ -51,8 +51,8 @@ EVENTS_GATHER_S = 0.05
 
 
 def create_app(settings: Settings, registry: Registry) -> Litestar:
-    keys = Keys(settings.redis.redis_namespace)
-    broker = consumer_broker(settings.redis.url, settings.redis.redis_connect_timeout_s)
+    keys = settings.redis.keys()
+    broker = consumer_broker(settings.redis)
     redis = connect(settings.redis)
     db = Database(settings.store.database_url, settings.store.database_read_url or None)
     metrics = CollectorRegistry()
@@ -92,8 +92,8 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
 
     # Batches: most events (every request's queued/started/first token, and every OpenAI- or
     # Anthropic-compatible turn) are not a stored conversation's.
-    reader, claimer = event_batch_consumers(
-        broker, keys.inference_events, CONVERSATION_GROUP, settings.server.consumer, on_batch,
+    subscribers = event_batch_consumers(
+        broker, keys.events_partitions, CONVERSATION_GROUP, settings.server.consumer, on_batch,
         batch=EVENTS_BATCH, gather_s=EVENTS_GATHER_S, claim_idle_s=settings.server.events_claim_idle_s,
     )  # fmt: skip
 
@@ -113,7 +113,7 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
         if isinstance(store, S3Store):
             await store.open()
         try:
-            async with consuming(redis, broker, [(keys.inference_events, CONVERSATION_GROUP)], [reader, claimer]):
+            async with consuming(redis, broker, [(events, CONVERSATION_GROUP) for events in keys.events_partitions], subscribers):
                 yield
         finally:
             if isinstance(store, S3Store):

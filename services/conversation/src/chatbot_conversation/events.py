@@ -102,4 +102,4 @@ class TitleQueue:
         self._keys = keys
 
     async def __call__(self, request: ChatRequest) -> None:
-        await self._redis.xadd(self._keys.chat_requests, {DATA_FIELD: encode(request)})
+        await self._redis.xadd(self._keys.requests_for(request.request_id), {DATA_FIELD: encode(request)})

@@ -19,7 +19,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from chatbot_contracts import Keys, Registry
+from chatbot_contracts import Registry
 from chatbot_contracts.redis import connect
 from chatbot_contracts.registry import RegistryWatcher
 from chatbot_contracts.signing import Signer
@@ -121,7 +121,8 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
     async def redis_lifespan(app: Litestar) -> AsyncIterator[None]:
         redis = connect(settings.redis)
         app.state.redis = redis
-        app.state.relay = Relay(redis, app.state.redis_keys, settings.chat, metrics)
+        cluster_reader = connect(settings.redis) if settings.redis.cluster() else None
+        app.state.relay = Relay(redis, app.state.redis_keys, settings.chat, metrics, cluster_reader=cluster_reader)
         app.state.limits = KeyLimits(redis, app.state.redis_keys)
         app.state.auth_failures = AuthFailures(redis, app.state.redis_keys, settings.auth.auth_failures_per_minute)
         app.state.conversations = ServiceClient(
@@ -185,7 +186,7 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
             {
                 "settings": settings,
                 "registry": registry,
-                "redis_keys": Keys(settings.redis.redis_namespace),
+                "redis_keys": settings.redis.keys(),
                 "images": ImageRules(settings.chat.max_image_bytes, settings.chat.max_images),
                 "key_store": key_store,
                 "metrics": metrics,

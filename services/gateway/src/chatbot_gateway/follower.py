@@ -5,6 +5,11 @@ returns whatever any of them has: at a thousand streams of twenty tokens a secon
 trip carries dozens of tokens instead of one, and the gateway holds one connection instead of a
 thousand. Each stream's consumer takes what was read for it (`Following.next`); a consumer that
 falls behind (a slow client) leaves its stream out of reads until it catches up.
+
+On a Redis Cluster one command may name keys of one slot only, so there is a reader per stream
+partition (`Followers`): a partition's streams and its wake-up stream share its hash tag, and its
+reads go to whichever master holds that slot now. A slot that moves (a failover, resharding) moves
+with its reader, which reads on from the entry ids it had.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import redis.exceptions
 import structlog
 
 from chatbot_contracts import DATA_FIELD_BYTES, AnyStreamEvent, Done, Error, ErrorCode, Keys, stream_event_decoder
+from chatbot_contracts.redis import TRANSIENT
 
 log = structlog.get_logger()
 
@@ -78,7 +84,6 @@ class Following:
 
     __slots__ = (
         "_deadline",
-        "_follower",
         "_keepalive_s",
         "_last",
         "_loop",
@@ -87,6 +92,7 @@ class Following:
         "after",
         "ended",
         "entries",
+        "follower",
         "key",
         "request_id",
     )
@@ -99,7 +105,7 @@ class Following:
         self.entries: Batch = []
         self.ended = False
         """Its last event is read (`done`, or an ending of the gateway's making): it is read no more."""
-        self._follower = follower
+        self.follower = follower
         self._loop = asyncio.get_running_loop()
         self._keepalive_s = keepalive_s
         self._last = self._loop.time()
@@ -123,7 +129,7 @@ class Following:
                 return KEEPALIVE
         batch, self.entries = self.entries, []
         if len(batch) >= READ_AHEAD and not self.ended:
-            self._follower.changed()  # it was left out of reads while it was this far ahead
+            self.follower.changed()  # it was left out of reads while it was this far ahead
         return batch
 
     def add(self, batch: Batch, now: float) -> None:
@@ -170,15 +176,17 @@ class Follower:
     (the read names explicit entry ids, so nothing written meanwhile is missed). When Redis is
     unreachable, reads are retried for `outage_s`, then every stream ends with an error; after an
     outage, streams whose request Redis no longer knows (it restarted empty) end at once.
-    Keys must share one server: a Redis Cluster would need one read per slot.
+    On a cluster (`cluster`), `redis` is a cluster client of the follower's own and every key it
+    reads must hash to the slot of `wake_key`.
     """
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, outage_s: float) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, outage_s: float, wake_key: str, *, cluster: bool = False) -> None:
         self._redis = redis
         self._keys = keys
         self._outage_s = outage_s
+        self._cluster = cluster
         self._streams: dict[bytes, list[Following]] = {}
-        self._wake_key = keys.gateway_wake(uuid.uuid4().hex).encode()
+        self._wake_key = wake_key.encode()
         self._woken_at = b"0-0"
         self._changed = asyncio.Event()
         self._reading = False
@@ -251,7 +259,9 @@ class Follower:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        reader = self._redis.client()  # one connection held for every read
+        # A single Redis: one connection held for every read. A cluster: a connection of the slot's master's pool per
+        # read (the master changes on a failover).
+        reader = self._redis if self._cluster else self._redis.client()
         # Replies as Redis sent them: redis-py's XREAD callback builds a dict per entry (a tenth of the gateway's CPU).
         reader.set_response_callback("XREAD", _as_sent)
         outage_since: float | None = None
@@ -269,11 +279,17 @@ class Follower:
                         outage_since = None
                         continue
                     self._reading = True
-                    reply = await reader.execute_command(  # type: ignore[no-untyped-call]
-                        "XREAD", "COUNT", READ_AHEAD, "BLOCK", BLOCK_MS, "STREAMS", *keys, self._wake_key, *after, self._woken_at
-                    )
-                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-                    # Redis is restarting: keep trying for a while; clients hear of it only if it lasts.
+                    command = ("XREAD", "COUNT", READ_AHEAD, "BLOCK", BLOCK_MS, "STREAMS", *keys, self._wake_key, *after, self._woken_at)
+                    if self._cluster:
+                        # Sent to the slot's master as redis-py knows it now, without asking the node for the keys of
+                        # the command (XREAD's keys move); an error refreshes what redis-py knows.
+                        node = reader.get_node_from_key(self._wake_key)  # type: ignore[attr-defined]
+                        reply = await reader.execute_command(*command, target_nodes=node)  # type: ignore[no-untyped-call]
+                    else:
+                        reply = await reader.execute_command(*command)  # type: ignore[no-untyped-call]
+                except TRANSIENT as exc:
+                    # Redis is restarting, or a cluster's master is being replaced: keep trying for a while; clients
+                    # hear of it only if it lasts.
                     outage_since = outage_since or time.monotonic()
                     if time.monotonic() - outage_since > self._outage_s:
                         log.error("stream.redis_unreachable", streams=len(keys), error=str(exc))
@@ -298,7 +314,8 @@ class Follower:
             self._end_all(ending("internal", "the gateway stopped reading the answer's stream"))
             self._task = None
         finally:
-            await reader.aclose()
+            if not self._cluster:
+                await reader.aclose()
 
     def _dispatch(self, reply: dict[bytes, list[Any]] | list[list[Any]], now: float) -> None:
         """Hands what a read returned to each stream's consumer: `{key: [[entry id, [field, value, …]], …]}` (RESP3,
@@ -349,3 +366,33 @@ class Follower:
             if not known:
                 log.error("stream.lost", request_id=following.request_id)
                 following.end(ending("internal", "Redis restarted and lost this request's events; send the request again"))
+
+
+class Followers:
+    """The followers of a gateway: one for every stream on a single Redis, one per stream partition on a cluster."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, outage_s: float, *, cluster_reader: aioredis.Redis | None = None) -> None:
+        gateway = uuid.uuid4().hex
+        self._keys = keys
+        if cluster_reader is None:
+            self._each = [Follower(redis, keys, outage_s, keys.gateway_wake(gateway))]
+        else:
+            self._each = [
+                Follower(cluster_reader, keys, outage_s, keys.gateway_wake(gateway, partition), cluster=True)
+                for partition in range(keys.partitions)
+            ]
+        self._cluster_reader = cluster_reader
+
+    def follow(self, request_id: str, after: bytes, deadline: float, keepalive_s: float) -> Following:
+        """Starts reading the request's stream after entry `after`; `forget` it when done."""
+        follower = self._each[self._keys.partition_of(request_id)] if len(self._each) > 1 else self._each[0]
+        return follower.follow(request_id, after, deadline, keepalive_s)
+
+    def forget(self, following: Following) -> None:
+        following.follower.forget(following)
+
+    async def close(self) -> None:
+        for follower in self._each:
+            await follower.close()
+        if self._cluster_reader is not None:
+            await self._cluster_reader.aclose()

@@ -259,7 +259,10 @@ async def _from_cache(
     )  # fmt: skip
     with contextlib.suppress(redis.exceptions.RedisError, OSError):
         await state.redis.xadd(
-            state.redis_keys.inference_events, {DATA_FIELD: encode(completed)}, maxlen=state.settings.chat.events_maxlen, approximate=True
+            state.redis_keys.events_for(chat.request_id),
+            {DATA_FIELD: encode(completed)},
+            maxlen=state.settings.chat.events_maxlen,
+            approximate=True,
         )
     headers = {**rate_headers, "x-chatbot-cache": "hit", "x-chatbot-overhead-ms": "0.0"}
     if answer.deployment:

@@ -29,14 +29,15 @@ from chatbot_contracts import (
 from .auth import Principal
 from .errors import Overloaded
 from .fairshare import Admission, FairShare
-from .follower import Batch, Follower
+from .follower import Batch, Followers
 from .metrics import GatewayMetrics
 from .settings import ChatSettings
 
 log = structlog.get_logger()
 
-# KEYS: chat.requests. ARGV: group, max lag, max pending, field, request, maxlen.
-# Enqueue only while the group's backlog is within bounds: -1 refuses (nothing written), 1 enqueued.
+# KEYS: the request's partition of chat.requests. ARGV: group, max lag, max pending, field, request, maxlen.
+# Enqueue only while the group's backlog is within bounds (the partition's share of them): -1 refuses (nothing
+# written), 1 enqueued.
 # Before any worker made the group, everything in the stream counts as waiting.
 _ADMIT = """
 local lag, pending = redis.call('XLEN', KEYS[1]), 0
@@ -65,11 +66,20 @@ OWNER_GRACE_S = 86_400
 class Relay:
     """The gateway's view of the request streams."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, settings: ChatSettings, metrics: GatewayMetrics | None = None) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        settings: ChatSettings,
+        metrics: GatewayMetrics | None = None,
+        *,
+        cluster_reader: aioredis.Redis | None = None,
+    ) -> None:
+        """On a Redis Cluster, `cluster_reader` is a cluster client of the streams' readers' own."""
         self._metrics = metrics or GatewayMetrics()
         self.following = 0
         """Streams this gateway follows now."""
-        self._follower = Follower(redis, keys, settings.redis_outage_s)
+        self._follower = Followers(redis, keys, settings.redis_outage_s, cluster_reader=cluster_reader)
         self._redis = redis
         self._keys = keys
         self._settings = settings
@@ -78,15 +88,18 @@ class Relay:
         self._background: set[asyncio.Task[None]] = set()
 
     async def queue_position(self) -> int:
-        """How many requests wait for a worker (the `inference` group's lag); 0 when unknown."""
-        try:
-            groups = await self._redis.xinfo_groups(self._keys.chat_requests)
-        except redis.exceptions.ResponseError:
-            return 0
-        for group in groups:
-            if group.get("name") in (INFERENCE_GROUP, INFERENCE_GROUP.encode()):
-                return int(group.get("lag") or 0)
-        return 0
+        """How many requests wait for a worker (the `inference` group's lag, over every partition); 0 when unknown."""
+        pipe = self._redis.pipeline(transaction=False)
+        for requests in self._keys.requests_partitions:
+            pipe.xinfo_groups(requests)
+        waiting = 0
+        for groups in await pipe.execute(raise_on_error=False):
+            if isinstance(groups, Exception):
+                continue  # a partition no request went to yet
+            for group in groups:
+                if group.get("name") in (INFERENCE_GROUP, INFERENCE_GROUP.encode()):
+                    waiting += int(group.get("lag") or 0)
+        return waiting
 
     async def owner_of(self, request_id: str) -> tuple[str | None, bool]:
         """The request's owner (None when unknown) and whether its stream still exists."""
@@ -144,10 +157,11 @@ class Relay:
     async def _enqueue(self, request: ChatRequest, prelude: Sequence[StreamEvent]) -> object:
         settings = self._settings
         lifetime = int(request.deadline - request.enqueued_at) + settings.stream_ttl_s
+        partitions = self._keys.partitions
         admit_args: list[str | bytes | int] = [
             INFERENCE_GROUP,
-            settings.max_queue_lag,
-            settings.max_queue_pending,
+            -(-settings.max_queue_lag // partitions),
+            -(-settings.max_queue_pending // partitions),
             DATA_FIELD,
             encode(request),
             settings.requests_maxlen,
@@ -162,7 +176,8 @@ class Relay:
             if prelude:
                 pipe.expire(stream, lifetime)
             pipe.set(self._keys.request_owner(request.request_id), request.owner, ex=lifetime + OWNER_GRACE_S)
-            pipe.evalsha(await self._admit_digest(), 1, self._keys.chat_requests, *admit_args)
+            # As a plain command: a cluster's pipeline refuses the `evalsha` method, not the command.
+            pipe.execute_command("EVALSHA", await self._admit_digest(), 1, self._keys.requests_for(request.request_id), *admit_args)
             try:
                 *_, admitted = await pipe.execute()
                 break

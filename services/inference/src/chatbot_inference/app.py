@@ -20,7 +20,7 @@ import msgspec
 import redis.exceptions
 import structlog
 
-from chatbot_contracts import INFERENCE_GROUP, Keys, Registry, chat_request_decoder
+from chatbot_contracts import INFERENCE_GROUP, Registry, chat_request_decoder
 from chatbot_contracts.consumers import ensure_groups
 from chatbot_contracts.observability import serve_metrics
 from chatbot_contracts.redis import connect
@@ -40,7 +40,7 @@ class WorkerApp:
 
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
-        self.keys = Keys(settings.redis.redis_namespace)
+        self.keys = settings.redis.keys()
         self.name = settings.worker.consumer_name
         self.redis = connect(settings.redis)
         self.http = client_session(
@@ -63,7 +63,7 @@ class WorkerApp:
         self.stopping = asyncio.Event()
         self.reader = QueueReader(
             self.redis,
-            self.keys.chat_requests,
+            self.keys.requests_partitions,
             INFERENCE_GROUP,
             self.name,
             self.on_request,
@@ -71,12 +71,12 @@ class WorkerApp:
             claim_idle_s=settings.worker.claim_idle_s,
         )
 
-    async def on_request(self, entry_id: str, payload: bytes) -> None:
+    async def on_request(self, stream: str, entry_id: str, payload: bytes) -> None:
         try:
             request = chat_request_decoder.decode(payload)
         except msgspec.MsgspecError as exc:
             await self.worker.refuse(payload, f"the request could not be read: {exc}")
-            await self.redis.xack(self.keys.chat_requests, INFERENCE_GROUP, entry_id)
+            await self.redis.xack(stream, INFERENCE_GROUP, entry_id)
             return
         with structlog.contextvars.bound_contextvars(
             request_id=request.request_id, model=request.model, key_id=request.key_id, conversation_id=request.conversation_id
@@ -87,7 +87,7 @@ class WorkerApp:
                 log.info("generation.left_to_owner", reason=str(skipped))
                 return
         # Acknowledged through the worker's own client, which retries on a connection Redis dropped.
-        await self.redis.xack(self.keys.chat_requests, INFERENCE_GROUP, entry_id)
+        await self.redis.xack(stream, INFERENCE_GROUP, entry_id)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -126,7 +126,7 @@ class WorkerApp:
     async def _make_group(self) -> None:
         while True:
             try:
-                await ensure_groups(self.redis, [(self.keys.chat_requests, INFERENCE_GROUP)])
+                await ensure_groups(self.redis, [(requests, INFERENCE_GROUP) for requests in self.keys.requests_partitions])
                 return
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.warning("worker.waiting_for_redis", error=str(exc))
@@ -144,13 +144,14 @@ class WorkerApp:
         every = self.settings.worker.claim_idle_s / 3
         while True:
             await asyncio.sleep(every)
-            entries: list[int | bytes | str | memoryview[int]] = list(self.worker.entries.values())
-            if not entries:
-                continue
-            try:
-                await self.redis.xclaim(self.keys.chat_requests, INFERENCE_GROUP, self.name, 0, entries, justid=True)
-            except (redis.exceptions.RedisError, OSError) as exc:
-                log.warning("claims.refresh_failed", error=str(exc))
+            by_partition: dict[str, list[int | bytes | str | memoryview[int]]] = {}
+            for request_id, entry_id in list(self.worker.entries.items()):
+                by_partition.setdefault(self.keys.requests_for(request_id), []).append(entry_id)
+            for requests, entries in by_partition.items():
+                try:
+                    await self.redis.xclaim(requests, INFERENCE_GROUP, self.name, 0, entries, justid=True)
+                except (redis.exceptions.RedisError, OSError) as exc:
+                    log.warning("claims.refresh_failed", error=str(exc))
 
     async def _listen_for_cancels(self) -> None:
         """Cancel signals on Pub/Sub; after a reconnect, the durable flags of running generations are checked too."""

@@ -6,11 +6,13 @@ claim time has passed and where the queue-lag autoscaling no longer counts it, s
 of a free slot would sit there while other workers idle. (FastStream's subscribers read first
 and wait for a slot after, which is why the worker does not use them.)
 
-One loop does both kinds of reads: every `claim_every_s` it takes over entries that another
-consumer read and left idle for `claim_idle_s` (it died), then it blocks on new entries for up
-to `block_ms`. A group that vanished (Redis restarted empty) is made again from the stream's
-start; a Redis that is away is asked again every `retry_s`, so reading resumes within about that
-long of its return.
+One loop per stream (a partition of `chat.requests`) does both kinds of reads: every
+`claim_every_s` it takes over entries that another consumer read and left idle for
+`claim_idle_s` (it died), then it blocks on new entries for up to `block_ms`. Each read first
+sets aside the slots it may fill, at most an equal share of them per stream, so that the
+partitions' reads together never bring more than the free slots. A group that vanished (Redis
+restarted empty) is made again from the stream's start; a Redis that is away is asked again
+every `retry_s`, so reading resumes within about that long of its return.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -30,17 +32,17 @@ from chatbot_contracts.consumers import ensure_groups
 
 log = structlog.get_logger()
 
-Handler = Callable[[str, bytes], Coroutine[Any, Any, None]]
-"""Runs one entry: its id and its payload (the `__data__` field; empty when the entry has none)."""
+Handler = Callable[[str, str, bytes], Coroutine[Any, Any, None]]
+"""Runs one entry: its stream, its id and its payload (the `__data__` field; empty when the entry has none)."""
 
 
 class QueueReader:
-    """Consumer `consumer` of `group` on `stream`, running each entry it reads with `handle`, `slots` at a time."""
+    """Consumer `consumer` of `group` on each of `streams`, running each entry it reads with `handle`, `slots` at a time."""
 
     def __init__(
         self,
         redis: aioredis.Redis,
-        stream: str,
+        streams: str | Sequence[str],
         group: str,
         consumer: str,
         handle: Handler,
@@ -52,11 +54,15 @@ class QueueReader:
         retry_s: float = 0.5,
     ) -> None:
         self._redis = redis
-        self._stream = stream
+        self._streams = [streams] if isinstance(streams, str) else list(streams)
         self._group = group
         self._consumer = consumer
         self._handle = handle
         self._slots = max(1, slots)
+        self._share = max(1, self._slots // len(self._streams))
+        """The most one stream's read may take."""
+        self._reserved = 0
+        """Slots set aside for reads in flight."""
         self._claim_idle_ms = int(claim_idle_s * 1000)
         self._claim_every_s = claim_every_s
         self._block_ms = block_ms
@@ -64,9 +70,8 @@ class QueueReader:
         self._running: set[asyncio.Task[None]] = set()
         self._freed = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._claim_cursor = "0-0"
-        self._claimed_at = 0.0
-        self._loop: asyncio.Task[None] | None = None
+        self._claim_cursors = dict.fromkeys(self._streams, "0-0")
+        self._loops: list[asyncio.Task[None]] = []
 
     @property
     def running(self) -> int:
@@ -75,25 +80,26 @@ class QueueReader:
 
     def start(self) -> None:
         """Read and handle entries until `stop` is called."""
-        self._loop = asyncio.create_task(self._run(), name="queue-reader")
+        self._loops = [asyncio.create_task(self._run(stream), name=f"queue-reader-{stream}") for stream in self._streams]
 
-    async def _run(self) -> None:
+    async def _run(self, stream: str) -> None:
+        claimed_at = 0.0
         while not self._stopping.is_set():
             if not await self._free_slot():
                 continue
             try:
-                if time.monotonic() - self._claimed_at >= self._claim_every_s:
-                    self._claimed_at = time.monotonic()
-                    await self._claim()
-                if self._free():
-                    await self._read()
+                if time.monotonic() - claimed_at >= self._claim_every_s:
+                    claimed_at = time.monotonic()
+                    await self._claim(stream)
+                if self._free() > 0:
+                    await self._read(stream)
             except redis.exceptions.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     log.error("queue.read_refused", error=str(exc), retry_in_s=self._retry_s)
                     await self._pause(self._retry_s)
                     continue
-                log.warning("queue.group_missing", stream=self._stream, group=self._group)
-                await self._retry(ensure_groups(self._redis, [(self._stream, self._group)]))
+                log.warning("queue.group_missing", stream=stream, group=self._group)
+                await self._retry(ensure_groups(self._redis, [(stream, self._group)]))
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
                 log.warning("queue.redis_unreachable", error=str(exc), retry_in_s=self._retry_s)
                 await self._pause(self._retry_s)
@@ -107,10 +113,9 @@ class QueueReader:
         A read in flight is abandoned: what it would have brought stays pending for the claim time.
         """
         self._stopping.set()
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
         if self._running:
             _, late = await asyncio.wait(set(self._running), timeout=grace_s)
             for task in late:
@@ -119,7 +124,7 @@ class QueueReader:
                 await asyncio.wait(late)
 
     def _free(self) -> int:
-        return self._slots - len(self._running)
+        return self._slots - len(self._running) - self._reserved
 
     async def _free_slot(self) -> bool:
         """Wait (a second at most) until a slot is free; whether one is."""
@@ -130,28 +135,40 @@ class QueueReader:
             await asyncio.wait_for(self._freed.wait(), timeout=1.0)
         return self._free() > 0 and not self._stopping.is_set()
 
-    async def _read(self) -> None:
-        replies: Any = await self._redis.xreadgroup(
-            self._group, self._consumer, {self._stream: ">"}, count=self._free(), block=self._block_ms
-        )
+    @contextlib.contextmanager
+    def _reserving(self) -> Iterator[int]:
+        """Sets aside the slots a read may fill (its share of the free ones) while it is in flight."""
+        count = min(self._free(), self._share)
+        self._reserved += count
+        try:
+            yield count
+        finally:
+            self._reserved -= count
+            self._freed.set()
+
+    async def _read(self, stream: str) -> None:
+        with self._reserving() as count:
+            replies: Any = await self._redis.xreadgroup(self._group, self._consumer, {stream: ">"}, count=count, block=self._block_ms)
         for _, entries in replies or ():
-            self._start(entries)
+            self._start(stream, entries)
 
-    async def _claim(self) -> None:
+    async def _claim(self, stream: str) -> None:
         """Take over entries left idle past the claim time, as many as fit, walking the pending list a step per call."""
-        reply: Any = await self._redis.xautoclaim(
-            self._stream, self._group, self._consumer, self._claim_idle_ms, start_id=self._claim_cursor, count=self._free()
-        )
+        with self._reserving() as count:
+            reply: Any = await self._redis.xautoclaim(
+                stream, self._group, self._consumer, self._claim_idle_ms, start_id=self._claim_cursors[stream], count=count
+            )
         cursor, entries = reply[0], reply[1]
-        self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+        self._claim_cursors[stream] = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
         if entries:
-            log.info("queue.claimed", entries=len(entries))
-        self._start(entries)
+            log.info("queue.claimed", stream=stream, entries=len(entries))
+        self._start(stream, entries)
 
-    def _start(self, entries: list[tuple[bytes | str, Mapping[bytes, bytes] | None]]) -> None:
+    def _start(self, stream: str, entries: list[tuple[bytes | str, Mapping[bytes, bytes] | None]]) -> None:
         for entry_id, fields in entries:
             entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-            task = asyncio.create_task(self._handle(entry, (fields or {}).get(DATA_FIELD_BYTES, b"")), name=f"request-{entry}")
+            payload = (fields or {}).get(DATA_FIELD_BYTES, b"")
+            task = asyncio.create_task(self._handle(stream, entry, payload), name=f"request-{entry}")
             self._running.add(task)
             task.add_done_callback(self._finished)
 
@@ -159,7 +176,7 @@ class QueueReader:
         self._running.discard(task)
         self._freed.set()
         if not task.cancelled() and (error := task.exception()) is not None:
-            log.error("queue.handler_failed", error=repr(error))
+            log.error("queue.handler_failed", error=repr(error), exc_info=error)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

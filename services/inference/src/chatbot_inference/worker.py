@@ -344,7 +344,7 @@ class Worker:
         pipe.expire(self.keys.attempts(request_id), self.settings.stream_ttl_s * 2)
         pipe.exists(self.keys.cancel_flag(request_id))
         if entry_id:
-            pipe.xpending_range(self.keys.chat_requests, INFERENCE_GROUP, min=entry_id, max=entry_id, count=1)
+            pipe.xpending_range(self.keys.requests_for(request_id), INFERENCE_GROUP, min=entry_id, max=entry_id, count=1)
         attempt, _, cancelled, *pending = await pipe.execute()
         owner = None
         if pending and pending[0]:
@@ -356,7 +356,7 @@ class Worker:
         return StreamSink(
             self.writes,
             self.keys.request_stream(request.request_id),
-            self.keys.inference_events,
+            self.keys.events_for(request.request_id),
             open_ttl_s=int(max(0.0, request.deadline - started_at)) + self.settings.stream_ttl_s,
             closed_ttl_s=self.settings.stream_ttl_s,
             events_maxlen=self.settings.events_maxlen,
@@ -419,7 +419,7 @@ class Worker:
         sink = StreamSink(
             self.writes,
             self.keys.request_stream(request_id),
-            self.keys.inference_events,
+            self.keys.events_for(request_id),
             open_ttl_s=self.settings.stream_ttl_s,
             closed_ttl_s=self.settings.stream_ttl_s,
             events_maxlen=self.settings.events_maxlen,

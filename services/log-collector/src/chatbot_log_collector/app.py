@@ -24,7 +24,7 @@ from litestar.types import Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy.exc import SQLAlchemyError
 
-from chatbot_contracts import LOG_COLLECTOR_GROUP, AnyInferenceEvent, Keys
+from chatbot_contracts import LOG_COLLECTOR_GROUP, AnyInferenceEvent
 from chatbot_contracts.consumers import (
     consumer_broker,
     consuming,
@@ -73,19 +73,25 @@ class Collector:
         for _, event in entries:
             self.counter.apply(event)
 
-    async def watch_groups(self, client: aioredis.Redis, streams: dict[str, str], stopping: asyncio.Event) -> None:
-        """Forever: the lag and pending count of every group of `streams` (key → label) into gauges."""
+    async def watch_groups(self, client: aioredis.Redis, streams: dict[str, list[str]], stopping: asyncio.Event) -> None:
+        """Forever: the lag and pending count of every group of `streams` (label → its partitions), summed over the
+        partitions, into gauges."""
         while not stopping.is_set():
-            for key, label in streams.items():
-                try:
-                    groups = await client.xinfo_groups(key)
-                except (redis.exceptions.RedisError, OSError):
-                    continue
-                for group in groups:
-                    name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
-                    self.group_pending.labels(label, name).set(group.get("pending") or 0)
-                    if group.get("lag") is not None:
-                        self.group_lag.labels(label, name).set(group["lag"])
+            for label, partitions in streams.items():
+                pending: dict[str, int] = {}
+                lag: dict[str, int] = {}
+                for key in partitions:
+                    try:
+                        groups = await client.xinfo_groups(key)
+                    except (redis.exceptions.RedisError, OSError):
+                        continue
+                    for group in groups:
+                        name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
+                        pending[name] = pending.get(name, 0) + int(group.get("pending") or 0)
+                        lag[name] = lag.get(name, 0) + int(group.get("lag") or 0)
+                for name, count in pending.items():
+                    self.group_pending.labels(label, name).set(count)
+                    self.group_lag.labels(label, name).set(lag[name])
             with suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), GROUPS_EVERY_S)
 
@@ -110,8 +116,8 @@ MAX_BODY_BYTES = 65_536
 
 
 def create_app(settings: Settings) -> Litestar:
-    keys = Keys(settings.redis.redis_namespace)
-    broker = consumer_broker(settings.redis.url, settings.redis.redis_connect_timeout_s)
+    keys = settings.redis.keys()
+    broker = consumer_broker(settings.redis)
     metrics = CollectorRegistry()
     store = EventStore(settings.store.log_database_url)
     time_queries(store.engine, query_histogram(metrics))
@@ -122,8 +128,8 @@ def create_app(settings: Settings) -> Litestar:
     async def on_batch(message: RedisStreamMessage) -> None:
         await collector.store_batch(inference_events_of(message.raw_message))
 
-    reader, claimer = event_batch_consumers(
-        broker, keys.inference_events, LOG_COLLECTOR_GROUP, settings.server.consumer, on_batch,
+    subscribers = event_batch_consumers(
+        broker, keys.events_partitions, LOG_COLLECTOR_GROUP, settings.server.consumer, on_batch,
         batch=settings.store.log_batch_size, gather_s=settings.store.log_gather_s, claim_idle_s=settings.store.log_claim_idle_s,
     )  # fmt: skip
 
@@ -141,13 +147,13 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         await store.migrate()
         stopping = asyncio.Event()
-        streams = {keys.chat_requests: "chat.requests", keys.inference_events: "inference.events"}
+        streams = {"chat.requests": keys.requests_partitions, "inference.events": keys.events_partitions}
         jobs = [
             asyncio.create_task(collector.watch_groups(redis, streams, stopping)),
             asyncio.create_task(collector.forget_old(settings, stopping)),
         ]
         try:
-            async with consuming(redis, broker, [(keys.inference_events, LOG_COLLECTOR_GROUP)], [reader, claimer]):
+            async with consuming(redis, broker, [(events, LOG_COLLECTOR_GROUP) for events in keys.events_partitions], subscribers):
                 yield
         finally:
             stopping.set()

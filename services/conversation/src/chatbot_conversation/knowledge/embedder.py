@@ -70,7 +70,7 @@ class Embedder:
             purpose="embed",
         )
         stream = self._keys.request_stream(request.request_id)
-        await self._redis.xadd(self._keys.chat_requests, {DATA_FIELD: encode(request)})
+        await self._redis.xadd(self._keys.requests_for(request.request_id), {DATA_FIELD: encode(request)})
         vectors: dict[int, bytes] = {}
         after = "0-0"
         while time.time() < request.deadline:

@@ -74,11 +74,11 @@ async def measure_lag(client: aioredis.Redis, keys: Keys, metrics: IngestMetrics
 
 
 async def serve(settings: Settings, registry: Registry, metrics_registry: CollectorRegistry) -> None:
-    keys = Keys(settings.redis.redis_namespace)
+    keys = settings.redis.keys()
     knowledge = settings.knowledge
     consumer = f"ingest-{settings.server.consumer}"
     client = connect(settings.redis)
-    broker = consumer_broker(settings.redis.url, settings.redis.redis_connect_timeout_s)
+    broker = consumer_broker(settings.redis)
     db = Database(settings.store.database_url)
     blobs = blob_store(settings.store)
     metrics = IngestMetrics(metrics_registry)
@@ -108,8 +108,8 @@ async def serve(settings: Settings, registry: Registry, metrics_registry: Collec
         finally:
             fresh.cancel()
 
-    reader, claimer = event_batch_consumers(
-        broker, keys.ingest, INGEST_GROUP, consumer, on_batch, batch=1, gather_s=0.0, claim_idle_s=knowledge.ingest_claim_idle_s
+    subscribers = event_batch_consumers(
+        broker, [keys.ingest], INGEST_GROUP, consumer, on_batch, batch=1, gather_s=0.0, claim_idle_s=knowledge.ingest_claim_idle_s
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -119,7 +119,7 @@ async def serve(settings: Settings, registry: Registry, metrics_registry: Collec
         await blobs.open()
     lag = asyncio.create_task(measure_lag(client, keys, metrics))
     try:
-        async with consuming(client, broker, [(keys.ingest, INGEST_GROUP)], [reader, claimer]):
+        async with consuming(client, broker, [(keys.ingest, INGEST_GROUP)], subscribers):
             log.info("ingest.started", consumer=consumer)
             await stopping.wait()
     finally:
