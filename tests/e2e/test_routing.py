@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import redis
 
 from chatbot_devtools.fakes import FakeOpenAI, Fault
 from chatbot_devtools.platform import LocalPlatform
+from chatbot_devtools.redis_cluster import sync_client
 from chatbot_devtools.serve import ThreadedServer
 
 pytestmark = pytest.mark.e2e
@@ -87,7 +87,7 @@ def test_least_busy_keeps_the_running_counts_of_two_deployments_within_one(
         fake.reply, fake.token_delay_s = " ".join(f"w{i}" for i in range(30)), 0.05  # about 1.5 s an answer
     _, api = running(platform_factory, registry("busy", a, b, "least-busy"))
     keys = [f"{namespace}route.{{busy}}.busy-{name}.running" for name in "ab"]
-    store = redis.Redis.from_url(redis_url)
+    store = sync_client(redis_url)
     samples: list[tuple[int, int]] = []
     done = threading.Event()
 

@@ -158,9 +158,8 @@ def test_a_request_that_kills_every_worker_goes_to_the_dead_letters(platform: Lo
 
 
 def test_an_expired_stream_answers_410(platform: LocalPlatform, redis_url: str, namespace: str) -> None:
-    import redis as sync_redis
-
-    from chatbot_contracts import Keys
+    from chatbot_contracts.redis import RedisSettings
+    from chatbot_devtools.redis_cluster import sync_client
 
     url = platform.start_gateway()
     platform.start_worker()
@@ -168,7 +167,8 @@ def test_an_expired_stream_answers_410(platform: LocalPlatform, redis_url: str, 
     client = Client(url, platform.admin_key)
     events = list(client.open(f"/api/v1/conversations/{client.conversation()}/messages", {"content": "Soon gone"}))
     request_id = events[0].json()["request_id"]
-    sync_redis.Redis.from_url(redis_url).delete(Keys(namespace).request_stream(request_id))  # as its TTL would
+    keys = RedisSettings(url=redis_url, redis_namespace=namespace).keys()
+    sync_client(redis_url).delete(keys.request_stream(request_id))  # as its TTL would
     gone = client.http.get(f"/api/v1/requests/{request_id}/events")
     assert gone.status_code == 410 and "have expired" in gone.json()["error"]["message"]
 

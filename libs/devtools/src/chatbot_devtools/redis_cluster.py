@@ -7,11 +7,25 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import cast
 
 import redis
 from redis.cluster import RedisCluster
 
-from .redis_server import NoRedis, RedisServer
+from chatbot_contracts.redis import RedisSettings
+
+from .redis_server import NoRedis, RedisServer, free_port
+
+CLUSTER_BUS_OFFSET = 10_000
+"""A cluster node talks to the others on its port + 10000."""
+
+
+def sync_client(url: str) -> redis.Redis:
+    """A blocking client of the Redis at `url` for tests: a cluster's client when it is a node of a Redis Cluster (typed
+    as the plain client: it takes the same commands)."""
+    if RedisSettings(url=url).cluster():
+        return cast(redis.Redis, RedisCluster.from_url(url))
+    return redis.Redis.from_url(url)
 
 
 class RedisClusterNodes:
@@ -24,6 +38,7 @@ class RedisClusterNodes:
         self.servers = [
             RedisServer(
                 self.data_dir / f"node{i}",
+                free_port(bus_offset=CLUSTER_BUS_OFFSET),
                 extra=[
                     *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
                     *("--cluster-node-timeout", str(node_timeout_ms)),

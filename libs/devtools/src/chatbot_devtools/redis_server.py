@@ -44,24 +44,29 @@ EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _handed_out: set[int] = set()
 
 
-def free_port() -> int:
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(bus_offset: int = 0) -> int:
     """A port nothing listens on, for a process about to be started. Chosen below the kernel's ephemeral range: a
     port from that range (what binding to port 0 gives) can be handed to some outgoing connection before the process
-    meant for it binds it, which a test run once met ("address already in use")."""
+    meant for it binds it, which a test run once met ("address already in use"). With `bus_offset`, the port that far
+    above it is free and below that range too (a cluster node's bus port, its port + 10000)."""
     try:
         low = int(EPHEMERAL_PORTS.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
     rng = random.SystemRandom()
     for _ in range(200):
-        port = rng.randint(max(1024, low - 16000), low - 1)
-        if port in _handed_out:
+        port = rng.randint(max(1024, low - 16000), low - 1 - bus_offset)
+        if port in _handed_out or not _bindable(port) or (bus_offset and not _bindable(port + bus_offset)):
             continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
         _handed_out.add(port)
         return port
     with socket.socket() as sock:
