@@ -175,6 +175,11 @@ class Keys:
         """How many times a worker has started the request (a claim after a crash starts it again)."""
         return f"{self.namespace}chat.attempts.{self._request(request_id)}"
 
+    def spared_attempts(self, request_id: str) -> str:
+        """How many of the request's attempts ended because Redis could not be written (they do not count against
+        `CHATBOT_MAX_ATTEMPTS`)."""
+        return f"{self.namespace}chat.spared.{self._request(request_id)}"
+
     @property
     def internal_nonce_prefix(self) -> str:
         """Prefix of the nonces of signed internal calls already taken (`internal.nonce.<nonce>`, a minute each)."""

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Sequence
 from functools import cache
 from typing import Any, cast
+from urllib.parse import urlparse
 
 import msgspec
 import redis
@@ -14,6 +15,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
 
 from .keys import Keys
@@ -45,6 +47,12 @@ class RedisSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_REDIS_CONNECT_TIMEOUT_S`: how long to wait for a connection before reporting Redis down."""
     redis_socket_timeout_s: float = 30.0
     """`CHATBOT_REDIS_SOCKET_TIMEOUT_S`: longest wait for a reply; above the longest blocking read (5 s)."""
+    redis_sentinels: str = ""
+    """`CHATBOT_REDIS_SENTINELS`: `host:port,host:port,…` of Redis Sentinels; set, the master they name
+    (`CHATBOT_REDIS_SENTINEL_MASTER`) is asked of them, again after a failover, and `REDIS_URL` only lends its
+    password and database."""
+    redis_sentinel_master: str = "mymaster"
+    """`CHATBOT_REDIS_SENTINEL_MASTER`: the name the Sentinels monitor the master under."""
     redis_cluster: bool | None = None
     """`CHATBOT_REDIS_CLUSTER`: `true` when `REDIS_URL` names a node of a Redis Cluster; unset, the node is asked."""
     stream_partitions: int = msgspec.field(default=0)
@@ -53,7 +61,19 @@ class RedisSettings(msgspec.Struct, kw_only=True, frozen=True):
 
     def cluster(self) -> bool:
         """Whether `REDIS_URL` is a Redis Cluster (said, or asked of the node once per process)."""
+        if self.redis_sentinels:
+            return False
         return self.redis_cluster if self.redis_cluster is not None else _is_cluster(self.url, self.redis_connect_timeout_s)
+
+    def sentinels(self) -> list[tuple[str, int]]:
+        """The Sentinels' addresses (none without `CHATBOT_REDIS_SENTINELS`)."""
+        addresses = []
+        for address in filter(None, (part.strip() for part in self.redis_sentinels.split(","))):
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"CHATBOT_REDIS_SENTINELS={self.redis_sentinels!r}: {address!r} is not host:port")
+            addresses.append((host, int(port)))
+        return addresses
 
     def keys(self) -> Keys:
         """The deployment's names: its namespace and its stream partitions."""
@@ -73,7 +93,7 @@ def _is_cluster(url: str, timeout_s: float) -> bool:
         return False
 
 
-def connect(settings: RedisSettings, *, timed_replies: bool = True) -> aioredis.Redis:
+def connect(settings: RedisSettings, *, timed_replies: bool = True, resend: bool = True) -> aioredis.Redis:
     """A client over a blocking pool: callers wait for a free connection instead of failing.
 
     Each reply is awaited for at most the socket timeout; without `timed_replies`, for a caller
@@ -85,9 +105,13 @@ def connect(settings: RedisSettings, *, timed_replies: bool = True) -> aioredis.
     backoff series. The retry belongs to the pool's connections (the client's own is ignored
     when a pool is given).
 
-    On a cluster it is redis-py's cluster client (typed as the plain client: it takes the same commands): each command
+    With Sentinels, it is a client of the master they name, found again after a failover. On a cluster it is
+    redis-py's cluster client (typed as the plain client: it takes the same commands): each command
     goes to the master of its key's slot; a moved slot or a failed master refreshes the topology and the command is
-    tried again for a few seconds, about as long as a replica takes to be promoted.
+    tried again for a few seconds, about as long as a replica takes to be promoted. Without `resend`, for writes
+    that must not land twice, nothing is sent again: a cluster's pipeline sent again after a failover resends the
+    commands whose replies were lost, which may have been carried out (an XADD would be written twice); the caller
+    learns of the failure instead.
     """
     if settings.cluster():
         cluster = RedisCluster.from_url(
@@ -96,9 +120,25 @@ def connect(settings: RedisSettings, *, timed_replies: bool = True) -> aioredis.
             socket_connect_timeout=settings.redis_connect_timeout_s,
             socket_timeout=settings.redis_socket_timeout_s if timed_replies else None,
             health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 8),
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 8 if resend else 0),
         )
         return cast(aioredis.Redis, cluster)
+    if sentinels := settings.sentinels():
+        url = urlparse(settings.url)
+        timeout = settings.redis_connect_timeout_s
+        manager = Sentinel(sentinels, socket_connect_timeout=timeout, socket_timeout=timeout)  # type: ignore[no-untyped-call]
+        return manager.master_for(  # type: ignore[no-any-return]
+            settings.redis_sentinel_master,
+            password=url.password,
+            db=int(url.path.strip("/") or 0),
+            max_connections=settings.redis_max_connections,
+            socket_connect_timeout=settings.redis_connect_timeout_s,
+            socket_timeout=settings.redis_socket_timeout_s if timed_replies else None,
+            socket_keepalive=True,
+            health_check_interval=30,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+        )
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.url,
         max_connections=settings.redis_max_connections,
@@ -132,4 +172,9 @@ async def round_trip(client: aioredis.Redis, commands: Sequence[Sequence[Any]], 
             replies: list[Any] = await pipeline.execute(raise_on_error=False)
     except TimeoutError as exc:
         raise redis.exceptions.TimeoutError(f"no reply from Redis within {within_s} s") from exc
+    except TRANSIENT:
+        if named:
+            # A client that does not send again (`resend`) learns the cluster's new shape here, before its next round.
+            await cast(RedisCluster, client).nodes_manager.initialize()
+        raise
     return replies

@@ -23,7 +23,7 @@ import structlog
 from chatbot_contracts import INFERENCE_GROUP, Registry, chat_request_decoder
 from chatbot_contracts.consumers import ensure_groups
 from chatbot_contracts.observability import serve_metrics
-from chatbot_contracts.redis import connect
+from chatbot_contracts.redis import TRANSIENT, connect
 from chatbot_contracts.registry import RegistryWatcher
 
 from .providers import build_providers
@@ -48,8 +48,9 @@ class WorkerApp:
         )
         self.registry_file = registry.source if Path(registry.source).is_file() else None
         """Reloaded when it changes (a registry made in memory, in tests, is not)."""
-        self.writer = connect(settings.redis, timed_replies=False)
-        """The request streams' writes: rounds timed whole, not reply by reply."""
+        self.writer = connect(settings.redis, timed_replies=False, resend=False)
+        """The request streams' writes: rounds timed whole, not reply by reply, never sent twice (a failed round fails
+        its generations, which another worker takes over and starts again)."""
         self.worker = Worker(
             self.redis,
             self.keys,
@@ -85,6 +86,13 @@ class WorkerApp:
                 await self.worker.handle(request, entry_id)
             except TakenOver as skipped:
                 log.info("generation.left_to_owner", reason=str(skipped))
+                return
+            except TRANSIENT as exc:
+                # Its stream could not be written (Redis restarting, a cluster's master being replaced): left
+                # unacknowledged for a takeover, which Redis's trouble does not count against the request's attempts.
+                log.warning("generation.abandoned", reason="redis", error=type(exc).__name__)
+                with contextlib.suppress(*TRANSIENT):
+                    await self.worker.spare_attempt(request.request_id)
                 return
         # Acknowledged through the worker's own client, which retries on a connection Redis dropped.
         await self.redis.xack(stream, INFERENCE_GROUP, entry_id)

@@ -183,7 +183,7 @@ class Worker:
             raise TakenOver(f"request {request_id} already runs in this worker")
         self.starting.add(request_id)
         try:
-            attempt, cancelled, owner = await self._start_attempt(request_id, entry_id)
+            attempt, spared, cancelled, owner = await self._start_attempt(request_id, entry_id)
         finally:
             self.starting.discard(request_id)
         if entry_id and owner != self.settings.consumer_name:
@@ -201,7 +201,7 @@ class Worker:
             # Claimed after its worker died: the client drops the text of the dead attempt.
             log.warning("generation.reclaimed", request_id=request_id, attempt=attempt)
             sink.push(Restart(attempt=attempt))
-        if attempt > self.settings.max_attempts:
+        if attempt - spared > self.settings.max_attempts:
             await self.redis.xadd(self.keys.dead_letters, {DATA_FIELD: encode(request), "error": f"{attempt - 1} attempts failed"})
             await self._fail(
                 sink,
@@ -337,20 +337,30 @@ class Worker:
         generation.cancel()
         return True
 
-    async def _start_attempt(self, request_id: str, entry_id: str) -> tuple[int, bool, str | None]:
-        """Count this start of the request, learn whether its client already cancelled it, and who holds its entry (one round trip)."""
+    async def _start_attempt(self, request_id: str, entry_id: str) -> tuple[int, int, bool, str | None]:
+        """Count this start of the request, learn how many of its attempts were spared (`spare_attempt`), whether its
+        client already cancelled it, and who holds its entry (one round trip)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.incr(self.keys.attempts(request_id))
         pipe.expire(self.keys.attempts(request_id), self.settings.stream_ttl_s * 2)
+        pipe.get(self.keys.spared_attempts(request_id))
         pipe.exists(self.keys.cancel_flag(request_id))
         if entry_id:
             pipe.xpending_range(self.keys.requests_for(request_id), INFERENCE_GROUP, min=entry_id, max=entry_id, count=1)
-        attempt, _, cancelled, *pending = await pipe.execute()
+        attempt, _, spared, cancelled, *pending = await pipe.execute()
         owner = None
         if pending and pending[0]:
             consumer = pending[0][0]["consumer"]
             owner = consumer.decode() if isinstance(consumer, bytes) else str(consumer)
-        return int(attempt), bool(cancelled), owner
+        return int(attempt), int(spared or 0), bool(cancelled), owner
+
+    async def spare_attempt(self, request_id: str) -> None:
+        """The request's current attempt ended because Redis could not be written: it does not count against
+        `CHATBOT_MAX_ATTEMPTS` (its number still rises, so the next attempt still starts with `restart`)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(self.keys.spared_attempts(request_id))
+        pipe.expire(self.keys.spared_attempts(request_id), self.settings.stream_ttl_s * 2)
+        await pipe.execute()
 
     def _sink(self, request: ChatRequest, started_at: float) -> StreamSink:
         return StreamSink(
