@@ -9,6 +9,7 @@ import pytest
 from httpx_sse import ServerSentEvent
 
 from chatbot_devtools.fakes import FakeOpenAI
+from chatbot_devtools.platform import LocalPlatform
 from chatbot_devtools.redis_cluster import RedisClusterNodes
 
 from ..faults.conftest import REPLY, Client, final_text
@@ -20,6 +21,20 @@ def cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
     nodes = RedisClusterNodes(tmp_path / "cluster").start()
     yield nodes
     nodes.stop()
+
+
+def start_with_two_workers(platform: LocalPlatform, **env: str) -> str:
+    """The conversation service, a gateway and two workers on `platform` (with `env`); the gateway's URL once ready.
+
+    Takeovers wait 6 s: longer than a failover here (about 4 s: a 2 s node timeout or down-after time, then the
+    election), as `CHATBOT_CLAIM_IDLE_S` should be anywhere."""
+    platform.env.update({"CHATBOT_CLAIM_IDLE_S": "6", **env})
+    platform.start_conversation()
+    url = platform.start_gateway()
+    platform.start_worker("worker-a")
+    platform.start_worker("worker-b")
+    platform.wait_ready(url)
+    return url
 
 
 def turns_through(client: Client, count: int, fault: Callable[[], None]) -> list[tuple[str, list[ServerSentEvent]]]:

@@ -14,7 +14,7 @@ from chatbot_devtools.platform import LocalPlatform
 from chatbot_devtools.redis_cluster import RedisClusterNodes
 
 from ..faults.conftest import REPLY, Client
-from .conftest import assert_new_requests_work, assert_whole_and_stored_once, turns_through
+from .conftest import assert_new_requests_work, assert_whole_and_stored_once, start_with_two_workers, turns_through
 
 pytestmark = pytest.mark.faults
 
@@ -25,13 +25,7 @@ def test_a_master_killed_mid_stream_loses_no_answer(
     fake_openai.reply = REPLY
     fake_openai.token_delay_s = 0.1
     platform = platform_factory(fake_registry, redis=cluster.url)
-    # Longer than a failover here (about 4 s: a 2 s node timeout, then the election), as it should be anywhere.
-    platform.env["CHATBOT_CLAIM_IDLE_S"] = "6"
-    platform.start_conversation()
-    url = platform.start_gateway()
-    platform.start_worker("worker-a")
-    platform.start_worker("worker-b")
-    platform.wait_ready(url)
+    url = start_with_two_workers(platform)
     keys = RedisSettings(url=cluster.url, redis_namespace=platform.env["CHATBOT_REDIS_NAMESPACE"]).keys()
     assert keys.partitions == 16, "a cluster is found by asking its node"
     by_master = collections.Counter(cluster.master_of(stream).port for stream in keys.requests_partitions)
