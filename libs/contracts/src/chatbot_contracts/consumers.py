@@ -80,16 +80,20 @@ async def keep_consuming(
 
 
 def consumer_broker(settings: RedisSettings, **options: Any) -> Any:
-    """A FastStream `RedisBroker` for the platform's stream consumers (its `RedisClusterBroker` on a cluster).
+    """A FastStream `RedisBroker` for the platform's stream consumers (its `RedisClusterBroker` on a cluster, its
+    `RedisSentinelBroker` with Sentinels).
 
     Handlers get the message itself (see `the_message`): without dependency injection
     (`apply_types=False`), which for a handler taking the message ran a thread-pool hop per
     message (FastStream's context field is a sync call): about 0.4 ms of CPU each. A command on a
     dropped connection is retried once at once. `options` go to `RedisBroker`.
     """
-    from faststream.redis import RedisBroker, RedisClusterBroker
+    from faststream.redis import RedisBroker, RedisClusterBroker, RedisSentinelBroker
 
-    return (RedisClusterBroker if settings.cluster() else RedisBroker)(
+    if sentinels := settings.sentinels():
+        options = {"sentinels": sentinels, "sentinel_master_name": settings.redis_sentinel_master, **options}
+    kind = RedisSentinelBroker if settings.sentinels() else RedisClusterBroker if settings.cluster() else RedisBroker
+    return kind(
         settings.url,
         logger=logging.getLogger("chatbot.faststream"),
         apply_types=False,

@@ -259,11 +259,7 @@ class Follower:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        # A single Redis: one connection held for every read. A cluster: a connection of the slot's master's pool per
-        # read (the master changes on a failover).
-        reader = self._redis if self._cluster else self._redis.client()
-        # Replies as Redis sent them: redis-py's XREAD callback builds a dict per entry (a tenth of the gateway's CPU).
-        reader.set_response_callback("XREAD", _as_sent)
+        reader = self._reader()
         outage_since: float | None = None
         try:
             while True:
@@ -295,6 +291,11 @@ class Follower:
                         log.error("stream.redis_unreachable", streams=len(keys), error=str(exc))
                         self._end_all(ending("internal", "the platform's Redis is unreachable; the answer could not be followed"))
                     await asyncio.sleep(OUTAGE_RETRY_S)
+                    if not self._cluster:
+                        # A connection of its own is made anew: one held across a Sentinel's failover would keep
+                        # dialling the master that died.
+                        await reader.aclose()
+                        reader = self._reader()
                     continue
                 except redis.exceptions.ResponseError as exc:
                     log.error("stream.unreadable", streams=len(keys), error=str(exc))
@@ -316,6 +317,14 @@ class Follower:
         finally:
             if not self._cluster:
                 await reader.aclose()
+
+    def _reader(self) -> aioredis.Redis:
+        """A single Redis: one connection held for every read. A cluster: a connection of the slot's master's pool per
+        read (the master changes on a failover)."""
+        reader = self._redis if self._cluster else self._redis.client()
+        # Replies as Redis sent them: redis-py's XREAD callback builds a dict per entry (a tenth of the gateway's CPU).
+        reader.set_response_callback("XREAD", _as_sent)
+        return reader
 
     def _dispatch(self, reply: dict[bytes, list[Any]] | list[list[Any]], now: float) -> None:
         """Hands what a read returned to each stream's consumer: `{key: [[entry id, [field, value, …]], …]}` (RESP3,
