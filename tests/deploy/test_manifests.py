@@ -49,7 +49,7 @@ METRICS = {
     "inference": WorkerSettings().metrics_port,
     "ingest": KnowledgeSettings().ingest_metrics_port,
 }
-OVERLAYS = ["dev", "prod"]
+OVERLAYS = ["dev", "prod", "prod-cluster"]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_every_manifest_is_valid_kubernetes(overlay: str) -> None:
     }  # fmt: skip
     for doc in core:
         kubernetes_validate.validate(doc, KUBERNETES, strict=True)  # raises, naming the field
-        assert doc["metadata"]["namespace"] == {"dev": "chatbot-dev", "prod": "chatbot"}[overlay]
+        assert doc["metadata"]["namespace"] == {"dev": "chatbot-dev", "prod": "chatbot", "prod-cluster": "chatbot"}[overlay]
     assert not [doc for doc in docs if doc["kind"] == "Secret"], "secrets are referenced, never committed"
 
 
@@ -96,14 +96,25 @@ def test_keda_resources_match_kedas_crd_schema(overlay: str, schemas: Path) -> N
         ["node", "validate-keda.cjs"], cwd=schemas, input="\n".join(json.dumps(doc) for doc in keda), capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert sorted(result.stdout.split()) == sorted(
-        ["ok", "ok", "ok", "ScaledObject/inference", "ScaledObject/ingest", "TriggerAuthentication/chatbot-redis"]
-    )
+    resources = ["ScaledObject/inference", "ScaledObject/ingest", "TriggerAuthentication/chatbot-redis"]
+    if overlay == "prod-cluster":
+        resources.append("TriggerAuthentication/chatbot-redis-cluster")
+    assert sorted(result.stdout.split()) == sorted(["ok"] * len(resources) + resources)
     scaled = _one(keda, "ScaledObject", "inference")["spec"]
-    trigger = scaled["triggers"][0]
-    assert trigger["type"] == "redis-streams"
-    assert (trigger["metadata"]["stream"], trigger["metadata"]["consumerGroup"]) == (Keys().chat_requests, INFERENCE_GROUP)
-    assert int(trigger["metadata"]["lagCount"]) > 0 and int(trigger["metadata"]["activationLagCount"]) >= 0
+    [trigger] = scaled["triggers"]
+    if overlay == "prod-cluster":
+        # Scaled on the lag summed over the partitions, as the log collector reports it (its gauge's labels).
+        config = _one(_rendered(overlay), "ConfigMap", "chatbot-config")["data"]
+        assert (config["CHATBOT_REDIS_CLUSTER"], int(config["CHATBOT_STREAM_PARTITIONS"])) == ("true", 16)
+        assert trigger["type"] == "prometheus"
+        assert 'chatbot_stream_group_lag{stream="chat.requests", group="inference"}' in trigger["metadata"]["query"]
+        assert float(trigger["metadata"]["threshold"]) > 0
+        [ingest] = _one(keda, "ScaledObject", "ingest")["spec"]["triggers"]
+        assert (ingest["type"], ingest["authenticationRef"]["name"]) == ("redis-cluster-streams", "chatbot-redis-cluster")
+    else:
+        assert trigger["type"] == "redis-streams"
+        assert (trigger["metadata"]["stream"], trigger["metadata"]["consumerGroup"]) == (Keys().chat_requests, INFERENCE_GROUP)
+        assert int(trigger["metadata"]["lagCount"]) > 0 and int(trigger["metadata"]["activationLagCount"]) >= 0
     assert scaled["minReplicaCount"] == (0 if overlay == "dev" else 2), "scale to zero in dev only"
 
 
