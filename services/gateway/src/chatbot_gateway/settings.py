@@ -83,7 +83,8 @@ class ChatSettings(msgspec.Struct, kw_only=True, frozen=True):
     it comes in)."""
     """`CHATBOT_MAX_MESSAGES`: longer conversations in one request are refused with 422."""
     max_queue_lag: int = 1000
-    """`CHATBOT_MAX_QUEUE_LAG`: requests waiting for a worker beyond which new ones get 503 (nothing is enqueued)."""
+    """`CHATBOT_MAX_QUEUE_LAG`: requests waiting for a worker beyond which new ones get 503 (nothing is enqueued); each
+    stream partition takes its share."""
     max_queue_pending: int = 10_000
     """`CHATBOT_MAX_QUEUE_PENDING`: requests being generated beyond which new ones get 503."""
     overload_retry_after_s: int = 2
