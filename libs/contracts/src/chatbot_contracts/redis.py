@@ -108,7 +108,8 @@ def connect(settings: RedisSettings, *, timed_replies: bool = True, resend: bool
     With Sentinels, it is a client of the master they name, found again after a failover. On a cluster it is
     redis-py's cluster client (typed as the plain client: it takes the same commands): each command
     goes to the master of its key's slot; a moved slot or a failed master refreshes the topology and the command is
-    tried again for a few seconds, about as long as a replica takes to be promoted. Without `resend`, for writes
+    sent again, up to 8 times (what still fails while a replica is promoted reaches the caller as Redis being away:
+    one of `TRANSIENT`). Without `resend`, for writes
     that must not land twice, nothing is sent again: a cluster's pipeline sent again after a failover resends the
     commands whose replies were lost, which may have been carried out (an XADD would be written twice); the caller
     learns of the failure instead.

@@ -7,7 +7,6 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 import msgspec
-import redis.exceptions
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -15,6 +14,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
 from chatbot_contracts import ErrorCode
+from chatbot_contracts.redis import TRANSIENT
 
 log = structlog.get_logger()
 
@@ -238,7 +238,8 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     return error_response(exc.status_code, message, error_type, code, exc.headers, path=request.url.path)
 
 
-def handle_redis_error(request: Request[Any, Any, Any], exc: redis.exceptions.RedisError) -> Response[Any]:
+def handle_redis_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Redis away, restarting, or a cluster's master being replaced (`TRANSIENT`): 503, worth retrying shortly."""
     log.error("redis.unavailable", path=request.url.path, error=str(exc))
     return error_response(
         503,
@@ -264,8 +265,7 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     GatewayError: handle_gateway_error,
     HTTPException: handle_http_exception,
-    redis.exceptions.ConnectionError: handle_redis_error,
-    redis.exceptions.TimeoutError: handle_redis_error,
+    **dict.fromkeys(TRANSIENT, handle_redis_error),
     RecursionError: handle_too_deep,
     Exception: handle_unexpected,
 }
