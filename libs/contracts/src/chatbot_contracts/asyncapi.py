@@ -22,20 +22,31 @@ def document(version: str = "0.1.0") -> dict[str, Any]:
     channels = {
         "chatRequests": {
             "address": "chat.requests",
-            "description": "Work queue; read by consumer group `inference` (workers). Entries: one field `__data__`.",
+            "description": (
+                "Work queue; read by consumer group `inference` (workers). Entries: one field `__data__`. With "
+                "CHATBOT_STREAM_PARTITIONS > 1, one stream per partition: `chat.requests.{<partition tag>}`."
+            ),
             "messages": {"chatRequest": message("ChatRequest", request, "One generation to run")},
         },
         "requestStream": {
             "address": "chat.stream.{request_id}",
             "description": "One request's events in order, `done` last; read by gateways with XREAD from any entry id (resume).",
-            "parameters": {"request_id": {"description": "The request id (its Redis Cluster hash tag)."}},
+            "parameters": {
+                "request_id": {
+                    "description": "The request id (its Redis Cluster hash tag); with several partitions the address is "
+                    "`chat.stream.{<partition tag>}.<request_id>`."
+                }
+            },
             "messages": {
                 "streamEvent": message("StreamEvent", stream_event, "start, queued, started, delta, tool_call, usage, restart, error, done")
             },
         },
         "inferenceEvents": {
             "address": "inference.events",
-            "description": "Lifecycle of every generation; read by groups `conversation` and `log-collector`.",
+            "description": (
+                "Lifecycle of every generation; read by groups `conversation` and `log-collector`. With several "
+                "partitions, `inference.events.{<partition tag>}`, a request's events in its own partition."
+            ),
             "messages": {
                 "inferenceEvent": message("InferenceEvent", inference_event, "queued, started, first_token, completed, failed, cancelled")
             },
