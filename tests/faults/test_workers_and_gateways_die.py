@@ -134,9 +134,8 @@ def test_sigterm_on_a_gateway_lets_streams_run_out_their_grace_then_clients_resu
 
 
 def test_a_request_that_kills_every_worker_goes_to_the_dead_letters(platform: LocalPlatform, redis_url: str, namespace: str) -> None:
-    import redis as sync_redis
-
     from chatbot_contracts import Keys
+    from chatbot_devtools.redis_cluster import sync_client
 
     platform.env["CHATBOT_MAX_ATTEMPTS"] = "1"
     url = platform.start_gateway()
@@ -152,7 +151,7 @@ def test_a_request_that_kills_every_worker_goes_to_the_dead_letters(platform: Lo
             doomed.kill()
     assert events[-1].json()["reason"] == "error"
     assert events[-2].event == "error" and "failed on 1 attempts" in events[-2].json()["message"]
-    dead = sync_redis.Redis.from_url(redis_url).xrange(Keys(namespace).dead_letters)
+    dead = sync_client(redis_url).xrange(Keys(namespace).dead_letters)
     assert len(dead) == 1 and events[0].json()["request_id"].encode() in dead[0][1][b"__data__"]
     assert client.stored_answer(conversation, events[0].json()["assistant_message_id"])["answer"]["status"] == "failed"
 

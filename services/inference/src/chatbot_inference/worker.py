@@ -257,6 +257,9 @@ class Worker:
             self.entries.pop(request_id, None)
             self.cancelled.discard(request_id)
         usage = self._usage(request, outcome)
+        if request.cache_key and request.cache_index and outcome.finish_reason != "error":
+            # Before `done`: a client that asks again once its answer ended finds it cached.
+            await self._store_answer(request, request.cache_key, request.cache_index, outcome, usage)
         await sink.close(
             Usage(usage=usage),
             Done(reason=outcome.finish_reason),
@@ -272,8 +275,6 @@ class Worker:
             ),
         )
         await self._settle_key(request, usage)
-        if request.cache_key and request.cache_index and outcome.finish_reason != "error":
-            await self._store_answer(request, request.cache_key, request.cache_index, outcome, usage)
         self._observe(outcome, "completed", started_at, usage)
         log.debug("generation.completed", request_id=request_id, model=outcome.alias, output_tokens=usage.output_tokens)
         if self.settings.log_content:
