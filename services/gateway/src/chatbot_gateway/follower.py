@@ -51,6 +51,9 @@ Redis's from 24 to 20 µs; the added inter-token p99 stayed within 45 ms."""
 BLOCK_MS = 5000
 """Longest blocking read; below the socket timeout (`CHATBOT_REDIS_SOCKET_TIMEOUT_S`)."""
 
+READ_FAILURES: tuple[type[Exception], ...] = (*TRANSIENT, RuntimeError)
+"""A read that failed this way is tried again (an outage), not the reader's end."""
+
 OUTAGE_RETRY_S = 0.2
 WAKE_TTL_S = 3600
 """The wake-up stream outlives its last wake by this much (it is not deleted: a gateway may stop without warning)."""
@@ -283,9 +286,10 @@ class Follower:
                         reply = await reader.execute_command(*command, target_nodes=node)  # type: ignore[no-untyped-call]
                     else:
                         reply = await reader.execute_command(*command)  # type: ignore[no-untyped-call]
-                except TRANSIENT as exc:
-                    # Redis is restarting, or a cluster's master is being replaced: keep trying for a while; clients
-                    # hear of it only if it lasts.
+                except READ_FAILURES as exc:
+                    # Redis is restarting, or a master is being replaced: keep trying for a while; clients hear of it
+                    # only if it lasts. (A server killed during the connection's handshake leaves uvloop's transport
+                    # closed under redis-py, which lets uvloop's RuntimeError through unwrapped.)
                     outage_since = outage_since or time.monotonic()
                     if time.monotonic() - outage_since > self._outage_s:
                         log.error("stream.redis_unreachable", streams=len(keys), error=str(exc))
