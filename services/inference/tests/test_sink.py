@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 from redis import exceptions as redis_exceptions
 
-from chatbot_contracts import DATA_FIELD_BYTES, Delta, Done, Keys, Queued, Started, inference_event_decoder, stream_event_decoder
-from chatbot_inference.sink import SharedPipeline, StreamSink, coalesce
+from chatbot_contracts import (
+    DATA_FIELD_BYTES,
+    Delta,
+    Done,
+    Keys,
+    Queued,
+    Started,
+    encode,
+    inference_event_decoder,
+    stream_event_decoder,
+)
+from chatbot_contracts.redis import TRANSIENT, RedisSettings, connect
+from chatbot_devtools.redis_server import NoRedis, RedisServer
+from chatbot_inference.sink import SharedPipeline, StreamSink, TakenOver, coalesce
 
 
 async def stored(redis: aioredis.Redis, key: str) -> list[object]:
@@ -214,3 +230,141 @@ async def test_a_write_window_gathers_streams_into_one_round_and_never_delays_a_
     assert abs(a_at - b_at) <= 1 and 0.2 <= waited < 0.6, "both streams' later writes went in one round, after the window"
     for sink in sinks:
         await sink.close(Done(reason="stop"))
+
+
+class Outage:
+    """A Redis of the test's own that goes away and comes back with what it held (as a promoted replica does), a
+    sink writing to it through a client that never resends, as the worker's writer."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.server = RedisServer(data_dir, persist=True).start()
+        self.settings = RedisSettings(url=self.server.url)
+        self.keys = self.settings.keys()
+        self.writer = connect(self.settings, timed_replies=False, resend=False)
+        self.rewritten: list[int] = []
+        self.pipeline = SharedPipeline(self.writer, 5.0, outage_s=10.0, on_rewrite=self.rewritten.append)
+
+    def sink(self, request_id: str, attempt: int = 1) -> StreamSink:
+        return StreamSink(
+            self.pipeline,
+            self.keys.request_stream(request_id),
+            self.keys.events_for(request_id),
+            open_ttl_s=600,
+            closed_ttl_s=60,
+            events_maxlen=1000,
+            fence=(self.keys.attempts(request_id), attempt),
+        )
+
+    async def written(self, key: str, count: int) -> None:
+        async with aioredis.Redis.from_url(self.server.url) as redis:
+            for _ in range(200):
+                if await redis.xlen(key) >= count:
+                    return
+                await asyncio.sleep(0.01)
+        raise AssertionError(f"{key} did not reach {count} entries")
+
+    def away(self) -> None:
+        self.server.stop()  # its data stays on disk for `back`
+
+    def back(self) -> None:
+        self.server.start()
+
+    async def entries(self, key: str) -> list[tuple[bytes, object]]:
+        async with aioredis.Redis.from_url(self.server.url) as redis:
+            return [(entry_id, stream_event_decoder.decode(fields[DATA_FIELD_BYTES])) for entry_id, fields in await redis.xrange(key)]
+
+    async def close(self) -> None:
+        await self.writer.aclose()
+        self.server.stop()
+
+
+@pytest.fixture
+async def outage(tmp_path: Path) -> AsyncIterator[Outage]:
+    try:
+        outage = Outage(tmp_path / "redis")
+    except NoRedis as exc:
+        pytest.skip(str(exc))
+    yield outage
+    await outage.close()
+
+
+async def test_a_stream_keeps_being_written_through_an_outage_each_entry_once(outage: Outage) -> None:
+    key = outage.keys.request_stream("through")
+    sink = outage.sink("through")
+    sink.push(Delta(text="a "))
+    await outage.written(key, 1)
+    sink.push(Delta(text="b "))
+    await outage.written(key, 2)
+    outage.away()
+    sink.push(Delta(text="c "))  # its round fails: Redis is away
+    await asyncio.sleep(0.3)
+    sink.push(Delta(text="d "))
+    outage.back()
+    await sink.close(Done(reason="stop"))
+    stored = await outage.entries(key)
+    assert [event for _, event in stored] == [Delta(text="a "), Delta(text="b "), Delta(text="c "), Delta(text="d "), Done(reason="stop")]
+    assert [entry_id for entry_id, _ in stored] == sorted(entry_id for entry_id, _ in stored)
+    assert outage.rewritten == [], "nothing that had been stored was lost"
+
+
+async def test_a_lost_tail_is_written_again_under_its_own_ids(outage: Outage) -> None:
+    """The promoted replica lacks the last entry the master had confirmed: the repair writes it again, with the id
+    a client that read it from the master already has."""
+    key = outage.keys.request_stream("tail")
+    sink = outage.sink("tail")
+    for i, text in enumerate(["a ", "b ", "c "]):
+        sink.push(Delta(text=text))
+        await outage.written(key, i + 1)
+    before = await outage.entries(key)
+    async with aioredis.Redis.from_url(outage.server.url) as redis:
+        # What a replica that missed the last write holds: the stream without it, its last id the one before.
+        await redis.delete(key)
+        for entry_id, event in before[:-1]:
+            await redis.xadd(key, {DATA_FIELD_BYTES: encode(event)}, id=entry_id)
+    outage.away()
+    sink.push(Delta(text="d "))
+    outage.back()
+    await sink.close(Done(reason="stop"))
+    stored = await outage.entries(key)
+    assert stored[:3] == before, "the lost entry is back under the id it had"
+    assert [event for _, event in stored[3:]] == [Delta(text="d "), Done(reason="stop")]
+    assert outage.rewritten == [1]
+
+
+async def test_a_stream_taken_over_during_an_outage_is_left_to_the_new_attempt(outage: Outage) -> None:
+    key = outage.keys.request_stream("taken")
+    sink = outage.sink("taken", attempt=1)
+    async with aioredis.Redis.from_url(outage.server.url) as redis:
+        await redis.set(outage.keys.attempts("taken"), 1)
+    sink.push(Delta(text="mine "))
+    await outage.written(key, 1)
+    async with aioredis.Redis.from_url(outage.server.url) as redis:
+        await redis.incr(outage.keys.attempts("taken"))  # another worker started attempt 2
+    outage.away()
+    sink.push(Delta(text="not written"))
+    outage.back()
+    with pytest.raises(TakenOver):
+        await sink.close(Done(reason="stop"))
+    assert [event for _, event in await outage.entries(key)] == [Delta(text="mine ")]
+
+
+async def test_a_stream_redis_lost_entirely_fails_as_redis_being_away(tmp_path: Path) -> None:
+    try:
+        outage = Outage(tmp_path / "redis")
+    except NoRedis as exc:
+        pytest.skip(str(exc))
+    try:
+        key = outage.keys.request_stream("gone")
+        sink = outage.sink("gone")
+        sink.push(Delta(text="a "))
+        await outage.written(key, 1)
+        outage.server.kill()
+        for path in outage.server.data_dir.glob("appendonly*"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        sink.push(Delta(text="b "))
+        outage.back()
+        with pytest.raises(TRANSIENT):
+            await sink.close(Done(reason="stop"))
+        assert await outage.entries(key) == [], "nothing is written into a Redis that lost the stream"
+    finally:
+        await outage.close()

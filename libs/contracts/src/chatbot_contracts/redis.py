@@ -110,9 +110,9 @@ def connect(settings: RedisSettings, *, timed_replies: bool = True, resend: bool
     goes to the master of its key's slot; a moved slot or a failed master refreshes the topology and the command is
     sent again, up to 8 times (what still fails while a replica is promoted reaches the caller as Redis being away:
     one of `TRANSIENT`). Without `resend`, for writes
-    that must not land twice, nothing is sent again: a cluster's pipeline sent again after a failover resends the
-    commands whose replies were lost, which may have been carried out (an XADD would be written twice); the caller
-    learns of the failure instead.
+    that must not land twice, nothing is sent again, on any kind of Redis: a pipeline sent again after a failover
+    resends the commands whose replies were lost, which may have been carried out (an XADD would be written twice);
+    the caller learns of the failure instead.
     """
     if settings.cluster():
         cluster = RedisCluster.from_url(
@@ -137,7 +137,7 @@ def connect(settings: RedisSettings, *, timed_replies: bool = True, resend: bool
             socket_timeout=settings.redis_socket_timeout_s if timed_replies else None,
             socket_keepalive=True,
             health_check_interval=30,
-            retry=Retry(NoBackoff(), 1),
+            retry=Retry(NoBackoff(), 1 if resend else 0),
             retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         )
     pool = aioredis.BlockingConnectionPool.from_url(
@@ -148,7 +148,7 @@ def connect(settings: RedisSettings, *, timed_replies: bool = True, resend: bool
         socket_timeout=settings.redis_socket_timeout_s if timed_replies else None,
         **({} if settings.url.startswith("unix:") else {"socket_keepalive": True}),
         health_check_interval=30,
-        retry=Retry(NoBackoff(), 1),
+        retry=Retry(NoBackoff(), 1 if resend else 0),
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
     )
     return aioredis.Redis(connection_pool=pool)
@@ -156,8 +156,8 @@ def connect(settings: RedisSettings, *, timed_replies: bool = True, resend: bool
 
 async def round_trip(client: aioredis.Redis, commands: Sequence[Sequence[Any]], within_s: float | None = None) -> list[Any]:
     """Sends `commands` in one pipeline (no transaction) and returns their replies in order, a refused command's as its
-    `ResponseError`. A pipeline whose connection failed is sent again once on a fresh connection (the pool's retry
-    rule). With `within_s`, the round (its retry included) fails with `TimeoutError` past that long, and the
+    `ResponseError`. A pipeline whose connection failed is sent again once on a fresh connection if the client
+    resends (`connect`). With `within_s`, the round (its retry included) fails with `TimeoutError` past that long, and the
     connection it was on is closed; otherwise the client's socket timeout bounds each reply.
 
     A command named in bytes (`b"XADD"`) gets Redis's reply as it is (on a cluster, converted as if named in text);

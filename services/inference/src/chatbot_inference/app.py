@@ -30,7 +30,8 @@ from .providers import build_providers
 from .providers.http import client_session
 from .queue import QueueReader
 from .settings import Settings
-from .worker import TakenOver, Worker
+from .sink import TakenOver
+from .worker import Worker
 
 log = structlog.get_logger()
 
@@ -49,8 +50,8 @@ class WorkerApp:
         self.registry_file = registry.source if Path(registry.source).is_file() else None
         """Reloaded when it changes (a registry made in memory, in tests, is not)."""
         self.writer = connect(settings.redis, timed_replies=False, resend=False)
-        """The request streams' writes: rounds timed whole, not reply by reply, never sent twice (a failed round fails
-        its generations, which another worker takes over and starts again)."""
+        """The request streams' writes: rounds timed whole, not reply by reply, never sent twice by the client (a failed
+        round's streams are repaired from what Redis holds of them, `SharedPipeline`)."""
         self.worker = Worker(
             self.redis,
             self.keys,
@@ -90,12 +91,24 @@ class WorkerApp:
             except TRANSIENT as exc:
                 # Its stream could not be written (Redis restarting, a cluster's master being replaced): left
                 # unacknowledged for a takeover, which Redis's trouble does not count against the request's attempts.
-                log.warning("generation.abandoned", reason="redis", error=type(exc).__name__)
+                log.warning("generation.abandoned", reason="redis", error=type(exc).__name__, exc_info=exc)
                 with contextlib.suppress(*TRANSIENT):
                     await self.worker.spare_attempt(request.request_id)
                 return
-        # Acknowledged through the worker's own client, which retries on a connection Redis dropped.
-        await self.redis.xack(stream, INFERENCE_GROUP, entry_id)
+        await self._acknowledge(stream, entry_id)
+
+    async def _acknowledge(self, stream: str, entry_id: str) -> None:
+        """XACK, tried again while Redis is away for `CHATBOT_REDIS_OUTAGE_S` (a failover): an answer that ended must not
+        be taken over and generated a second time."""
+        given_up_at = time.monotonic() + self.settings.worker.redis_outage_s
+        while True:
+            try:
+                await self.redis.xack(stream, INFERENCE_GROUP, entry_id)
+                return
+            except TRANSIENT:
+                if time.monotonic() > given_up_at:
+                    raise
+                await asyncio.sleep(0.2)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

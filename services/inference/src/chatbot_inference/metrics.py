@@ -57,3 +57,8 @@ class WorkerMetrics:
         )
         self.claims = Counter("chatbot_claimed_requests", "Requests taken over from a worker that died", registry=r)
         self.cancellations = Counter("chatbot_cancelled_generations", "Generations stopped by their client", registry=r)
+        self.rewritten = Counter(
+            "chatbot_stream_entries_rewritten",
+            "Stream entries written again after Redis lost them (a failover's replication lag)",
+            registry=r,
+        )

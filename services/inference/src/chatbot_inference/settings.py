@@ -38,6 +38,9 @@ class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_MAX_ATTEMPTS`: workers that may start a request (after crashes) before it goes to the dead letters."""
     claim_idle_s: float = 10.0
     """`CHATBOT_CLAIM_IDLE_S`: a request untouched this long is taken over from its (dead) worker."""
+    redis_outage_s: float = 10.0
+    """`CHATBOT_REDIS_OUTAGE_S`: how long running generations keep their answers for Redis to come back (a failover)
+    before they are left to a takeover."""
     shutdown_grace_s: float = 30.0
     """`CHATBOT_SHUTDOWN_GRACE_S`: on SIGTERM, how long running generations may finish before they are left to others."""
     log_level: str = "INFO"

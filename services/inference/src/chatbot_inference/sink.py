@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
+from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 
 from chatbot_contracts import DATA_FIELD_BYTES, Delta, InferenceEvent, StreamEvent, ToolCallDelta, encode
-from chatbot_contracts.redis import round_trip
+from chatbot_contracts.redis import TRANSIENT, round_trip
+
+log = structlog.get_logger()
 
 Event = StreamEvent | InferenceEvent
 Command = tuple[bytes | str | int, ...]
@@ -52,24 +58,46 @@ class SharedPipeline:
     into one pipeline and runs it, and what streams push while that round trip is in flight goes
     out together in the next: at a thousand paced streams a worker sends about 550 pipelines a
     second for its 10,000 tokens, and a token costs no task wake-up of its own. A lone write goes at once. A
-    refused command fails only its own stream's write; a lost round trip fails every write in it.
+    refused command fails only its own stream's write.
+
+    A round that fails because Redis is away (a cluster's master being replaced) fails none of its streams at
+    once: for `outage_s` they are repaired, each from what Redis holds of it (`StreamSink.repair`), and then
+    go on; a stream whose entries are not known yet (its first write was in that round) fails.
     """
 
-    def __init__(self, redis: aioredis.Redis, within_s: float | None = None, window_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        within_s: float | None = None,
+        window_s: float = 0.0,
+        *,
+        outage_s: float = 0.0,
+        on_rewrite: Callable[[int], None] | None = None,
+    ) -> None:
         self._redis = redis
         self._within_s = within_s
         """How long a round may take (None: the client's own timer per reply)."""
         self._window_s = window_s
         """How long a round waits for more streams' writes before it goes (0: not at all); a first write does not wait."""
+        self._outage_s = outage_s
+        """How long streams whose round failed are tried again before they fail (0: they fail at once)."""
+        self._on_rewrite = on_rewrite
+        """Told how many entries a repair wrote again that Redis had lost (a failover's lost tail)."""
         self._ready: dict[StreamSink, None] = {}
         """Streams with something to write, in the order they asked."""
+        self._broken: dict[StreamSink, tuple[float, BaseException]] = {}
+        """Streams whose last round failed with Redis away, until they are repaired: when each is given up, and what
+        stopped it last."""
         self._sender: asyncio.Task[None] | None = None
+        self._repairer: asyncio.Task[None] | None = None
         self._hurry: asyncio.Future[None] | None = None
         """Set while a round waits out its window: a first write ends the wait."""
 
     def ready(self, sink: StreamSink, first: bool = False) -> None:
         """`sink` has events to write: they go in the next pipeline, at once when none is in flight (or after the
-        write window; at once for a stream's `first` write)."""
+        write window; at once for a stream's `first` write). A stream being repaired writes once it is."""
+        if sink in self._broken:
+            return
         self._ready[sink] = None
         if first and self._hurry is not None:
             _settle(self._hurry)
@@ -78,6 +106,7 @@ class SharedPipeline:
 
     def forget(self, sink: StreamSink) -> None:
         self._ready.pop(sink, None)
+        self._broken.pop(sink, None)
 
     async def _send(self, first: bool = False) -> None:
         while self._ready:
@@ -98,12 +127,90 @@ class SharedPipeline:
                 spans.append((sink, start, len(commands)))
             try:
                 results = await round_trip(self._redis, commands, self._within_s) if commands else []
-            except Exception as exc:  # the round trip failed: none of it is known to be stored
+            except TRANSIENT as exc:  # none of it is known to be stored: what can be repaired is, once Redis is back
+                self._interrupted([(sink, exc) for sink, _, _ in spans])
+                continue
+            except Exception as exc:
                 for sink, _, _ in spans:
                     sink.written(exc)
                 continue
+            interrupted: list[tuple[StreamSink, BaseException]] = []
             for sink, start, end in spans:
-                sink.written(next((r for r in results[start:end] if isinstance(r, Exception)), None))
+                replies = results[start:end]
+                refusal = _refusal(replies)
+                if isinstance(refusal, TRANSIENT):  # its node was away (a cluster's round goes on with the others)
+                    sink.number(replies)
+                    interrupted.append((sink, refusal))
+                else:
+                    sink.written(refusal, replies)
+            self._interrupted(interrupted)
+
+    def _interrupted(self, sinks: list[tuple[StreamSink, BaseException]]) -> None:
+        for sink, error in sinks:
+            if self._outage_s and sink.repairable():
+                self._broken[sink] = (time.monotonic() + self._outage_s, error)
+                self._ready.pop(sink, None)  # it writes again once repaired
+            else:
+                sink.written(error)
+        if self._broken and (self._repairer is None or self._repairer.done()):
+            self._repairer = asyncio.get_running_loop().create_task(self._repair(), name="shared-pipeline-repair")
+
+    async def _repair(self) -> None:
+        """Reads what Redis holds of each broken stream, writes what it lacks, then lets the streams go on; a stream
+        still not repaired `outage_s` after its round failed fails with what last stopped it."""
+        delay = 0.0
+        while self._broken:
+            await asyncio.sleep(delay)
+            delay = min(max(delay * 2, 0.05), 0.5)
+            now = time.monotonic()
+            for sink, (given_up_at, error) in list(self._broken.items()):
+                if now > given_up_at:
+                    del self._broken[sink]
+                    sink.written(error)
+            sinks = [(sink, sink.checks()) for sink in self._broken]
+            spans: list[tuple[StreamSink, int, int, int]] = []
+            try:
+                checked = await round_trip(self._redis, [command for _, checks in sinks for command in checks], self._within_s)
+                commands: list[Command] = []
+                for sink, checks in sinks:
+                    replies, checked = checked[: len(checks)], checked[len(checks) :]
+                    if sink not in self._broken or self._still_away(sink, replies):  # aborted meanwhile, or next time
+                        continue
+                    start = len(commands)
+                    try:
+                        lost = sink.repair(commands, replies, self._broken[sink][1])
+                    except Exception as exc:  # taken over, or the stream is gone: it cannot go on
+                        del commands[start:]
+                        self._broken.pop(sink, None)
+                        sink.written(exc)
+                        continue
+                    spans.append((sink, start, len(commands), lost))
+                results = await round_trip(self._redis, commands, self._within_s) if commands else []
+            except TRANSIENT as exc:
+                for sink in self._broken:
+                    self._broken[sink] = (self._broken[sink][0], exc)
+                continue
+            repaired = rewritten = 0
+            for sink, start, end, lost in spans:
+                replies = results[start:end]
+                if sink not in self._broken or self._still_away(sink, replies):
+                    continue
+                del self._broken[sink]
+                repaired, rewritten = repaired + 1, rewritten + lost
+                sink.written(_refusal(replies))
+                if sink.has_more():
+                    self.ready(sink)
+            if repaired:
+                log.warning("streams.repaired", streams=repaired, rewritten=rewritten, still_broken=len(self._broken))
+            if rewritten and self._on_rewrite is not None:
+                self._on_rewrite(rewritten)
+
+    def _still_away(self, sink: StreamSink, replies: list[Any]) -> bool:
+        """Whether a reply of `sink`'s says its node is still away (it is tried again, and keeps that as its error)."""
+        away = next((r for r in replies if isinstance(r, TRANSIENT)), None)
+        if away is not None and sink in self._broken:
+            self._broken[sink] = (self._broken[sink][0], away)
+        return away is not None
 
     async def _wait_window(self) -> None:
         loop = asyncio.get_running_loop()
@@ -116,9 +223,23 @@ class SharedPipeline:
             self._hurry = None
 
 
+def _refusal(replies: list[Any]) -> BaseException | None:
+    return next((r for r in replies if isinstance(r, Exception)), None)
+
+
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _entry_id(entry_id: bytes) -> tuple[int, int]:
+    millis, _, seq = entry_id.partition(b"-")
+    return int(millis), int(seq)
+
+
+class TakenOver(Exception):
+    """The request is not this worker's to run: another worker claimed it (another attempt writes its stream), or it
+    already runs here. Leave it unacknowledged."""
 
 
 class StreamSink:
@@ -129,6 +250,9 @@ class StreamSink:
     flight are joined and go out in the next one. A lone token is written at once (no added
     latency); a burst becomes one entry. Events pushed to wait a moment go with the next one.
     After a write failed, nothing more is written and `close` raises what refused it.
+
+    Its entries carry ids of its own making after the first (which Redis numbers): written again, an entry
+    lands once, so a stream can be repaired after a failover from the entries it keeps (`repair`).
     """
 
     def __init__(
@@ -141,6 +265,7 @@ class StreamSink:
         closed_ttl_s: int,
         events_maxlen: int,
         release: tuple[str, str] | None = None,
+        fence: tuple[str, int] | None = None,
     ) -> None:
         self._writer = writer
         self._stream_key = stream_key.encode()
@@ -160,6 +285,16 @@ class StreamSink:
         """Settled once the terminal write has run."""
         self._failure: BaseException | None = None
         self._aborted = False
+        self._fence = (fence[0].encode(), fence[1]) if fence is not None else None
+        """`(attempts key, attempt)`: a repair finds the stream another attempt's when the count has moved on."""
+        self._entries: list[list[bytes]] = []
+        """`[entry id, data]` of every entry this sink wrote or is writing (`*` until Redis has numbered it)."""
+        self._last: tuple[int, int] | None = None
+        """The id of its latest entry, once known."""
+        self._round: list[Command] = []
+        """The commands of its write in flight."""
+        self._round_entries = 0
+        """Where that write's entries start in `_entries`."""
 
     def push(self, event: Event, *, within_s: float = 0.0) -> None:
         """Write `event` now, or (`within_s` > 0) together with the next event pushed, `within_s` seconds later at the latest.
@@ -207,28 +342,52 @@ class StreamSink:
             self._deadline.cancel()
             self._deadline = None
 
+    @property
+    def stream(self) -> str:
+        return self._stream_key.decode()
+
     def fill(self, commands: list[Command]) -> None:
         """Add the commands for what was pushed to `commands` (the shared pipeline calls it as it sends)."""
         self._drop_deadline()
         events, self._pending = coalesce(self._pending), []
         closing = self._close_sent = self._closing
+        self._round, self._round_entries = [], len(self._entries)
         if self._aborted or self._failure is not None or not (events or closing):
             return
         first, self._first_write = self._first_write, False
+        own = self._round
+        # The request's events before its stream's entries: an entry found stored after a failover means they are too.
+        for event in events:
+            if not isinstance(event, StreamEvent):
+                own.append((b"XADD", self._events_key, b"MAXLEN", b"~", self._events_maxlen, b"*", DATA_FIELD_BYTES, encode(event)))
         for event in events:
             if isinstance(event, StreamEvent):
-                commands.append((b"XADD", self._stream_key, b"*", DATA_FIELD_BYTES, encode(event)))
-            else:
-                commands.append((b"XADD", self._events_key, b"MAXLEN", b"~", self._events_maxlen, b"*", DATA_FIELD_BYTES, encode(event)))
+                entry = [self._next_id(), encode(event)]
+                self._entries.append(entry)
+                own.append((b"XADD", self._stream_key, entry[0], DATA_FIELD_BYTES, entry[1]))
         if closing:
-            commands.append((b"EXPIRE", self._stream_key, self._closed_ttl_s))
+            own.append((b"EXPIRE", self._stream_key, self._closed_ttl_s))
             if self._release is not None:
-                commands.append((b"ZREM", *self._release))
+                own.append((b"ZREM", *self._release))
         elif first:
-            commands.append((b"EXPIRE", self._stream_key, self._open_ttl_s))
+            own.append((b"EXPIRE", self._stream_key, self._open_ttl_s))
+        commands.extend(own)
 
-    def written(self, error: BaseException | None) -> None:
-        """The pipeline with this stream's last `fill` has run; `error` is what refused it, if anything did."""
+    def _next_id(self) -> bytes:
+        """The id of a new entry: after the latest, at this millisecond if the clock has passed it (`*` until the first
+        entry's id is known)."""
+        if self._last is None:
+            return b"*"
+        now = time.time_ns() // 1_000_000
+        millis, seq = self._last
+        self._last = (now, 0) if now > millis else (millis, seq + 1)
+        return b"%d-%d" % self._last
+
+    def written(self, error: BaseException | None, replies: list[Any] | None = None) -> None:
+        """The pipeline with this stream's last `fill` has run; `error` is what refused it, if anything did, and
+        `replies` are its commands' replies."""
+        if replies is not None:
+            self.number(replies)
         if error is not None and self._failure is None:
             self._failure = error
         closed = self._closed
@@ -238,3 +397,56 @@ class StreamSink:
             closed.set_exception(self._failure)
         else:
             closed.set_result(None)
+
+    def number(self, replies: list[Any]) -> None:
+        """Its first entries: Redis numbered them (`replies` to their round), and the next ones are numbered after them
+        here. An entry whose number did not come back leaves the stream unrepairable."""
+        if self._last is not None:
+            return
+        entries = iter(self._entries[self._round_entries :])
+        for command, reply in zip(self._round, replies, strict=True):
+            if command[0] == b"XADD" and command[1] == self._stream_key:
+                entry = next(entries)
+                if not isinstance(reply, bytes):
+                    return
+                entry[0] = reply
+        if len(self._entries) > self._round_entries:
+            self._last = _entry_id(self._entries[-1][0])
+
+    def repairable(self) -> bool:
+        """Whether the ids of all its entries are known, so that they can be written again without landing twice."""
+        return self._last is not None and self._failure is None and not self._aborted
+
+    def has_more(self) -> bool:
+        return bool(self._pending) or (self._closing and not self._close_sent)
+
+    def checks(self) -> list[Command]:
+        """What a repair reads first: the stream's latest entry, and whose attempt the request is."""
+        checks: list[Command] = [(b"XREVRANGE", self._stream_key, b"+", b"-", b"COUNT", 1)]
+        if self._fence is not None:
+            checks.append((b"GET", self._fence[0]))
+        return checks
+
+    def repair(self, commands: list[Command], checked: list[Any], error: BaseException) -> int:
+        """After a round failed with Redis away: add to `commands` what the stream lacks of what this sink wrote (its
+        lost entries, under their own ids) and its failed write's other commands. `checked`: the replies to `checks`.
+        Returns how many entries that had been stored were lost (a failover's asynchronous replication).
+
+        Raises `error` when the stream is gone (Redis lost its data: there is nothing to go on from), and
+        `TakenOver` when another attempt has started."""
+        latest, *attempt = checked
+        for reply in checked:
+            if isinstance(reply, Exception):
+                raise reply
+        if self._fence is not None and attempt[0] is not None and int(attempt[0]) != self._fence[1]:
+            raise TakenOver(f"{self.stream} is attempt {int(attempt[0])}'s now, not {self._fence[1]}'s")
+        if not latest:
+            raise error
+        stored = _entry_id(latest[0][0])
+        missing = [i for i, (entry_id, _) in enumerate(self._entries) if _entry_id(entry_id) > stored]
+        if missing or len(self._entries) == self._round_entries:
+            # The round's events went before its entries: with those stored, they are too.
+            commands.extend(command for command in self._round if command[1] == self._events_key)
+        commands.extend((b"XADD", self._stream_key, self._entries[i][0], DATA_FIELD_BYTES, self._entries[i][1]) for i in missing)
+        commands.extend(command for command in self._round if command[1] != self._events_key and command[0] != b"XADD")
+        return sum(i < self._round_entries for i in missing)

@@ -57,7 +57,7 @@ from .providers.tools import estimated_tokens
 from .redaction import mask_secrets, public_message
 from .routing import Router
 from .settings import ProviderSettings, WorkerSettings
-from .sink import SharedPipeline, StreamSink
+from .sink import SharedPipeline, StreamSink, TakenOver
 
 log = structlog.get_logger()
 TRACER = tracer("chatbot.inference")
@@ -126,10 +126,6 @@ class _Outcome:
         return bool(self.text or self.tool_calls or self.other_output)
 
 
-class TakenOver(Exception):
-    """The request's entry is not this worker's to run: another worker claimed it, or it already runs here. Leave it unacknowledged."""
-
-
 class Worker:
     """Handles chat requests; one instance per process, shared by its concurrent generations."""
 
@@ -151,7 +147,13 @@ class Worker:
         self.router = Router(redis, keys)
         self.key_buckets = MinuteBuckets(redis)
         self.redis = redis
-        self.writes = SharedPipeline(writer or redis, write_within_s, settings.write_window_ms / 1000)
+        self.writes = SharedPipeline(
+            writer or redis,
+            write_within_s,
+            settings.write_window_ms / 1000,
+            outage_s=settings.redis_outage_s,
+            on_rewrite=self.metrics.rewritten.inc,
+        )
         """Every request stream's writes, batched across requests."""
         self.keys = keys
         self.registry = registry
@@ -190,7 +192,7 @@ class Worker:
             # It waited here past the claim time and another worker took it (or finished it): it is theirs.
             await self.redis.decr(self.keys.attempts(request_id))
             raise TakenOver(f"request {request_id} is now {owner or 'finished'}'s")
-        sink = self._sink(request, started_at)
+        sink = self._sink(request, started_at, attempt)
         outcome = _Outcome(traceparent)
         if attempt == 1:
             # Not a write of its own: it goes with `started`.
@@ -363,7 +365,7 @@ class Worker:
         pipe.expire(self.keys.spared_attempts(request_id), self.settings.stream_ttl_s * 2)
         await pipe.execute()
 
-    def _sink(self, request: ChatRequest, started_at: float) -> StreamSink:
+    def _sink(self, request: ChatRequest, started_at: float, attempt: int) -> StreamSink:
         return StreamSink(
             self.writes,
             self.keys.request_stream(request.request_id),
@@ -372,6 +374,7 @@ class Worker:
             closed_ttl_s=self.settings.stream_ttl_s,
             events_maxlen=self.settings.events_maxlen,
             release=(self.keys.inflight(request.key_id), request.request_id),
+            fence=(self.keys.attempts(request.request_id), attempt),
         )
 
     def _observe(self, outcome: _Outcome, how: str, started_at: float, usage: TokenUsage | None) -> None:
