@@ -36,8 +36,8 @@ def multi_key_commands(keys: Keys) -> dict[str, list[str]]:
     router, limits = Router(unconnected, keys), ModelLimits(unconnected, keys)
     cache = TreeCache(None, keys.namespace)
     return {
-        # gateway/relay.py: a request's first events, its owner and its admission into its partition: one round trip.
-        "relay: stream, owner and admission (pipeline)": [
+        # gateway/relay.py _ADMIT: a request's first events, its owner and its admission into its partition.
+        "relay: admission script": [
             keys.request_stream(request_id),
             keys.request_owner(request_id),
             keys.requests_for(request_id),
@@ -74,9 +74,9 @@ def test_every_script_and_transaction_names_keys_of_one_slot(partitions: int) ->
     commands = multi_key_commands(keys)
     crossing = {where: names for where, names in commands.items() if not one_slot(names)}
     if partitions == 1:
-        # One partition: a request's queue is the single chat.requests, in a slot of its own; only the two
-        # pipelines name it beside the request's keys, and a cluster's pipeline sends each command to its slot.
-        assert set(crossing) <= {"relay: stream, owner and admission (pipeline)", "worker: start of an attempt (pipeline)"}
+        # One partition is a single Redis's (a cluster is refused one): a request's queue is the single
+        # chat.requests, in a slot of its own, named beside the request's keys only where one node holds them all.
+        assert set(crossing) <= {"relay: admission script", "worker: start of an attempt (pipeline)"}
     else:
         assert crossing == {}
 

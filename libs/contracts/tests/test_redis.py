@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from chatbot_contracts.redis import RedisSettings, connect, round_trip
+from chatbot_contracts.redis import TRANSIENT, RedisSettings, connect, round_trip
 
 
 @pytest.fixture
@@ -54,6 +54,22 @@ async def test_a_round_trip_on_a_connection_redis_dropped_is_sent_again_on_a_new
     now, count = await round_trip(client, [("CLIENT", "ID"), ("INCR", key)])
     assert now != held and count == 1, "sent again once, on a new connection"
     await client.delete(key)
+
+
+async def test_a_client_that_does_not_resend_reports_a_dropped_connection_and_sends_nothing_twice(redis_url: str, namespace: str) -> None:
+    client = connect(RedisSettings(url=redis_url), timed_replies=False, resend=False)
+    [held] = await round_trip(client, [("CLIENT", "ID")])
+    kwargs = client.connection_pool.connection_kwargs
+    other = aioredis.Redis(host=kwargs.get("host", "127.0.0.1"), port=kwargs.get("port", 6379), db=kwargs.get("db", 0))
+    await other.execute_command("CLIENT", "KILL", "ID", held)
+    key = f"{namespace}rt.not-resent"
+    with pytest.raises(TRANSIENT):
+        await round_trip(client, [("INCR", key)])
+    [count] = await round_trip(client, [("INCR", key)])
+    assert count == 1, "the failed round was not sent again behind the caller's back; the next one went on a new connection"
+    await other.delete(key)
+    await other.aclose()
+    await client.aclose()
 
 
 async def test_a_round_trip_takes_bytes_like_values_and_refuses_what_redis_cannot_take(client: aioredis.Redis, namespace: str) -> None:
@@ -115,3 +131,10 @@ async def test_a_redis_on_a_unix_socket_is_reached_by_its_url(unix_redis: Path) 
     replies = await round_trip(client, [("GET", "k"), ("INCR", "k")])
     assert replies[0] == b"v" and isinstance(replies[1], redis.exceptions.ResponseError)
     await client.aclose()
+
+
+def test_a_cluster_with_one_stream_partition_is_refused_with_what_to_set() -> None:
+    with pytest.raises(ValueError, match="CHATBOT_STREAM_PARTITIONS=1 on a Redis Cluster"):
+        RedisSettings(url="redis://127.0.0.1:7000", redis_cluster=True, stream_partitions=1).keys()
+    assert RedisSettings(url="redis://127.0.0.1:7000", redis_cluster=True).keys().partitions == 16
+    assert RedisSettings(url="redis://127.0.0.1:7000", redis_cluster=False).keys().partitions == 1

@@ -76,8 +76,11 @@ class RedisSettings(msgspec.Struct, kw_only=True, frozen=True):
         return addresses
 
     def keys(self) -> Keys:
-        """The deployment's names: its namespace and its stream partitions."""
+        """The deployment's names: its namespace and its stream partitions (a cluster needs two or more: a request's keys
+        and its queue share its partition's slot, and a gateway reads a partition's streams in one command)."""
         partitions = self.stream_partitions or (CLUSTER_PARTITIONS if self.cluster() else 1)
+        if partitions == 1 and self.cluster():
+            raise ValueError("CHATBOT_STREAM_PARTITIONS=1 on a Redis Cluster: give it 2 or more (0 takes 16)")
         return Keys(self.redis_namespace, partitions)
 
 

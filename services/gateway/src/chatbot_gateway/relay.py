@@ -35,11 +35,14 @@ from .settings import ChatSettings
 
 log = structlog.get_logger()
 
-# KEYS: the request's partition of chat.requests. ARGV: group, max lag, max pending, field, request, maxlen.
+# KEYS: the request's partition of chat.requests, its owner key, its stream (one slot). ARGV: group, max lag, max pending,
+# field, request, maxlen, owner, owner's lifetime, stream's lifetime, then the events that open its stream.
 # Enqueue only while the group's backlog is within bounds (the partition's share of them): -1 refuses (nothing
-# written), 1 enqueued.
+# written), 1 enqueued. A request whose owner is already recorded was enqueued by this very call, sent again after its
+# reply was lost (a failover): 1, and nothing is written twice.
 # Before any worker made the group, everything in the stream counts as waiting.
 _ADMIT = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
 local lag, pending = redis.call('XLEN', KEYS[1]), 0
 if lag > 0 then
   for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
@@ -52,6 +55,11 @@ if lag > 0 then
   end
 end
 if lag >= tonumber(ARGV[2]) or pending >= tonumber(ARGV[3]) then return -1 end
+if #ARGV > 9 then
+  for i = 10, #ARGV do redis.call('XADD', KEYS[3], '*', ARGV[4], ARGV[i]) end
+  redis.call('EXPIRE', KEYS[3], ARGV[9])
+end
+redis.call('SET', KEYS[2], ARGV[7], 'EX', ARGV[8])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*', ARGV[4], ARGV[5])
 return 1
 """
@@ -155,37 +163,30 @@ class Relay:
         return await self.share.admit(who, until=until)
 
     async def _enqueue(self, request: ChatRequest, prelude: Sequence[StreamEvent]) -> object:
+        """One script, so that a call sent again by the client after a failover enqueues nothing twice (`_ADMIT`)."""
         settings = self._settings
         lifetime = int(request.deadline - request.enqueued_at) + settings.stream_ttl_s
         partitions = self._keys.partitions
-        admit_args: list[str | bytes | int] = [
+        request_id = request.request_id
+        keys = (self._keys.requests_for(request_id), self._keys.request_owner(request_id), self._keys.request_stream(request_id))
+        args: list[str | bytes | int] = [
             INFERENCE_GROUP,
             -(-settings.max_queue_lag // partitions),
             -(-settings.max_queue_pending // partitions),
             DATA_FIELD,
             encode(request),
             settings.requests_maxlen,
+            request.owner,
+            lifetime + OWNER_GRACE_S,
+            lifetime,
+            *(encode(event) for event in prelude),
         ]
-        for first_try in (True, False):
-            # The script is called by its digest, so the hot path is one round trip; after Redis lost
-            # its scripts (a restart), it is loaded again once.
-            pipe = self._redis.pipeline(transaction=False)
-            stream = self._keys.request_stream(request.request_id)
-            for event in prelude:
-                pipe.xadd(stream, {DATA_FIELD: encode(event)})
-            if prelude:
-                pipe.expire(stream, lifetime)
-            pipe.set(self._keys.request_owner(request.request_id), request.owner, ex=lifetime + OWNER_GRACE_S)
-            # As a plain command: a cluster's pipeline refuses the `evalsha` method, not the command.
-            pipe.execute_command("EVALSHA", await self._admit_digest(), 1, self._keys.requests_for(request.request_id), *admit_args)
-            try:
-                *_, admitted = await pipe.execute()
-                break
-            except redis.exceptions.NoScriptError:
-                if not first_try:
-                    raise
-                self._admit_sha = None
-        return admitted
+        try:
+            # By its digest, so the hot path is one round trip; after Redis lost its scripts (a restart), loaded again.
+            return await self._redis.evalsha(await self._admit_digest(), len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            self._admit_sha = None
+            return await self._redis.evalsha(await self._admit_digest(), len(keys), *keys, *args)
 
     async def _admit_digest(self) -> str:
         if self._admit_sha is None:
