@@ -34,6 +34,7 @@ from loadclient import Client, Sample
 from redis import Redis
 
 from chatbot_devtools.platform import LocalPlatform, registry_toml
+from chatbot_devtools.redis_cluster import RedisClusterNodes
 from chatbot_devtools.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -324,11 +325,11 @@ def streams_through(
     }
 
 
-def platform_parts(platform: LocalPlatform, redis: RedisServer, paced_process: subprocess.Popen[bytes]) -> dict[str, list[int]]:
+def platform_parts(platform: LocalPlatform, redis: list[RedisServer], paced_process: subprocess.Popen[bytes]) -> dict[str, list[int]]:
     return {
         "gateway": [p.pid for p in platform.processes if p.service == "gateway"],
         "workers": [p.pid for p in platform.processes if p.service == "inference"],
-        "Redis": [redis.process.pid] if redis.process else [],
+        "Redis": [server.process.pid for server in redis if server.process],
         "other services": [p.pid for p in platform.processes if p.service not in ("gateway", "inference")],
         "upstream": [paced_process.pid],
     }
@@ -354,11 +355,17 @@ def main() -> None:
     parser.add_argument(
         "--streams-only", action="store_true", help="only target 4 through this platform (a probe: no peers, nothing written)"
     )
+    parser.add_argument(
+        "--cluster", action="store_true", help="with --streams-only: the platform on a Redis Cluster of six nodes (three masters)"
+    )
     args = parser.parse_args()
+    if args.cluster and not args.streams_only:
+        parser.error("--cluster goes with --streams-only: the peers are measured beside a single Redis")
     RESULTS.mkdir(parents=True, exist_ok=True)
     binary = None if args.streams_only else install_litellm()
     portkey_entry = None if args.streams_only else install_portkey()
     workdir = Path(tempfile.mkdtemp(prefix="chatbot-bench-"))
+    cluster = RedisClusterNodes(workdir / "cluster").start() if args.cluster else None
     redis = RedisServer(workdir / "redis").start()
     processes: list[subprocess.Popen[bytes]] = []
     platform: LocalPlatform | None = None
@@ -367,11 +374,11 @@ def main() -> None:
         paced_process, paced = start_upstream(20, workdir)
         processes += [upstream_process, paced_process]
         upstream = Target("upstream (floor)", instant, "bench-model", "none", [upstream_process.pid])
-        platform, ours = start_platform(instant, paced, workdir, redis.url)
-        parts = platform_parts(platform, redis, paced_process)
+        platform, ours = start_platform(instant, paced, workdir, cluster.url if cluster else redis.url)
+        parts = platform_parts(platform, cluster.servers if cluster else [redis], paced_process)
         if binary is None or portkey_entry is None:
-            print(f"bench: streams only; work dir {workdir}", flush=True)
-            many = streams_through(ours, "bench-paced", args.streams, args.stream_seconds, parts, paced, redis)
+            print(f"bench: streams only{' on a Redis Cluster' if cluster else ''}; work dir {workdir}", flush=True)
+            many = streams_through(ours, "bench-paced", args.streams, args.stream_seconds, parts, paced, None if cluster else redis)
             print(cpu_line(many, args), flush=True)
             return
         litellm_process, litellm = start_litellm(binary, instant, paced, workdir)
@@ -422,6 +429,8 @@ def main() -> None:
         if platform is not None:
             platform.stop()
         redis.stop()
+        if cluster is not None:
+            cluster.stop()
 
 
 def write_results(
