@@ -11,6 +11,7 @@ from typing import cast
 
 import redis
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from chatbot_contracts.redis import RedisSettings
 
@@ -130,6 +131,25 @@ class RedisClusterNodes:
         with self.client() as cluster:
             ports = {node.port for node in cluster.get_primaries()}
         return [server for server in self.servers if server.port in ports]
+
+    def move_slot(self, key: str, to: RedisServer, batch: int = 100) -> int:
+        """Move `key`'s slot and every key in it to master `to` while clients go on using them, as `redis-cli --cluster
+        reshard` does: mark it importing and migrating, MIGRATE its keys in batches, then give it to `to` on every
+        master. Returns how many keys moved."""
+        slot = key_slot(key.encode())
+        source_port = self.master_of(key).port
+        with redis.Redis(port=source_port, socket_timeout=10) as source, redis.Redis(port=to.port, socket_timeout=10) as target:
+            source_id, target_id = source.execute_command("CLUSTER", "MYID"), target.execute_command("CLUSTER", "MYID")
+            target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            moved = 0
+            while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
+                source.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 10_000, "KEYS", *keys)
+                moved += len(keys)
+        for server in sorted(self.masters(), key=lambda master: master.port != to.port):  # the target first
+            with redis.Redis(port=server.port, socket_timeout=10) as master:
+                master.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return moved
 
     def stop(self) -> None:
         for server in self.servers:

@@ -94,6 +94,10 @@ class QueueReader:
                 if self._free() > 0:
                     await self._read(stream)
             except redis.exceptions.ResponseError as exc:
+                if str(exc).startswith("UNBLOCKED"):
+                    # Its slot is moving to another master (resharding): the stream went while the read waited on it.
+                    log.info("queue.read_moved", stream=stream, error=str(exc))
+                    continue
                 if "NOGROUP" not in str(exc):
                     log.error("queue.read_refused", error=str(exc), retry_in_s=self._retry_s)
                     await self._pause(self._retry_s)
