@@ -18,6 +18,7 @@ from chatbot_contracts import (
     Done,
     Keys,
     Queued,
+    Start,
     Started,
     encode,
     inference_event_decoder,
@@ -368,3 +369,55 @@ async def test_a_stream_redis_lost_entirely_fails_as_redis_being_away(tmp_path: 
         assert await outage.entries(key) == [], "nothing is written into a Redis that lost the stream"
     finally:
         await outage.close()
+
+
+async def test_a_first_write_lost_with_its_connection_is_written_again(outage: Outage) -> None:
+    """Redis came back (a restart, a failover) and the writer's first round found its connection dead: that round is
+    sent again, and its entries get Redis's ids then (one of the other tests covers a round that landed)."""
+    key = outage.keys.request_stream("first")
+    async with aioredis.Redis.from_url(outage.server.url) as redis:
+        await redis.xadd(key, {DATA_FIELD_BYTES: encode(Start(request_id="first"))})  # the gateway's first event
+    outage.away()
+    sink = outage.sink("first")
+    sink.push(Started(model="m", provider="openai"))  # its first round fails: Redis is away
+    await asyncio.sleep(0.2)
+    sink.push(Delta(text="a "))
+    outage.back()
+    await sink.close(Done(reason="stop"))
+    events = [event for _, event in await outage.entries(key)]
+    assert events == [
+        Start(request_id="first"),
+        Started(model="m", provider="openai"),
+        Delta(text="a "),
+        Done(reason="stop"),
+    ]
+
+
+async def test_a_first_write_that_landed_before_its_reply_was_lost_is_not_written_twice(outage: Outage) -> None:
+    """Its entries are found among the stream's latest by their data and take the ids Redis gave them."""
+    key = outage.keys.request_stream("landed")
+    sink = outage.sink("landed")
+    sink.push(Started(model="m", provider="openai"))
+    sink.push(Delta(text="a "))
+    commands: list[tuple[bytes | str | int, ...]] = []
+    sink.fill(commands)  # the round as the shared pipeline would send it, sent here by hand and its reply dropped
+    outage.pipeline.forget(sink)
+    async with aioredis.Redis.from_url(outage.server.url) as redis:
+        for command in commands:
+            await redis.execute_command(*command)
+    checks = sink.checks()
+    async with aioredis.Redis.from_url(outage.server.url) as redis:
+        checked = [await redis.execute_command(*check) for check in checks]
+    again: list[tuple[bytes | str | int, ...]] = []
+    assert sink.repair(again, checked, redis_exceptions.ConnectionError("lost")) == 0
+    assert not any(command[0] == b"XADD" and command[1] == key.encode() for command in again), "nothing written twice"
+    sink.written(None)
+    sink.push(Delta(text="b "))
+    await sink.close(Done(reason="stop"))
+    stored = await outage.entries(key)
+    assert [event for _, event in stored] == [
+        Started(model="m", provider="openai"),
+        Delta(text="a "),
+        Delta(text="b "),
+        Done(reason="stop"),
+    ]

@@ -62,7 +62,7 @@ class SharedPipeline:
 
     A round that fails because Redis is away (a cluster's master being replaced) fails none of its streams at
     once: for `outage_s` they are repaired, each from what Redis holds of it (`StreamSink.repair`), and then
-    go on; a stream whose entries are not known yet (its first write was in that round) fails.
+    go on.
     """
 
     def __init__(
@@ -197,7 +197,7 @@ class SharedPipeline:
                     continue
                 del self._broken[sink]
                 repaired, rewritten = repaired + 1, rewritten + lost
-                sink.written(_refusal(replies))
+                sink.written(_refusal(replies), replies)  # a first write sent again is numbered by its replies
                 if sink.has_more():
                     self.ready(sink)
             if repaired:
@@ -230,6 +230,15 @@ def _refusal(replies: list[Any]) -> BaseException | None:
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _data_of(fields: Any) -> bytes | None:
+    """An entry's data field, from its fields as Redis sent them (`[name, value, …]`) or as a cluster's client
+    converted them (a dict)."""
+    if isinstance(fields, dict):
+        return fields.get(DATA_FIELD_BYTES)
+    pairs = dict(zip(fields[::2], fields[1::2], strict=True))
+    return pairs.get(DATA_FIELD_BYTES)
 
 
 def _entry_id(entry_id: bytes) -> tuple[int, int]:
@@ -400,7 +409,7 @@ class StreamSink:
 
     def number(self, replies: list[Any]) -> None:
         """Its first entries: Redis numbered them (`replies` to their round), and the next ones are numbered after them
-        here. An entry whose number did not come back leaves the stream unrepairable."""
+        here. Entries whose numbers did not come back are found by their data in a repair."""
         if self._last is not None:
             return
         entries = iter(self._entries[self._round_entries :])
@@ -414,15 +423,16 @@ class StreamSink:
             self._last = _entry_id(self._entries[-1][0])
 
     def repairable(self) -> bool:
-        """Whether the ids of all its entries are known, so that they can be written again without landing twice."""
-        return self._last is not None and self._failure is None and not self._aborted
+        return self._failure is None and not self._aborted
 
     def has_more(self) -> bool:
         return bool(self._pending) or (self._closing and not self._close_sent)
 
     def checks(self) -> list[Command]:
         """What a repair reads first: the stream's latest entry, and whose attempt the request is."""
-        checks: list[Command] = [(b"XREVRANGE", self._stream_key, b"+", b"-", b"COUNT", 1)]
+        # Its first entries' ids are Redis's: they are told by their data among the stream's latest.
+        latest = 1 if self._last is not None else max(1, len(self._entries) - self._round_entries)
+        checks: list[Command] = [(b"XREVRANGE", self._stream_key, b"+", b"-", b"COUNT", latest)]
         if self._fence is not None:
             checks.append((b"GET", self._fence[0]))
         return checks
@@ -440,6 +450,9 @@ class StreamSink:
                 raise reply
         if self._fence is not None and attempt[0] is not None and int(attempt[0]) != self._fence[1]:
             raise TakenOver(f"{self.stream} is attempt {int(attempt[0])}'s now, not {self._fence[1]}'s")
+        if self._last is None and not self._first_entries_stored(latest):
+            commands.extend(self._round)  # its first write, which did not land: as it was (Redis numbers its entries)
+            return 0
         if not latest:
             raise error
         stored = _entry_id(latest[0][0])
@@ -450,3 +463,20 @@ class StreamSink:
         commands.extend((b"XADD", self._stream_key, self._entries[i][0], DATA_FIELD_BYTES, self._entries[i][1]) for i in missing)
         commands.extend(command for command in self._round if command[1] != self._events_key and command[0] != b"XADD")
         return sum(i < self._round_entries for i in missing)
+
+    def _first_entries_stored(self, latest: list[Any]) -> bool:
+        """Whether the stream's `latest` entries (newest first) end with the first of this sink's entries, whose ids
+        Redis gave them in a round whose replies were lost: those are numbered from the stream (a round runs in
+        order, so what landed is a prefix of its entries), the others after them. Each attempt's first entry is its
+        own (`started` after the gateway's events, or `restart` with its number), so its data tells it apart."""
+        ours = self._entries[self._round_entries :]
+        tail = [(entry_id, _data_of(fields)) for entry_id, fields in reversed(latest)]
+        landed = next((k for k in range(len(ours), 0, -1) if [data for _, data in tail[-k:]] == [e[1] for e in ours[:k]]), 0)
+        if not landed:
+            return False
+        for entry, (entry_id, _) in zip(ours, tail[-landed:], strict=False):
+            entry[0] = entry_id
+        self._last = _entry_id(ours[landed - 1][0])
+        for entry in ours[landed:]:
+            entry[0] = self._next_id()
+        return True
