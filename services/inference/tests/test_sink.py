@@ -397,6 +397,7 @@ async def test_a_first_write_that_landed_before_its_reply_was_lost_is_not_writte
     """Its entries are found among the stream's latest by their data and take the ids Redis gave them."""
     key = outage.keys.request_stream("landed")
     sink = outage.sink("landed")
+    sink.push(Queued(request_id="landed", model="m", at=1.0))
     sink.push(Started(model="m", provider="openai"))
     sink.push(Delta(text="a "))
     commands: list[tuple[bytes | str | int, ...]] = []
@@ -410,7 +411,7 @@ async def test_a_first_write_that_landed_before_its_reply_was_lost_is_not_writte
         checked = [await redis.execute_command(*check) for check in checks]
     again: list[tuple[bytes | str | int, ...]] = []
     assert sink.repair(again, checked, redis_exceptions.ConnectionError("lost")) == 0
-    assert not any(command[0] == b"XADD" and command[1] == key.encode() for command in again), "nothing written twice"
+    assert not any(command[0] == b"XADD" for command in again), "nothing written twice, its event in inference.events neither"
     sink.written(None)
     sink.push(Delta(text="b "))
     await sink.close(Done(reason="stop"))
@@ -421,3 +422,35 @@ async def test_a_first_write_that_landed_before_its_reply_was_lost_is_not_writte
         Delta(text="b "),
         Done(reason="stop"),
     ]
+    async with aioredis.Redis.from_url(outage.server.url) as redis:
+        assert await redis.xlen(outage.keys.events_for("landed")) == 1
+
+
+async def test_a_first_write_that_landed_in_part_is_finished_not_repeated(outage: Outage) -> None:
+    """A round runs in order: its event and first entry landed, its second entry did not. The repair writes that one,
+    and neither the event nor the first entry again."""
+    key = outage.keys.request_stream("part")
+    sink = outage.sink("part")
+    sink.push(Queued(request_id="part", model="m", at=1.0))
+    sink.push(Started(model="m", provider="openai"))
+    sink.push(Delta(text="a "))
+    commands: list[tuple[bytes | str | int, ...]] = []
+    sink.fill(commands)
+    outage.pipeline.forget(sink)
+    stream_writes = [i for i, command in enumerate(commands) if command[0] == b"XADD" and command[1] == key.encode()]
+    async with aioredis.Redis.from_url(outage.server.url) as redis:
+        for command in commands[: stream_writes[-1]]:  # up to the last entry, which the dead connection lost
+            await redis.execute_command(*command)
+        checked = [await redis.execute_command(*check) for check in sink.checks()]
+    again: list[tuple[bytes | str | int, ...]] = []
+    sink.repair(again, checked, redis_exceptions.ConnectionError("lost"))
+    assert [command[1] for command in again if command[0] == b"XADD"] == [key.encode()], "only the lost entry again"
+    async with aioredis.Redis.from_url(outage.server.url) as redis:
+        for command in again:
+            await redis.execute_command(*command)
+    sink.written(None)
+    await sink.close(Done(reason="stop"))
+    stored = await outage.entries(key)
+    assert [event for _, event in stored] == [Started(model="m", provider="openai"), Delta(text="a "), Done(reason="stop")]
+    async with aioredis.Redis.from_url(outage.server.url) as redis:
+        assert await redis.xlen(outage.keys.events_for("part")) == 1

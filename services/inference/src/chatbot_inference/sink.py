@@ -457,8 +457,9 @@ class StreamSink:
             raise error
         stored = _entry_id(latest[0][0])
         missing = [i for i, (entry_id, _) in enumerate(self._entries) if _entry_id(entry_id) > stored]
-        if missing or len(self._entries) == self._round_entries:
-            # The round's events went before its entries: with those stored, they are too.
+        # The round's events went before its first entry: with that stored, they are too (what is missing is a suffix).
+        round_stored = self._round_entries < len(self._entries) and (not missing or missing[0] > self._round_entries)
+        if not round_stored:
             commands.extend(command for command in self._round if command[1] == self._events_key)
         commands.extend((b"XADD", self._stream_key, self._entries[i][0], DATA_FIELD_BYTES, self._entries[i][1]) for i in missing)
         commands.extend(command for command in self._round if command[1] != self._events_key and command[0] != b"XADD")
