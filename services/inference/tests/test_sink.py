@@ -274,6 +274,22 @@ class Outage:
         async with aioredis.Redis.from_url(self.server.url) as redis:
             return [(entry_id, stream_event_decoder.decode(fields[DATA_FIELD_BYTES])) for entry_id, fields in await redis.xrange(key)]
 
+    def first_round(self, request_id: str) -> tuple[StreamSink, list[tuple[bytes | str | int, ...]]]:
+        """A sink's first round (an event, `started` and a token) as the shared pipeline would send it, taken out of
+        the pipeline: the test sends it by hand, as much of it as landed, and drops the reply."""
+        sink = self.sink(request_id)
+        sink.push(Queued(request_id=request_id, model="m", at=1.0))
+        sink.push(Started(model="m", provider="openai"))
+        sink.push(Delta(text="a "))
+        commands: list[tuple[bytes | str | int, ...]] = []
+        sink.fill(commands)
+        self.pipeline.forget(sink)
+        return sink, commands
+
+    async def send(self, commands: list[tuple[bytes | str | int, ...]]) -> list[object]:
+        async with aioredis.Redis.from_url(self.server.url) as redis:
+            return [await redis.execute_command(*command) for command in commands]
+
     async def close(self) -> None:
         await self.writer.aclose()
         self.server.stop()
@@ -396,19 +412,9 @@ async def test_a_first_write_lost_with_its_connection_is_written_again(outage: O
 async def test_a_first_write_that_landed_before_its_reply_was_lost_is_not_written_twice(outage: Outage) -> None:
     """Its entries are found among the stream's latest by their data and take the ids Redis gave them."""
     key = outage.keys.request_stream("landed")
-    sink = outage.sink("landed")
-    sink.push(Queued(request_id="landed", model="m", at=1.0))
-    sink.push(Started(model="m", provider="openai"))
-    sink.push(Delta(text="a "))
-    commands: list[tuple[bytes | str | int, ...]] = []
-    sink.fill(commands)  # the round as the shared pipeline would send it, sent here by hand and its reply dropped
-    outage.pipeline.forget(sink)
-    async with aioredis.Redis.from_url(outage.server.url) as redis:
-        for command in commands:
-            await redis.execute_command(*command)
-    checks = sink.checks()
-    async with aioredis.Redis.from_url(outage.server.url) as redis:
-        checked = [await redis.execute_command(*check) for check in checks]
+    sink, commands = outage.first_round("landed")
+    await outage.send(commands)  # all of it landed
+    checked = await outage.send(sink.checks())
     again: list[tuple[bytes | str | int, ...]] = []
     assert sink.repair(again, checked, redis_exceptions.ConnectionError("lost")) == 0
     assert not any(command[0] == b"XADD" for command in again), "nothing written twice, its event in inference.events neither"
@@ -430,24 +436,14 @@ async def test_a_first_write_that_landed_in_part_is_finished_not_repeated(outage
     """A round runs in order: its event and first entry landed, its second entry did not. The repair writes that one,
     and neither the event nor the first entry again."""
     key = outage.keys.request_stream("part")
-    sink = outage.sink("part")
-    sink.push(Queued(request_id="part", model="m", at=1.0))
-    sink.push(Started(model="m", provider="openai"))
-    sink.push(Delta(text="a "))
-    commands: list[tuple[bytes | str | int, ...]] = []
-    sink.fill(commands)
-    outage.pipeline.forget(sink)
+    sink, commands = outage.first_round("part")
     stream_writes = [i for i, command in enumerate(commands) if command[0] == b"XADD" and command[1] == key.encode()]
-    async with aioredis.Redis.from_url(outage.server.url) as redis:
-        for command in commands[: stream_writes[-1]]:  # up to the last entry, which the dead connection lost
-            await redis.execute_command(*command)
-        checked = [await redis.execute_command(*check) for check in sink.checks()]
+    await outage.send(commands[: stream_writes[-1]])  # up to the last entry, which the dead connection lost
+    checked = await outage.send(sink.checks())
     again: list[tuple[bytes | str | int, ...]] = []
     sink.repair(again, checked, redis_exceptions.ConnectionError("lost"))
     assert [command[1] for command in again if command[0] == b"XADD"] == [key.encode()], "only the lost entry again"
-    async with aioredis.Redis.from_url(outage.server.url) as redis:
-        for command in again:
-            await redis.execute_command(*command)
+    await outage.send(again)
     sink.written(None)
     await sink.close(Done(reason="stop"))
     stored = await outage.entries(key)
