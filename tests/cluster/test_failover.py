@@ -13,8 +13,11 @@ import anthropic
 import httpx
 import openai
 import pytest
+import redis
 from httpx_sse import ServerSentEvent
 
+from chatbot_contracts import DATA_FIELD_BYTES, Keys, inference_event_decoder
+from chatbot_contracts.events import Ended
 from chatbot_contracts.redis import RedisSettings
 from chatbot_devtools.fakes import FakeOpenAI
 from chatbot_devtools.platform import LocalPlatform
@@ -86,6 +89,21 @@ class Streams:
             thread.join(timeout=120)
 
 
+def ended_in_redis(cluster: RedisClusterNodes, keys: Keys) -> dict[str, list[str]]:
+    """Each request's terminal events as the event streams hold them (what the log collector counts from)."""
+    ended: dict[str, list[str]] = collections.defaultdict(list)
+    client = redis.RedisCluster.from_url(cluster.url)
+    try:
+        for partition in keys.events_partitions:
+            for _, fields in client.xrange(partition):
+                event = inference_event_decoder.decode(fields[DATA_FIELD_BYTES])
+                if isinstance(event, Ended):
+                    ended[event.request_id].append(f"{type(event).__name__} of attempt {event.attempt}")
+    finally:
+        client.close()
+    return dict(ended)
+
+
 def test_a_master_killed_under_fifty_streams_through_two_gateways_loses_nothing(
     cluster: RedisClusterNodes, platform_factory: Callable[..., LocalPlatform], fake_registry: str, fake_openai: FakeOpenAI
 ) -> None:
@@ -131,7 +149,10 @@ def test_a_master_killed_under_fifty_streams_through_two_gateways_loses_nothing(
         usage = httpx.get(f"{urls[0]}/api/v1/usage", headers={"Authorization": f"Bearer {platform.admin_key}"}, timeout=10)
     time.sleep(1)  # a second count of any of them would arrive by now
     totals = httpx.get(f"{urls[1]}/api/v1/usage", headers={"Authorization": f"Bearer {platform.admin_key}"}, timeout=10).json()["totals"]
-    assert (totals["requests"], totals["completed"]) == (requests, requests), f"each request counted once: {totals}"
+    in_redis = ended_in_redis(cluster, keys)
+    assert (totals["requests"], totals["completed"]) == (requests, requests), (
+        f"each request counted once: {totals}; Redis's event streams end {len(in_redis)} requests: {in_redis}"
+    )
     assert totals["output_tokens"] == requests * fake_openai.count(REPLY)
 
     assert_new_requests_work(urls[1], platform.admin_key, fake_openai, 8)

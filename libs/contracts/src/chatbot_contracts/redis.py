@@ -30,6 +30,12 @@ TRANSIENT: tuple[type[Exception], ...] = (
 )
 """What Redis raises while it restarts, or while a cluster's failed master is replaced: worth trying again shortly."""
 
+TORN_DOWN: tuple[type[Exception], ...] = (RuntimeError, AttributeError, TypeError)
+"""What redis-py's asyncio client lets through unwrapped when a connection is torn down under a command (a server
+killed during the connection's handshake, or a cluster client closing a failed node's connections while another task
+is connecting one): uvloop's `RuntimeError`, or the transport's own `AttributeError`/`TypeError` (redis-py issue
+#4287). Raised by a command, they mean Redis went away under it."""
+
 CLUSTER_PARTITIONS = 16
 """Stream partitions on a cluster unless `CHATBOT_STREAM_PARTITIONS` says otherwise."""
 
@@ -164,7 +170,8 @@ async def round_trip(client: aioredis.Redis, commands: Sequence[Sequence[Any]], 
     connection it was on is closed; otherwise the client's socket timeout bounds each reply.
 
     A command named in bytes (`b"XADD"`) gets Redis's reply as it is (on a cluster, converted as if named in text);
-    named in text, redis-py's reply callback converts it (`"SET"` -> `True`)."""
+    named in text, redis-py's reply callback converts it (`"SET"` -> `True`). A connection torn down under the round
+    (`TORN_DOWN`) raises `ConnectionError`, as Redis being away."""
     pipeline = client.pipeline(transaction=False)
     # A cluster's pipeline looks up each command's routing by its name, which it takes in text only.
     named = isinstance(client, RedisCluster)
@@ -176,6 +183,10 @@ async def round_trip(client: aioredis.Redis, commands: Sequence[Sequence[Any]], 
             replies: list[Any] = await pipeline.execute(raise_on_error=False)
     except TimeoutError as exc:
         raise redis.exceptions.TimeoutError(f"no reply from Redis within {within_s} s") from exc
+    except TORN_DOWN as exc:
+        if named:
+            await cast(RedisCluster, client).nodes_manager.initialize()
+        raise redis.exceptions.ConnectionError(f"the connection was torn down under the round: {exc!r}") from exc
     except TRANSIENT:
         if named:
             # A client that does not send again (`resend`) learns the cluster's new shape here, before its next round.

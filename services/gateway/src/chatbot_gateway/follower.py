@@ -26,7 +26,7 @@ import redis.exceptions
 import structlog
 
 from chatbot_contracts import DATA_FIELD_BYTES, AnyStreamEvent, Done, Error, ErrorCode, Keys, stream_event_decoder
-from chatbot_contracts.redis import TRANSIENT
+from chatbot_contracts.redis import TORN_DOWN, TRANSIENT
 
 log = structlog.get_logger()
 
@@ -51,7 +51,7 @@ Redis's from 24 to 20 µs; the added inter-token p99 stayed within 45 ms."""
 BLOCK_MS = 5000
 """Longest blocking read; below the socket timeout (`CHATBOT_REDIS_SOCKET_TIMEOUT_S`)."""
 
-READ_FAILURES: tuple[type[Exception], ...] = (*TRANSIENT, RuntimeError)
+READ_FAILURES: tuple[type[Exception], ...] = (*TRANSIENT, *TORN_DOWN)
 """A read that failed this way is tried again (an outage), not the reader's end."""
 
 OUTAGE_RETRY_S = 0.2
@@ -288,8 +288,8 @@ class Follower:
                         reply = await reader.execute_command(*command)  # type: ignore[no-untyped-call]
                 except READ_FAILURES as exc:
                     # Redis is restarting, or a master is being replaced: keep trying for a while; clients hear of it
-                    # only if it lasts. (A server killed during the connection's handshake leaves uvloop's transport
-                    # closed under redis-py, which lets uvloop's RuntimeError through unwrapped.)
+                    # only if it lasts. (A connection torn down under the read can let the transport's own error
+                    # through redis-py unwrapped: `TORN_DOWN`.)
                     outage_since = outage_since or time.monotonic()
                     if time.monotonic() - outage_since > self._outage_s:
                         log.error("stream.redis_unreachable", streams=len(keys), error=str(exc))
