@@ -110,6 +110,8 @@ def test_a_master_killed_under_fifty_streams_through_two_gateways_loses_nothing(
     fake_openai.reply = REPLY
     fake_openai.token_delay_s = 0.15  # about 6 s an answer: the failover (about 4 s) falls in the middle of each
     platform = platform_factory(fake_registry, redis=cluster.url)
+    # A read whose reply the failover cut off leaves its events pending, taken over after this long (60 s by default).
+    platform.env.update({"CHATBOT_LOG_CLAIM_IDLE_S": "6", "CHATBOT_EVENTS_CLAIM_IDLE_S": "6"})
     platform.start_conversation()
     platform.start_log_collector()
     urls = [platform.start_gateway("gateway-a"), platform.start_gateway("gateway-b")]
