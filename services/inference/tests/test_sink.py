@@ -204,7 +204,9 @@ async def test_a_refused_write_fails_alone_in_a_shared_round_trip(redis: aioredi
     assert await stored(redis, keys.request_stream("fine")) == [Delta(text="kept"), Done(reason="stop")]
 
 
-async def test_a_write_window_gathers_streams_into_one_round_and_never_delays_a_first_write(redis: aioredis.Redis, namespace: str) -> None:
+async def test_a_write_window_gathers_streams_into_one_round_and_never_delays_a_first_or_last_write(
+    redis: aioredis.Redis, namespace: str
+) -> None:
     keys = Keys(namespace)
     shared = SharedPipeline(redis, window_s=0.2)
     sinks = [
@@ -229,8 +231,14 @@ async def test_a_write_window_gathers_streams_into_one_round_and_never_delays_a_
     (_, _), (a_at, _) = await entry_times(redis, keys.request_stream("ww0"))
     (_, _), (b_at, _) = await entry_times(redis, keys.request_stream("ww1"))
     assert abs(a_at - b_at) <= 1 and 0.2 <= waited < 0.6, "both streams' later writes went in one round, after the window"
-    for sink in sinks:
-        await sink.close(Done(reason="stop"))
+
+    sinks[0].push(Delta(text="waits"))
+    await asyncio.sleep(0.01)
+    closing = time.monotonic()
+    await sinks[1].close(Done(reason="stop"))
+    assert time.monotonic() - closing < 0.15, "a stream's last write goes at once, and takes what waited with it"
+    assert await stored(redis, keys.request_stream("ww0")) == [Delta(text="first"), Delta(text="later"), Delta(text="waits")]
+    await sinks[0].close(Done(reason="stop"))
 
 
 class Outage:

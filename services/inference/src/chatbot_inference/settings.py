@@ -21,7 +21,7 @@ class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):
     """`CHATBOT_REGISTRY_POLL_S`: how often the registry file is checked for changes (SIGHUP reloads at once)."""
     worker_name: str = ""
     """`CHATBOT_WORKER_NAME`: this worker's consumer name in group `inference` (default: host-pid)."""
-    write_window_ms: float = 2.0
+    write_window_ms: float = 10.0
     """`CHATBOT_WRITE_WINDOW_MS`: how long a write round to Redis waits for more streams' tokens before it goes (a stream's
     first write goes at once): fewer, fuller rounds at moderate load, for at most this much more latency per token."""
     worker_concurrency: int = 128

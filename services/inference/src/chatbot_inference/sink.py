@@ -78,7 +78,8 @@ class SharedPipeline:
         self._within_s = within_s
         """How long a round may take (None: the client's own timer per reply)."""
         self._window_s = window_s
-        """How long a round waits for more streams' writes before it goes (0: not at all); a first write does not wait."""
+        """How long a round waits for more streams' writes before it goes (0: not at all); a stream's first write and its
+        last do not wait."""
         self._outage_s = outage_s
         """How long streams whose round failed are tried again before they fail (0: they fail at once)."""
         self._on_rewrite = on_rewrite
@@ -91,28 +92,33 @@ class SharedPipeline:
         self._sender: asyncio.Task[None] | None = None
         self._repairer: asyncio.Task[None] | None = None
         self._hurry: asyncio.Future[None] | None = None
-        """Set while a round waits out its window: a first write ends the wait."""
+        """Set while a round waits out its window: a write that goes at once ends the wait."""
+        self._at_once = False
+        """The next round goes without waiting for its window (a write that goes at once is ready)."""
 
-    def ready(self, sink: StreamSink, first: bool = False) -> None:
+    def ready(self, sink: StreamSink, at_once: bool = False) -> None:
         """`sink` has events to write: they go in the next pipeline, at once when none is in flight (or after the
-        write window; at once for a stream's `first` write). A stream being repaired writes once it is."""
+        write window; `at_once` for a stream's first write and its last, so that neither the time to its first token nor
+        the time to its end grows). A stream being repaired writes once it is."""
         if sink in self._broken:
             return
         self._ready[sink] = None
-        if first and self._hurry is not None:
-            _settle(self._hurry)
+        if at_once:
+            self._at_once = True
+            if self._hurry is not None:
+                _settle(self._hurry)
         if self._sender is None or self._sender.done():
-            self._sender = asyncio.get_running_loop().create_task(self._send(first), name="shared-pipeline")
+            self._sender = asyncio.get_running_loop().create_task(self._send(), name="shared-pipeline")
 
     def forget(self, sink: StreamSink) -> None:
         self._ready.pop(sink, None)
         self._broken.pop(sink, None)
 
-    async def _send(self, first: bool = False) -> None:
+    async def _send(self) -> None:
         while self._ready:
-            if self._window_s and not first:
+            if self._window_s and not self._at_once:
                 await self._wait_window()
-            first = False
+            self._at_once = False
             sinks, self._ready = list(self._ready), {}
             commands: list[Command] = []
             spans: list[tuple[StreamSink, int, int]] = []
@@ -335,7 +341,7 @@ class StreamSink:
         self._pending.extend(final)
         self._closing = True
         self._closed = asyncio.get_running_loop().create_future()
-        self._writer.ready(self)
+        self._writer.ready(self, at_once=True)
         await self._closed
 
     async def abort(self) -> None:
