@@ -183,13 +183,11 @@ async def round_trip(client: aioredis.Redis, commands: Sequence[Sequence[Any]], 
             replies: list[Any] = await pipeline.execute(raise_on_error=False)
     except TimeoutError as exc:
         raise redis.exceptions.TimeoutError(f"no reply from Redis within {within_s} s") from exc
-    except TORN_DOWN as exc:
-        if named:
-            await cast(RedisCluster, client).nodes_manager.initialize()
-        raise redis.exceptions.ConnectionError(f"the connection was torn down under the round: {exc!r}") from exc
-    except TRANSIENT:
+    except (*TRANSIENT, *TORN_DOWN) as exc:
         if named:
             # A client that does not send again (`resend`) learns the cluster's new shape here, before its next round.
             await cast(RedisCluster, client).nodes_manager.initialize()
+        if isinstance(exc, TORN_DOWN):
+            raise redis.exceptions.ConnectionError(f"the connection was torn down under the round: {exc!r}") from exc
         raise
     return replies
