@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -11,7 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from chatbot_contracts.redis import TRANSIENT, RedisSettings, connect, round_trip
+from chatbot_contracts.redis import TRANSIENT, RedisSettings, SharedRounds, connect, raise_refused, round_trip, run_script
+from chatbot_devtools.redis_server import free_port
 
 
 @pytest.fixture
@@ -104,6 +106,55 @@ async def test_a_round_timed_whole_fails_past_its_time_and_leaves_the_client_usa
     assert await round_trip(client, [(b"PING",), (b"INCR", f"{namespace}rt.n")], within_s=1) == [b"PONG", 1], "its connection was closed"
     await client.delete(f"{namespace}rt.n")
     await client.aclose()
+
+
+async def test_callers_of_one_loop_turn_share_one_round_trip_and_each_gets_its_own_replies(client: aioredis.Redis, namespace: str) -> None:
+    rounds = SharedRounds(client)
+    counter, stream, text = f"{namespace}sr.n", f"{namespace}sr.stream", f"{namespace}sr.text"
+    await client.set(text, "not a stream", ex=60)
+    entry = await client.xadd(stream, {"d": "1"})
+    await client.expire(stream, 60)
+    first, second, third = await asyncio.gather(
+        rounds.send(("CLIENT", "ID"), ("INCR", counter)),
+        rounds.send(("CLIENT", "ID"), ("XADD", text, "*", "d", "2")),
+        rounds.send(("CLIENT", "ID"), ("XPENDING", stream, "none", "-", "+", 1, {"parse_detail": True}), ("EXPIRE", counter, 60)),
+    )
+    assert first[0] == second[0] == third[0], "the three went on one connection, in one round"
+    assert first[1] == 1
+    assert isinstance(second[1], redis.exceptions.ResponseError) and "WRONGTYPE" in str(second[1]), "a refusal is its caller's alone"
+    assert isinstance(third[1], redis.exceptions.ResponseError) and "NOGROUP" in str(third[1])
+    assert third[2] is True, "named in text, a reply goes through redis-py's callback"
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        raise_refused(second)
+    await client.xgroup_create(stream, "readers", id="0")
+    await client.xreadgroup("readers", "reader-1", {stream: ">"})
+    [pending] = await rounds.send(("XPENDING", stream, "readers", entry, entry, 1, {"parse_detail": True}))
+    assert [(p["message_id"], p["consumer"]) for p in pending] == [(entry, b"reader-1")], "options reach the reply's callback"
+    later = await rounds.send(("CLIENT", "ID"), ("INCR", counter))
+    assert later[1] == 2, "a caller of a later turn gets a round of its own"
+    await client.delete(counter, stream, text)
+
+
+async def test_a_shared_round_that_cannot_reach_redis_fails_for_every_caller_of_it() -> None:
+    client = connect(RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0", redis_connect_timeout_s=0.5))
+    rounds = SharedRounds(client)
+    outcomes = await asyncio.gather(rounds.send(("PING",)), rounds.send(("INCR", "sr.never")), return_exceptions=True)
+    assert all(isinstance(outcome, redis.exceptions.ConnectionError) for outcome in outcomes), outcomes
+    await client.aclose()
+
+
+async def test_a_script_redis_does_not_know_is_loaded_by_its_first_shared_round(client: aioredis.Redis, namespace: str) -> None:
+    # A script no Redis has seen (its text names this test's namespace): the first round is refused with NOSCRIPT.
+    script = client.register_script(f"-- {namespace}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])")
+    rounds = SharedRounds(client)
+    key = f"{namespace}sr.script"
+    assert await client.script_exists(script.sha) == [False]
+    assert await run_script(rounds, script, [key], [5]) == 5
+    assert await client.script_exists(script.sha) == [True], "loaded"
+    assert await asyncio.gather(run_script(rounds, script, [key], [1]), run_script(rounds, script, [key], [2])) == [6, 8]
+    with pytest.raises(redis.exceptions.ResponseError, match="not an integer"):
+        await run_script(rounds, script, [key], ["x"])
+    await client.delete(key)
 
 
 @pytest.fixture
