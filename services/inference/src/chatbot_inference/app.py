@@ -23,7 +23,7 @@ import structlog
 from chatbot_contracts import INFERENCE_GROUP, Registry, chat_request_decoder
 from chatbot_contracts.consumers import ensure_groups
 from chatbot_contracts.observability import serve_metrics
-from chatbot_contracts.redis import TRANSIENT, connect
+from chatbot_contracts.redis import TRANSIENT, connect, raise_refused
 from chatbot_contracts.registry import RegistryWatcher
 
 from .providers import build_providers
@@ -103,7 +103,7 @@ class WorkerApp:
         given_up_at = time.monotonic() + self.settings.worker.redis_outage_s
         while True:
             try:
-                await self.redis.xack(stream, INFERENCE_GROUP, entry_id)
+                raise_refused(await self.worker.rounds.send(("XACK", stream, INFERENCE_GROUP, entry_id)))
                 return
             except TRANSIENT:
                 if time.monotonic() > given_up_at:

@@ -48,6 +48,7 @@ from chatbot_contracts.buckets import MinuteBuckets
 from chatbot_contracts.cache import MAX_ENTRY_BYTES, CachedAnswer
 from chatbot_contracts.capabilities import refusal
 from chatbot_contracts.keys import SPEND_TTL_S
+from chatbot_contracts.redis import SharedRounds, raise_refused
 from chatbot_contracts.tracing import SpanKind, child_span, span_in, traceparent_of, tracer
 
 from .limits import ModelLimits, estimate_request_tokens
@@ -147,6 +148,9 @@ class Worker:
         self.router = Router(redis, keys)
         self.key_buckets = MinuteBuckets(redis)
         self.redis = redis
+        self.rounds = SharedRounds(redis)
+        """Small commands of concurrent generations (their starts, their acknowledgements), one round trip for those of a
+        loop's turn."""
         self.writes = SharedPipeline(
             writer or redis,
             write_within_s,
@@ -343,14 +347,18 @@ class Worker:
     async def _start_attempt(self, request_id: str, entry_id: str) -> tuple[int, int, bool, str | None]:
         """Count this start of the request, learn how many of its attempts were spared (`spare_attempt`), whether its
         client already cancelled it, and who holds its entry (one round trip)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.incr(self.keys.attempts(request_id))
-        pipe.expire(self.keys.attempts(request_id), self.settings.stream_ttl_s * 2)
-        pipe.get(self.keys.spared_attempts(request_id))
-        pipe.exists(self.keys.cancel_flag(request_id))
+        attempts = self.keys.attempts(request_id)
+        commands: list[tuple[Any, ...]] = [
+            ("INCR", attempts),
+            ("EXPIRE", attempts, self.settings.stream_ttl_s * 2),
+            ("GET", self.keys.spared_attempts(request_id)),
+            ("EXISTS", self.keys.cancel_flag(request_id)),
+        ]
         if entry_id:
-            pipe.xpending_range(self.keys.requests_for(request_id), INFERENCE_GROUP, min=entry_id, max=entry_id, count=1)
-        attempt, _, spared, cancelled, *pending = await pipe.execute()
+            commands.append(
+                ("XPENDING", self.keys.requests_for(request_id), INFERENCE_GROUP, entry_id, entry_id, 1, {"parse_detail": True})
+            )
+        attempt, _, spared, cancelled, *pending = raise_refused(await self.rounds.send(*commands))
         owner = None
         if pending and pending[0]:
             consumer = pending[0][0]["consumer"]
