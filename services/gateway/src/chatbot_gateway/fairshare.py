@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from chatbot_contracts import IMAGE_TOKENS, ChatMessage, ChatRequest, Keys, ModelSpec
 from chatbot_contracts.keys import SPEND_TTL_S, period_label
+from chatbot_contracts.redis import SharedRounds, raise_refused, run_script
 
 from .auth import Principal
 from .errors import TooManyInFlight
@@ -89,8 +90,10 @@ class Admission:
 
 
 class FairShare:
-    def __init__(self, redis: aioredis.Redis, keys: Keys, max_running: int, max_streams: int) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, max_running: int, max_streams: int, rounds: SharedRounds | None = None) -> None:
+        """`rounds`: the gateway's shared round trips (the admissions and releases of concurrent requests share one)."""
         self._redis = redis
+        self._rounds = rounds or SharedRounds(redis)
         self._keys = keys
         self._script = redis.register_script(_ADMIT)
         self.max_running = max_running
@@ -111,7 +114,9 @@ class FairShare:
         running = who.max_running if who.max_running is not None else self.max_running
         streams = who.max_streams if who.max_streams is not None else self.max_streams
         budget = who.budget_usd if label and who.budget_usd is not None else -1
-        outcome = await self._script(
+        outcome = await run_script(
+            self._rounds,
+            self._script,
             keys=[self._keys.inflight(who.key_id), self._keys.open_streams(who.key_id), self._keys.spend(who.key_id, period, label)],
             args=[
                 time.time(), request_id, request.deadline if request else until, running, admission.stream, until, streams,
@@ -139,7 +144,7 @@ class FairShare:
         )
 
     async def release_stream(self, admission: Admission) -> None:
-        await self._redis.zrem(self._keys.open_streams(admission.key_id), admission.stream)
+        raise_refused(await self._rounds.send(("ZREM", self._keys.open_streams(admission.key_id), admission.stream)))
 
     async def undo(self, admission: Admission) -> None:
         """Give back everything an admission took, for a request that was refused after it (nothing was enqueued)."""

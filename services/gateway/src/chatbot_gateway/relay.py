@@ -25,6 +25,7 @@ from chatbot_contracts import (
     encode,
     stream_event_decoder,
 )
+from chatbot_contracts.redis import SharedRounds, raise_refused
 
 from .auth import Principal
 from .errors import Overloaded
@@ -92,7 +93,8 @@ class Relay:
         self._keys = keys
         self._settings = settings
         self._admit_sha: str | None = None
-        self.share = FairShare(redis, keys, settings.max_inflight_per_key, settings.max_streams_per_key)
+        self._rounds = SharedRounds(redis)
+        self.share = FairShare(redis, keys, settings.max_inflight_per_key, settings.max_streams_per_key, self._rounds)
         self._background: set[asyncio.Task[None]] = set()
 
     async def queue_position(self) -> int:
@@ -181,12 +183,12 @@ class Relay:
             lifetime,
             *(encode(event) for event in prelude),
         ]
-        try:
-            # By its digest, so the hot path is one round trip; after Redis lost its scripts (a restart), loaded again.
-            return await self._redis.evalsha(await self._admit_digest(), len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
+        # By its digest, in a round shared with other requests'; after Redis lost its scripts (a restart), loaded again.
+        (admitted,) = await self._rounds.send(("EVALSHA", await self._admit_digest(), len(keys), *keys, *args))
+        if isinstance(admitted, redis.exceptions.NoScriptError):
             self._admit_sha = None
             return await self._redis.evalsha(await self._admit_digest(), len(keys), *keys, *args)
+        return raise_refused([admitted])[0]
 
     async def _admit_digest(self) -> str:
         if self._admit_sha is None:
