@@ -232,7 +232,7 @@ class SharedRounds:
 
     async def _round(self, callers: list[tuple[Sequence[Sequence[Any]], asyncio.Future[list[Any]]]]) -> None:
         try:
-            replies = await round_trip(self._client, [command for commands, _ in callers for command in commands])
+            replies = await self._replies([command for commands, _ in callers for command in commands])
         except BaseException as exc:
             for _, future in callers:
                 if not future.done():
@@ -246,6 +246,23 @@ class SharedRounds:
                 future.set_result(replies[at : at + len(commands)])
             at += len(commands)
 
+    async def _replies(self, commands: list[Sequence[Any]]) -> list[Any]:
+        """The round's replies. On a cluster, the commands of a node that failed under the round (its master died)
+        come back with the error while the other nodes' went through: those are sent again on the cluster as it is
+        found now, as often as the client sends a command of its own again (none, for a client that does not resend)."""
+        replies = await round_trip(self._client, commands)
+        if not isinstance(self._client, RedisCluster):
+            return replies
+        for attempt in range(self._client.retry.get_retries()):
+            failed = [i for i, reply in enumerate(replies) if isinstance(reply, (*TRANSIENT, *TORN_DOWN))]
+            if not failed:
+                break
+            await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
+            await self._client.nodes_manager.initialize()
+            for i, reply in zip(failed, await round_trip(self._client, [commands[i] for i in failed]), strict=True):
+                replies[i] = reply
+        return replies
+
 
 async def run_script(rounds: SharedRounds, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
     """`script` (a client's `register_script`) by its digest in a shared round; sent whole, which loads it, when Redis
@@ -257,8 +274,9 @@ async def run_script(rounds: SharedRounds, script: AsyncScript, keys: Sequence[A
 
 
 def raise_refused(replies: list[Any]) -> list[Any]:
-    """`replies` of a `SharedRounds.send`, raising the first command's refusal (`ResponseError`) if any was refused."""
+    """`replies` of a `SharedRounds.send`, raising the first command's failure if any failed: Redis refused it
+    (`ResponseError`), or, on a cluster, its node could not be reached."""
     for reply in replies:
-        if isinstance(reply, redis.exceptions.ResponseError):
+        if isinstance(reply, Exception):
             raise reply
     return replies
