@@ -171,9 +171,9 @@ async def round_trip(client: aioredis.Redis, commands: Sequence[Sequence[Any]], 
     connection it was on is closed; otherwise the client's socket timeout bounds each reply.
 
     A command named in bytes (`b"XADD"`) gets Redis's reply as it is (on a cluster, converted as if named in text);
-    named in text, redis-py's reply callback converts it (`"SET"` -> `True`), given the options a command's last item
-    names, if it is a dict (`("XPENDING", …, {"parse_detail": True})`, as redis-py's `xpending_range` sends it). A connection torn down under the round
-    (`TORN_DOWN`) raises `ConnectionError`, as Redis being away."""
+    named in text, redis-py's reply callback converts it (`"SET"` -> `True`), given the options that a dict as the
+    command's last item names (`("XPENDING", …, {"parse_detail": True})`, as redis-py's `xpending_range` sends it). A
+    connection torn down under the round (`TORN_DOWN`) raises `ConnectionError`, as Redis being away."""
     pipeline = client.pipeline(transaction=False)
     # A cluster's pipeline looks up each command's routing by its name, which it takes in text only.
     named = isinstance(client, RedisCluster)
@@ -208,7 +208,8 @@ class SharedRounds:
 
     Each caller gets its own commands' replies, a refused command's as its `ResponseError`; when the
     round fails (Redis away), every caller of it gets the error. Commands are sent again after a
-    dropped connection as the client's own are (`connect`'s `resend`).
+    dropped connection as the client's own are (`connect`'s `resend`); on a cluster, so are those that
+    a node which failed under the round answered with its error.
     """
 
     def __init__(self, client: aioredis.Redis) -> None:
