@@ -25,7 +25,7 @@ from chatbot_contracts import (
     encode,
     stream_event_decoder,
 )
-from chatbot_contracts.redis import SharedRounds, raise_refused
+from chatbot_contracts.redis import SharedRounds, run_script
 
 from .auth import Principal
 from .errors import Overloaded
@@ -92,7 +92,7 @@ class Relay:
         self._redis = redis
         self._keys = keys
         self._settings = settings
-        self._admit_sha: str | None = None
+        self._admit = redis.register_script(_ADMIT)
         self._rounds = SharedRounds(redis)
         self.share = FairShare(redis, keys, settings.max_inflight_per_key, settings.max_streams_per_key, self._rounds)
         self._background: set[asyncio.Task[None]] = set()
@@ -184,16 +184,7 @@ class Relay:
             *(encode(event) for event in prelude),
         ]
         # By its digest, in a round shared with other requests'; after Redis lost its scripts (a restart), loaded again.
-        (admitted,) = await self._rounds.send(("EVALSHA", await self._admit_digest(), len(keys), *keys, *args))
-        if isinstance(admitted, redis.exceptions.NoScriptError):
-            self._admit_sha = None
-            return await self._redis.evalsha(await self._admit_digest(), len(keys), *keys, *args)
-        return raise_refused([admitted])[0]
-
-    async def _admit_digest(self) -> str:
-        if self._admit_sha is None:
-            self._admit_sha = str(await self._redis.script_load(_ADMIT))
-        return self._admit_sha
+        return await run_script(self._rounds, self._admit, keys, args)
 
     async def remembered(self, owner: str, idempotency_key: str, wait_s: float = 10.0) -> str | None:
         """The request an earlier call with this `Idempotency-Key` started, or None when this call is the first.
