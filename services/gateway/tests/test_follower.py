@@ -145,3 +145,63 @@ async def test_a_reader_that_fails_ends_its_streams_and_the_next_stream_gets_a_n
     later = follower.follow("later", b"0-0", time.time() + 30, 15.0)
     await write(redis, namespace, "later", "read", done=True)
     assert texts(await read_to_end(follower, later)) == ["read"]
+
+
+@pytest.fixture
+async def slow_follower(redis: aioredis.Redis, namespace: str) -> AsyncIterator[Follower]:
+    """A follower whose reads, once every stream has begun, are spaced 2 s apart."""
+    follower = Follower(
+        redis, Keys(namespace), outage_s=1.0, wake_key=Keys(namespace).gateway_wake("slow"), gather_per_stream_s=2.0, max_gather_s=2.0
+    )
+    yield follower
+    await follower.close()
+
+
+async def begun(follower: Follower, redis: aioredis.Redis, namespace: str) -> Following:
+    """A stream followed and its first event read (at once): the follower's next read of it waits out the spacing."""
+    following = follower.follow("steady", b"0-0", time.time() + 30, 15.0)
+    await write(redis, namespace, "steady", "first")
+    assert texts(await asyncio.wait_for(following.next(), 1.5)) == ["first"], "a first event is read at once"
+    return following
+
+
+async def test_once_every_stream_has_begun_reads_are_spaced_and_carry_more(
+    slow_follower: Follower, redis: aioredis.Redis, namespace: str
+) -> None:
+    following = await begun(slow_follower, redis, namespace)
+    # The read that found it is followed by a gathering: what is written meanwhile comes in one read.
+    waiting = asyncio.create_task(following.next())
+    await write(redis, namespace, "steady", "second")
+    await asyncio.sleep(0.2)
+    await write(redis, namespace, "steady", "third")
+    assert texts(await asyncio.wait_for(waiting, 5)) == ["second", "third"]
+    slow_follower.forget(following)
+
+
+async def test_a_stream_that_waits_for_its_first_event_is_not_held_back_by_the_gathering(
+    slow_follower: Follower, redis: aioredis.Redis, namespace: str
+) -> None:
+    steady = await begun(slow_follower, redis, namespace)  # read again in 2 s
+    began = time.monotonic()
+    new = slow_follower.follow("new", b"0-0", time.time() + 30, 15.0)
+    await write(redis, namespace, "steady", "second")  # a read finds it while `new` still waits
+    await asyncio.sleep(0.05)
+    await write(redis, namespace, "new", "hello")
+    assert texts(await asyncio.wait_for(new.next(), 5)) == ["hello"]
+    assert time.monotonic() - began < 1.0, "a stream waiting for its first event is read on its own"
+    for following in (steady, new):
+        slow_follower.forget(following)
+
+
+async def test_streams_that_have_begun_are_still_read_while_another_waits_for_its_first_event(
+    slow_follower: Follower, redis: aioredis.Redis, namespace: str
+) -> None:
+    steady = await begun(slow_follower, redis, namespace)
+    waiting = slow_follower.follow("waiting", b"0-0", time.time() + 30, 15.0)  # its first event never comes
+    await asyncio.sleep(0.05)
+    began = time.monotonic()
+    await write(redis, namespace, "steady", "second")
+    assert texts(await asyncio.wait_for(steady.next(), 4.5)) == ["second"], "read within the spacing (2 s), not after a 5 s block"
+    assert time.monotonic() - began < 3.0
+    for following in (steady, waiting):
+        slow_follower.forget(following)

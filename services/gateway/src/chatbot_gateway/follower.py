@@ -15,6 +15,7 @@ with its reader, which reads on from the entry ids it had.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Coroutine
@@ -40,13 +41,14 @@ READ_AHEAD = 512
 """Entries read for a stream and not yet taken by its consumer, past which the stream is left out of reads
 (a slow client slows its own stream; the gateway's memory stays bounded)."""
 
-GATHER_PER_STREAM_S = 10e-6
+GATHER_PER_STREAM_S = 100e-6
 MAX_GATHER_S = 0.010
-"""Between two reads, entries gather for 10 µs per followed stream, 10 ms at most: a read costs Redis and
-the gateway time for every stream it names (Redis about 1 µs per key named), so at hundreds of busy
-streams reads are spaced to carry many entries each, while a lone stream is read again at once. At 500
-paced streams, 5 µs (2.5 ms) -> 10 µs (5 ms) took the gateway's CPU per token from 52 to 47 µs and
-Redis's from 24 to 20 µs; the added inter-token p99 stayed within 45 ms."""
+"""After a read of every followed stream, the streams that have begun are read again once entries have gathered
+for 100 µs per stream read, 10 ms at most: a blocking XREAD costs Redis (it registers and unregisters every key
+it names) and the gateway time for every stream it names, so at scores of busy streams reads are spaced to
+carry many entries each, while a lone stream is read again at once. Streams that still wait for their first
+entry are read meanwhile on their own, by reads that name only them: spacing never adds to a time to first
+token. `bench/README.md` (Round 17) has the figures."""
 
 BLOCK_MS = 5000
 """Longest blocking read; below the socket timeout (`CHATBOT_REDIS_SOCKET_TIMEOUT_S`)."""
@@ -96,6 +98,7 @@ class Following:
         "ended",
         "entries",
         "follower",
+        "fresh",
         "key",
         "request_id",
     )
@@ -108,6 +111,8 @@ class Following:
         self.entries: Batch = []
         self.ended = False
         """Its last event is read (`done`, or an ending of the gateway's making): it is read no more."""
+        self.fresh = True
+        """Nothing is read for it yet: its client waits for a first event (it is read without waiting for the others)."""
         self.follower = follower
         self._loop = asyncio.get_running_loop()
         self._keepalive_s = keepalive_s
@@ -143,12 +148,16 @@ class Following:
         self.after = batch[-1][0]
         self.ended = isinstance(batch[-1][1], Done)
         self._last = now
+        if self.fresh:
+            self.follower.heard(self)
         self._wake()
 
     def end(self, batch: Batch) -> None:
         """Ends the stream with events of the gateway's making."""
         self.ended = True
         self.entries += batch
+        if self.fresh:
+            self.follower.heard(self)
         self._wake()
 
     def close(self) -> None:
@@ -176,19 +185,35 @@ class Follower:
     """Reads every stream this gateway follows with one blocking XREAD at a time, on one connection.
 
     A stream added while a read is in flight interrupts it through the gateway's wake-up stream
-    (the read names explicit entry ids, so nothing written meanwhile is missed). When Redis is
+    (the read names explicit entry ids, so nothing written meanwhile is missed). Streams that have
+    begun are read at spaced intervals (`GATHER_PER_STREAM_S`), and between those reads the streams
+    that wait for their first entry are read on their own. When Redis is
     unreachable, reads are retried for `outage_s`, then every stream ends with an error; after an
     outage, streams whose request Redis no longer knows (it restarted empty) end at once.
     On a cluster (`cluster`), `redis` is a cluster client of the follower's own and every key it
     reads must hash to the slot of `wake_key`.
     """
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, outage_s: float, wake_key: str, *, cluster: bool = False) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        outage_s: float,
+        wake_key: str,
+        *,
+        cluster: bool = False,
+        gather_per_stream_s: float = GATHER_PER_STREAM_S,
+        max_gather_s: float = MAX_GATHER_S,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._outage_s = outage_s
         self._cluster = cluster
+        self._gather_per_stream_s = gather_per_stream_s
+        self._max_gather_s = max_gather_s
         self._streams: dict[bytes, list[Following]] = {}
+        self._fresh: set[Following] = set()
+        """Followed streams nothing is read for yet."""
         self._wake_key = wake_key.encode()
         self._woken_at = b"0-0"
         self._changed = asyncio.Event()
@@ -203,6 +228,7 @@ class Follower:
         key = self._keys.request_stream(request_id).encode()
         following = Following(self, request_id, key, after, deadline, keepalive_s)
         self._streams.setdefault(key, []).append(following)
+        self._fresh.add(following)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
         self.changed()
@@ -210,11 +236,17 @@ class Follower:
 
     def forget(self, following: Following) -> None:
         following.close()
+        self._fresh.discard(following)
         followings = self._streams.get(following.key)
         if followings is not None and following in followings:
             followings.remove(following)
             if not followings:
                 del self._streams[following.key]
+
+    def heard(self, following: Following) -> None:
+        """`following` has its first events."""
+        following.fresh = False
+        self._fresh.discard(following)
 
     def changed(self) -> None:
         """A stream is readable that may not be in the read in flight: interrupt that read."""
@@ -244,11 +276,14 @@ class Follower:
         except redis.exceptions.RedisError as exc:  # the read notices an outage by itself
             log.debug("follower.wake_failed", error=str(exc))
 
-    def _positions(self) -> tuple[list[bytes], list[bytes]]:
-        """The streams to read now and the entry each is read after."""
+    def _positions(self, fresh_only: bool = False) -> tuple[list[bytes], list[bytes]]:
+        """The streams to read now (`fresh_only`: those that wait for their first entry) and the entry each is read
+        after."""
         keys: list[bytes] = []
         after: list[bytes] = []
         for key, followings in self._streams.items():
+            if fresh_only and not any(f.fresh for f in followings):
+                continue
             if len(followings) == 1:
                 if followings[0].readable():
                     keys.append(key)
@@ -265,12 +300,21 @@ class Follower:
         reader = self._reader()
         outage_since: float | None = None
         try:
+            steady_due = 0.0  # when every stream is read next; until then a read names only the fresh ones
             while True:
                 self._changed.clear()
-                keys, after = self._positions()
+                now = loop.time()
+                due = now >= steady_due
+                keys, after = self._positions(fresh_only=not due)
                 if not keys:
-                    await self._changed.wait()
+                    if due:
+                        await self._changed.wait()
+                    else:
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(steady_due - now):
+                                await self._changed.wait()
                     continue
+                block_ms = BLOCK_MS if due else max(1, int((steady_due - now) * 1000))
                 started = loop.time()
                 try:
                     if outage_since is not None:
@@ -278,7 +322,7 @@ class Follower:
                         outage_since = None
                         continue
                     self._reading = True
-                    command = ("XREAD", "COUNT", READ_AHEAD, "BLOCK", BLOCK_MS, "STREAMS", *keys, self._wake_key, *after, self._woken_at)
+                    command = ("XREAD", "COUNT", READ_AHEAD, "BLOCK", block_ms, "STREAMS", *keys, self._wake_key, *after, self._woken_at)
                     if self._cluster:
                         # Sent to the slot's master as redis-py knows it now, without asking the node for the keys of
                         # the command (XREAD's keys move); an error refreshes what redis-py knows.
@@ -309,9 +353,8 @@ class Follower:
                     self._reading = self._waking = False
                 if reply:
                     self._dispatch(reply, loop.time())
-                gather = min(MAX_GATHER_S, len(keys) * GATHER_PER_STREAM_S) - (loop.time() - started)
-                if gather > 0.0002:
-                    await asyncio.sleep(gather)
+                if due:
+                    steady_due = started + min(self._max_gather_s, len(keys) * self._gather_per_stream_s)
         except Exception:
             # A reader that stopped would leave every stream waiting for its deadline: end them now; the
             # next stream followed starts a new reader.
