@@ -148,16 +148,14 @@ class Following:
         self.after = batch[-1][0]
         self.ended = isinstance(batch[-1][1], Done)
         self._last = now
-        if self.fresh:
-            self.follower.heard(self)
+        self.fresh = False
         self._wake()
 
     def end(self, batch: Batch) -> None:
         """Ends the stream with events of the gateway's making."""
         self.ended = True
         self.entries += batch
-        if self.fresh:
-            self.follower.heard(self)
+        self.fresh = False
         self._wake()
 
     def close(self) -> None:
@@ -212,8 +210,6 @@ class Follower:
         self._gather_per_stream_s = gather_per_stream_s
         self._max_gather_s = max_gather_s
         self._streams: dict[bytes, list[Following]] = {}
-        self._fresh: set[Following] = set()
-        """Followed streams nothing is read for yet."""
         self._wake_key = wake_key.encode()
         self._woken_at = b"0-0"
         self._changed = asyncio.Event()
@@ -228,7 +224,6 @@ class Follower:
         key = self._keys.request_stream(request_id).encode()
         following = Following(self, request_id, key, after, deadline, keepalive_s)
         self._streams.setdefault(key, []).append(following)
-        self._fresh.add(following)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
         self.changed()
@@ -236,17 +231,11 @@ class Follower:
 
     def forget(self, following: Following) -> None:
         following.close()
-        self._fresh.discard(following)
         followings = self._streams.get(following.key)
         if followings is not None and following in followings:
             followings.remove(following)
             if not followings:
                 del self._streams[following.key]
-
-    def heard(self, following: Following) -> None:
-        """`following` has its first events."""
-        following.fresh = False
-        self._fresh.discard(following)
 
     def changed(self) -> None:
         """A stream is readable that may not be in the read in flight: interrupt that read."""
