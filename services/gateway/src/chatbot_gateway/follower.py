@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import msgspec
@@ -210,6 +210,9 @@ class Follower:
         self._gather_per_stream_s = gather_per_stream_s
         self._max_gather_s = max_gather_s
         self._streams: dict[bytes, list[Following]] = {}
+        self._fresh: set[bytes] = set()
+        """Streams that may wait for their first entry (a superset: one is dropped when a fresh-only read finds it has
+        begun or is forgotten), so that those reads need not look at every followed stream."""
         self._wake_key = wake_key.encode()
         self._woken_at = b"0-0"
         self._changed = asyncio.Event()
@@ -224,6 +227,7 @@ class Follower:
         key = self._keys.request_stream(request_id).encode()
         following = Following(self, request_id, key, after, deadline, keepalive_s)
         self._streams.setdefault(key, []).append(following)
+        self._fresh.add(key)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
         self.changed()
@@ -270,9 +274,12 @@ class Follower:
         after."""
         keys: list[bytes] = []
         after: list[bytes] = []
-        for key, followings in self._streams.items():
-            if fresh_only and not any(f.fresh for f in followings):
-                continue
+        streams: Iterable[tuple[bytes, list[Following]]] = self._streams.items()
+        if fresh_only:
+            fresh = [(key, self._streams.get(key, [])) for key in self._fresh]
+            self._fresh = {key for key, followings in fresh if any(f.fresh for f in followings)}
+            streams = [(key, followings) for key, followings in fresh if key in self._fresh]
+        for key, followings in streams:
             if len(followings) == 1:
                 if followings[0].readable():
                     keys.append(key)
