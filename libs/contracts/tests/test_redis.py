@@ -11,8 +11,19 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
-from chatbot_contracts.redis import TRANSIENT, RedisSettings, SharedRounds, connect, raise_refused, round_trip, run_script
+from chatbot_contracts.redis import (
+    TRANSIENT,
+    HiredisPacking,
+    PackedConnection,
+    RedisSettings,
+    SharedRounds,
+    connect,
+    raise_refused,
+    round_trip,
+    run_script,
+)
 from chatbot_devtools.redis_server import free_port
 
 
@@ -29,6 +40,44 @@ async def test_values_round_trip_through_a_real_redis(client: aioredis.Redis, na
         await client.set(key, value, ex=60)
         assert await client.get(key) == stored
     await client.delete(key)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        (b"XADD", b"ns:stream", b"MAXLEN", b"~", 1000, b"*", b"data", b'{"type":"delta","text":" hi"}'),
+        ("SET", "k\u00e9y", "v\u00e4lue \u2603", "EX", 60),
+        ("XINFO GROUPS", "ns:stream"),
+        (b"CLIENT SETNAME", b"worker"),
+        ("ZADD", "z", 0.1, "a", 1e20, "b", 1 / 3, "c", -5, "d", 2**70, "e"),
+        ("SET", "big", b"x" * 300_000),
+        ("SET", "mv", memoryview(b"view")),
+        ("SET", "ba", bytearray(b"array")),
+    ],
+)
+def test_commands_go_out_as_redis_py_itself_packs_them(command: tuple[object, ...]) -> None:
+    ours, theirs = PackedConnection(), Connection()
+    assert b"".join(ours.pack_command(*command)) == b"".join(theirs.pack_command(*command))  # type: ignore[arg-type]
+
+
+def test_what_redis_py_refuses_to_send_is_refused_the_same_way() -> None:
+    for value in (None, True):
+        with pytest.raises(redis.exceptions.DataError):
+            PackedConnection().pack_command("SET", "k", value)
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("redis://127.0.0.1:1/0", Connection),
+        ("rediss://127.0.0.1:1/0", SSLConnection),
+        ("unix:///tmp/none.sock", UnixDomainSocketConnection),
+    ],
+)
+def test_every_kind_of_redis_url_gets_its_connections_packing_with_hiredis(url: str, kind: type[object]) -> None:
+    client = connect(RedisSettings(url=url, redis_cluster=False))
+    connection_class = client.connection_pool.connection_class
+    assert issubclass(connection_class, HiredisPacking) and issubclass(connection_class, kind)
 
 
 async def test_a_round_trip_answers_each_command_in_order_and_a_refusal_in_its_place(client: aioredis.Redis, namespace: str) -> None:

@@ -9,13 +9,15 @@ from functools import cache
 from typing import Any, cast
 from urllib.parse import urlparse
 
+import hiredis
 import msgspec
 import redis
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection, UnixDomainSocketConnection, parse_url
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 
@@ -91,6 +93,54 @@ class RedisSettings(msgspec.Struct, kw_only=True, frozen=True):
         return Keys(self.redis_namespace, partitions)
 
 
+class HiredisPacking(AbstractConnection):
+    """Commands packed by hiredis (`hiredis.pack_command`, in C) instead of redis-py's packer in Python.
+
+    redis-py's synchronous client packs so when hiredis is installed; its asyncio client does not yet (redis-py issue
+    #4176, pull request #4191). Packing was about a third of the client's CPU for a pipelined XADD, and a follower's
+    XREAD names every stream it follows (`bench/README.md`, Round 18). The same bytes go out: a name of several words
+    (`"XINFO GROUPS"`) is split as redis-py splits it, and a command with a value hiredis does not take is packed (or
+    refused, with its `DataError`) by redis-py. Drop it once redis-py packs so itself.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        name = args[0]
+        if isinstance(name, str):
+            words = (*name.encode().split(), *args[1:])
+        elif b" " in name:
+            words = (*name.split(), *args[1:])
+        else:
+            words = args
+        try:
+            return [hiredis.pack_command(words)]
+        except TypeError:  # what hiredis does not take (a bytearray, a bool, None): redis-py's own packer packs or refuses it
+            return super().pack_command(*args)
+
+
+class PackedConnection(HiredisPacking, Connection):
+    """A TCP connection (redis://) packing with hiredis."""
+
+
+class PackedSSLConnection(HiredisPacking, SSLConnection):
+    """A TLS connection (rediss://) packing with hiredis."""
+
+
+class PackedUnixConnection(HiredisPacking, UnixDomainSocketConnection):
+    """A local socket's connection (unix://) packing with hiredis."""
+
+
+class PackedSentinelConnection(HiredisPacking, SentinelManagedConnection):
+    """A connection to the master that Sentinels name, packing with hiredis."""
+
+
+PACKED: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    Connection: PackedConnection,
+    SSLConnection: PackedSSLConnection,
+    UnixDomainSocketConnection: PackedUnixConnection,
+}
+"""redis-py's connection for a URL's scheme, and ours."""
+
+
 @cache
 def _is_cluster(url: str, timeout_s: float) -> bool:
     """Asks the node (`INFO cluster`); a node that does not answer yet is taken for a single Redis."""
@@ -148,18 +198,24 @@ def connect(settings: RedisSettings, *, timed_replies: bool = True, resend: bool
             socket_keepalive=True,
             health_check_interval=30,
             retry=Retry(NoBackoff(), 1 if resend else 0),
+            connection_class=PackedSentinelConnection,
             retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         )
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.url,
-        max_connections=settings.redis_max_connections,
-        timeout=10,
-        socket_connect_timeout=settings.redis_connect_timeout_s,
-        socket_timeout=settings.redis_socket_timeout_s if timed_replies else None,
-        **({} if settings.url.startswith("unix:") else {"socket_keepalive": True}),
-        health_check_interval=30,
-        retry=Retry(NoBackoff(), 1 if resend else 0),
-        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+    url_options: dict[str, Any] = dict(parse_url(settings.url))
+    base = url_options.pop("connection_class", Connection)
+    pool = aioredis.BlockingConnectionPool(
+        **{
+            "max_connections": settings.redis_max_connections,
+            "timeout": 10,
+            "socket_connect_timeout": settings.redis_connect_timeout_s,
+            "socket_timeout": settings.redis_socket_timeout_s if timed_replies else None,
+            **({} if base is UnixDomainSocketConnection else {"socket_keepalive": True}),
+            "health_check_interval": 30,
+            "retry": Retry(NoBackoff(), 1 if resend else 0),
+            "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+            **url_options,  # what the URL says wins, as with redis-py's `from_url`
+            "connection_class": PACKED.get(base, base),
+        }
     )
     return aioredis.Redis(connection_pool=pool)
 
