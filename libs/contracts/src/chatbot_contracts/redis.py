@@ -98,9 +98,9 @@ class HiredisPacking(AbstractConnection):
 
     redis-py's synchronous client packs so when hiredis is installed; its asyncio client does not yet (redis-py issue
     #4176, pull request #4191). Packing was a large part of the client's CPU for a pipelined XADD, and a follower's
-    XREAD names every stream it follows (`bench/README.md`, Round 18, has the figures). The same bytes go out: a name of several words
-    (`"XINFO GROUPS"`) is split as redis-py splits it, and a command with a value hiredis does not take is packed (or
-    refused, with its `DataError`) by redis-py. Drop it once redis-py packs so itself.
+    XREAD names every stream it follows (`bench/README.md`, Round 18, has the figures). The same bytes go out: a
+    name of several words (`"XINFO GROUPS"`) is split as redis-py splits it, and a command with a value hiredis does
+    not take is packed (or refused, with its `DataError`) by redis-py. Drop it once redis-py packs so itself.
     """
 
     def pack_command(self, *args: Any) -> list[bytes]:

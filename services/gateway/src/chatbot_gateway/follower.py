@@ -276,9 +276,8 @@ class Follower:
         after: list[bytes] = []
         streams: Iterable[tuple[bytes, list[Following]]] = self._streams.items()
         if fresh_only:
-            fresh = [(key, self._streams.get(key, [])) for key in self._fresh]
-            self._fresh = {key for key, followings in fresh if any(f.fresh for f in followings)}
-            streams = [(key, followings) for key, followings in fresh if key in self._fresh]
+            self._fresh = {key for key in self._fresh if any(f.fresh for f in self._streams.get(key, ()))}
+            streams = [(key, self._streams[key]) for key in self._fresh]
         for key, followings in streams:
             if len(followings) == 1:
                 if followings[0].readable():
