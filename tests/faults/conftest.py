@@ -34,7 +34,9 @@ class Client:
     def stored_answer(self, conversation_id: str, message_id: str, timeout_s: float = 15) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            messages = self.http.get(f"/api/v1/conversations/{conversation_id}").json()["messages"]
+            response = self.http.get(f"/api/v1/conversations/{conversation_id}")
+            assert response.status_code == 200, f"GET conversation {conversation_id}: {response.status_code} {response.text[:500]}"
+            messages = response.json()["messages"]
             answer = next((m for m in messages if m["id"] == message_id), None)
             if answer and answer["status"] != "streaming":
                 return {"answer": answer, "messages": messages}
