@@ -32,3 +32,18 @@ def test_a_killed_server_stops_answering(tmp_path: Path) -> None:
     assert answers(server.url)
     server.kill()
     assert not answers(server.url)
+
+
+def test_the_server_make_run_starts_is_reached_by_its_unix_socket(tmp_path: Path) -> None:
+    silent = f"redis://127.0.0.1:{free_port()}/0"
+    with ensure_redis(silent, tmp_path / "r", unix_socket=True) as url:
+        assert url == f"unix://{(tmp_path / 'r' / 'redis.sock').resolve()}?db=0" and answers(url)
+    assert not answers(url)
+
+
+def test_a_folder_too_deep_for_a_socket_address_keeps_tcp(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / ("d" * 120), unix_socket=True).start()
+    try:
+        assert server.socket is None and server.url.startswith("redis://127.0.0.1:") and answers(server.url)
+    finally:
+        server.stop()

