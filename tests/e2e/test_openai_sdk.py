@@ -153,10 +153,11 @@ def test_tool_calls_pass_through_both_ways(gateway: tuple[str, LocalPlatform], f
 
 def test_responses_say_what_the_platform_added(gateway: tuple[str, LocalPlatform]) -> None:
     url, platform = gateway
-    raw = client(url, platform.admin_key).chat.completions.with_raw_response.create(
-        model="fake", messages=[{"role": "user", "content": "Hi"}]
-    )
+    sdk = client(url, platform.admin_key)
+    raw = sdk.chat.completions.with_raw_response.create(model="fake", messages=[{"role": "user", "content": "Hi"}])
     assert len(raw.headers["x-request-id"]) == 32
+    later = sdk.chat.completions.with_raw_response.create(model="fake", messages=[{"role": "user", "content": "Hi"}])
+    assert raw.headers["x-request-id"] < later.headers["x-request-id"], "request ids are time-ordered (the request log's index)"
     overhead = float(raw.headers["x-chatbot-overhead-ms"])
     assert 0 <= overhead < 5_000
 

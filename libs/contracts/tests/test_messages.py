@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+
 import msgspec
 import pytest
 
@@ -22,6 +25,7 @@ from chatbot_contracts import (
     chat_request_decoder,
     encode,
     inference_event_decoder,
+    new_request_id,
     stream_event_decoder,
 )
 
@@ -149,3 +153,11 @@ def test_a_settled_heap_is_out_of_the_collectors_sight() -> None:
     probe = "import gc; from chatbot_contracts.heap import settle_heap; settle_heap(); print(gc.get_freeze_count(), gc.get_threshold()[0])"
     frozen, young = map(int, subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split())
     assert frozen > 1000 and young == 10_000
+
+
+def test_request_ids_are_unique_uuid7s_in_the_order_they_were_made() -> None:
+    made = [new_request_id() for _ in range(2000)]
+    assert len(set(made)) == len(made) and made == sorted(made), "unique, and each after the one before (the log's index)"
+    first = uuid.UUID(made[0])
+    assert first.version == 7 and first.hex == made[0], "a UUIDv7 in 32 hex digits, as the ids before were UUID4s"
+    assert abs(int(made[0][:12], 16) / 1000 - time.time()) < 60, "its first 48 bits are the time in milliseconds"

@@ -1,6 +1,17 @@
 """Everything that crosses a process boundary in Chatbot-LLM: messages, stream names, configuration."""
 
-from .chat import IMAGE_TOKENS, ChatMessage, ChatRequest, FunctionCall, GenerationParams, ImagePart, Role, ThinkingBlock, ToolCall
+from .chat import (
+    IMAGE_TOKENS,
+    ChatMessage,
+    ChatRequest,
+    FunctionCall,
+    GenerationParams,
+    ImagePart,
+    Role,
+    ThinkingBlock,
+    ToolCall,
+    new_request_id,
+)
 from .codec import chat_request_decoder, encode, inference_event_decoder, json_encoder, stream_event_decoder
 from .events import (
     AnyInferenceEvent,
@@ -85,5 +96,6 @@ __all__ = [
     "encode",
     "inference_event_decoder",
     "json_encoder",
+    "new_request_id",
     "stream_event_decoder",
 ]

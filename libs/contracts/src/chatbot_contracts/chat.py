@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
+import uuid_utils
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -103,10 +104,21 @@ class GenerationParams(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     (plain text is `None`); each adapter maps it to its provider's own mechanism."""
 
 
+def new_request_id() -> str:
+    """A new request's id: a UUIDv7 (RFC 9562) in 32 hex digits, its first 48 bits the time in milliseconds, the
+    rest random (74 bits).
+
+    Time-ordered, so that the rows keyed by it go in at the end of their indexes, not anywhere in them: the request
+    log's natural key begins with it, and with random ids each row's insert touched pages all over a large log's
+    index (`bench/README.md`, Round 19). Not a secret: what a request id opens is checked against its owner."""
+    return uuid_utils.uuid7().hex
+
+
 class ChatRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A request for one generation, read by an inference worker of group `inference`."""
 
     request_id: str
+    """`new_request_id()`: unique, time-ordered."""
     model: str
     """The registry alias the client asked for (not the upstream model name)."""
     messages: list[ChatMessage]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import redis.asyncio as aioredis
 import structlog
@@ -19,6 +18,7 @@ from chatbot_contracts import (
     GenerationParams,
     Keys,
     encode,
+    new_request_id,
 )
 from chatbot_contracts.tracing import SpanKind, span_in, tracer
 
@@ -75,7 +75,7 @@ class EventApplier:
         owner, question, answer = exchange
         now = time.time()
         request = ChatRequest(
-            request_id=uuid.uuid4().hex,
+            request_id=new_request_id(),
             model=self.title_model,
             messages=[
                 ChatMessage(role="system", content=TITLE_PROMPT),

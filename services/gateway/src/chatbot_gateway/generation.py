@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -31,6 +30,7 @@ from chatbot_contracts import (
     ToolCallDelta,
     Usage,
     encode,
+    new_request_id,
 )
 from chatbot_contracts.cache import CACHE_MODES, CachedAnswer, CacheMode, CachePolicy, cache_policy, cached_answer_decoder
 from chatbot_contracts.capabilities import refusal
@@ -160,7 +160,7 @@ async def start(
     now = time.time()
     with enqueue_span(request, alias) as traceparent:
         chat = ChatRequest(
-            request_id=uuid.uuid4().hex,
+            request_id=new_request_id(),
             model=alias,
             messages=messages,
             params=params,
@@ -240,7 +240,7 @@ async def _from_cache(
     marked `cache: hit`."""
     now = time.time()
     chat = ChatRequest(
-        request_id=uuid.uuid4().hex, model=alias, messages=messages, params=params, owner=principal.owner,
+        request_id=new_request_id(), model=alias, messages=messages, params=params, owner=principal.owner,
         key_id=principal.key_id, enqueued_at=now, deadline=now,
     )  # fmt: skip
     usage = TokenUsage(input_tokens=answer.usage.input_tokens, output_tokens=answer.usage.output_tokens, cost_usd=0.0)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from array import array
 from typing import Any
 
@@ -23,6 +22,7 @@ from chatbot_contracts import (
     Keys,
     Restart,
     encode,
+    new_request_id,
     stream_event_decoder,
 )
 
@@ -59,7 +59,7 @@ class Embedder:
         """One float32 vector per text, in order."""
         now = time.time()
         request = ChatRequest(
-            request_id=uuid.uuid4().hex,
+            request_id=new_request_id(),
             model=model,
             messages=[ChatMessage(role="user", content=text) for text in texts],
             owner=owner,

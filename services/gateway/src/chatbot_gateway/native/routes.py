@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Annotated, Any
 
 import msgspec
@@ -12,7 +11,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Stream
 
-from chatbot_contracts import ChatRequest, GenerationParams, InQueue, Sources, Start
+from chatbot_contracts import ChatRequest, GenerationParams, InQueue, Sources, Start, new_request_id
 from chatbot_contracts.capabilities import refusal
 from chatbot_contracts.conversations import (
     ActiveLeaf,
@@ -188,7 +187,7 @@ async def send_message(
             raise Unprocessable(f"the message has {len(data.images)} images; at most {state.images.max_count} are allowed", param="images")
         images = [state.images.part(image.url, f"images[{index}].url") for index, image in enumerate(data.images)]
     turn = TurnRequest(
-        request_id=uuid.uuid4().hex,
+        request_id=new_request_id(),
         content=data.content,
         parent_id=data.parent_id,
         model=data.model,
@@ -210,7 +209,7 @@ async def regenerate(
     """A new answer beside `message_id` (an assistant message), streamed as native events."""
     data = data or Regenerate()
     turn = TurnRequest(
-        request_id=uuid.uuid4().hex,
+        request_id=new_request_id(),
         regenerate_id=message_id,
         model=data.model,
         max_tokens=_max_tokens(data.params),
