@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -78,6 +79,33 @@ async def test_redelivered_events_count_once(store: EventStore, entries: list[tu
     totals = (await _report(store))["totals"]
     assert (totals.requests, totals.completed, totals.cancelled) == (6, 3, 1)
     assert totals.cost_usd == pytest.approx(0.0226, abs=1e-9)
+
+
+async def test_an_event_twice_in_one_new_batch_counts_once(store: EventStore, entries: list[tuple[str, AnyInferenceEvent]]) -> None:
+    # A producer's retried XADD whose two entries arrive in the same batch, nothing of it stored before.
+    assert await store.record([*entries, (f"{T0 * 1000 + 97}-0", entries[6][1])]) == len(entries)
+    totals = (await _report(store))["totals"]
+    assert (totals.requests, totals.completed, totals.cancelled) == (6, 3, 1)
+    assert totals.cost_usd == pytest.approx(0.0226, abs=1e-9)
+    assert len([row async for page in store.export(T0, T0 + 2 * HOUR, None) for row in page]) == len(entries)
+
+
+async def test_a_batch_stored_after_a_redelivery_keeps_the_same_rows(tmp_path: Path, entries: list[tuple[str, AnyInferenceEvent]]) -> None:
+    """On SQLite a batch of new rows goes in without RETURNING, and one holding rows stored before is stored again
+    with it: either way, the same rows and sums."""
+    stores = [EventStore(f"sqlite:///{tmp_path}/{name}.db") for name in ("whole", "redelivered")]
+    for store in stores:
+        await store.migrate()
+    assert await stores[0].record(entries) == len(entries)
+    assert await stores[1].record(entries[:5]) == 5
+    assert await stores[1].record(entries) == len(entries) - 5
+    exported = [[row async for page in store.export(T0, T0 + 2 * HOUR, None) for row in page] for store in stores]
+    assert len(exported[0]) == len(entries)
+    assert exported[0] == exported[1]
+    reports = [await _report(store, "key", "minute") for store in stores]
+    assert reports[0] == reports[1]
+    for store in stores:
+        await store.close()
 
 
 async def test_one_owner_sees_only_its_own(store: EventStore, entries: list[tuple[str, AnyInferenceEvent]]) -> None:
