@@ -387,12 +387,16 @@ def main() -> None:
         targets = [upstream, ours, portkey, litellm]
         print(f"bench: targets up; work dir {workdir}", flush=True)
 
-        # 1. Throughput: 50-token streams, instant upstream, 32 clients; rounds alternate the targets.
+        # 1. Throughput: 50-token streams, instant upstream, 32 clients; rounds alternate the targets, each begun on an
+        # idle machine (what one target still does after its round, such as this platform storing the round's
+        # events, is not measured in the next one's).
         load: dict[str, list[Sample]] = {t.name: [] for t in targets}
         for round_ in range(args.rounds):
             for target in targets:
+                waited = wait_idle(children(os.getpid())[1:])
                 load[target.name] += uvloop.run(throughput(target, 32, args.seconds))
-                print(f"bench: throughput round {round_ + 1} {target.name}: {len(load[target.name])} requests so far", flush=True)
+                done = len(load[target.name])
+                print(f"bench: throughput round {round_ + 1} {target.name}: {done} requests so far (idle after {waited:.1f} s)", flush=True)
         measured = {name: summarize(samples, args.seconds * args.rounds) for name, samples in load.items()}
 
         # 2. Latency: one client, time to first token, each target measured idle (after the
