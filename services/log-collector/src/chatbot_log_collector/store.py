@@ -183,6 +183,13 @@ class EventStore:
         # collector's CPU at load).
         natural = (usage_events.c.request_id, usage_events.c.type, usage_events.c.attempt, usage_events.c.at_us)
         self._add_events = insert(usage_events).on_conflict_do_nothing(index_elements=list(natural)).returning(*natural)
+        # On PostgreSQL a batch is one statement with one array per column (`INSERT … SELECT unnest(…), …`): its
+        # parameters are processed once a batch, not once a row, and RETURNING still says which rows were new.
+        self._by_column = self.engine.dialect.name == "postgresql"
+        if self._by_column:
+            arrays = (sa.func.unnest(sa.bindparam(name, type_=postgresql.ARRAY(usage_events.c[name].type))) for name in ROW_COLUMNS)
+            columns = postgresql.insert(usage_events).from_select(list(ROW_COLUMNS), sa.select(*arrays))
+            self._add_events = columns.on_conflict_do_nothing(index_elements=list(natural)).returning(*natural)
         # Where the driver counts the rows an executemany inserted (SQLite's does), a batch goes first as the same
         # INSERT without RETURNING, compiled once and run by the driver for each row (`exec_driver_sql`): none of
         # SQLAlchemy's work per row's parameters, which was a third of `record`'s CPU (`bench/README.md`, Round 20).
@@ -226,7 +233,8 @@ class EventStore:
             except _StoredBefore:
                 pass
         async with self.engine.begin() as connection:
-            new = {tuple(key) for key in (await connection.execute(self._add_events, rows)).all()}
+            batch = {name: [row[name] for row in rows] for name in ROW_COLUMNS} if self._by_column else rows
+            new = {tuple(key) for key in (await connection.execute(self._add_events, batch)).all()}
             fresh: dict[tuple[Any, ...], dict[str, Any]] = {}
             for row in rows:
                 key = (row["request_id"], row["type"], row["attempt"], row["at_us"])
