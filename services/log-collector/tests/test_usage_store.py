@@ -94,18 +94,20 @@ async def test_a_batch_stored_after_a_redelivery_keeps_the_same_rows(tmp_path: P
     """On SQLite a batch of new rows goes in without RETURNING, and one holding rows stored before is stored again
     with it: either way, the same rows and sums."""
     stores = [EventStore(f"sqlite:///{tmp_path}/{name}.db") for name in ("whole", "redelivered")]
-    for store in stores:
-        await store.migrate()
-    assert await stores[0].record(entries) == len(entries)
-    assert await stores[1].record(entries[:5]) == 5
-    assert await stores[1].record(entries) == len(entries) - 5
-    exported = [[row async for page in store.export(T0, T0 + 2 * HOUR, None) for row in page] for store in stores]
-    assert len(exported[0]) == len(entries)
-    assert exported[0] == exported[1]
-    reports = [await _report(store, "key", "minute") for store in stores]
-    assert reports[0] == reports[1]
-    for store in stores:
-        await store.close()
+    try:
+        for store in stores:
+            await store.migrate()
+        assert await stores[0].record(entries) == len(entries)
+        assert await stores[1].record(entries[:5]) == 5
+        assert await stores[1].record(entries) == len(entries) - 5
+        exported = [[row async for page in store.export(T0, T0 + 2 * HOUR, None) for row in page] for store in stores]
+        assert len(exported[0]) == len(entries)
+        assert exported[0] == exported[1]
+        reports = [await _report(store, "key", "minute") for store in stores]
+        assert reports[0] == reports[1]
+    finally:
+        for store in stores:
+            await store.close()
 
 
 async def test_one_owner_sees_only_its_own(store: EventStore, entries: list[tuple[str, AnyInferenceEvent]]) -> None:

@@ -178,18 +178,17 @@ class EventStore:
     def __init__(self, url: str) -> None:
         self.engine: AsyncEngine = open_engine(url)
         insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
-        # Built once and executed with a list of rows (executemany): SQLAlchemy caches their compiled
-        # form, where a multi-row `.values(rows)` was compiled anew for every batch (a fifth of the
-        # collector's CPU at load).
+        # The statements are built once, so SQLAlchemy caches their compiled form, where a multi-row `.values(rows)` was compiled anew for
+        # every batch (a fifth of the collector's CPU at load). On SQLite the rows' INSERT is executed with a list of
+        # rows (executemany); on PostgreSQL a batch is one statement with one array per column (`INSERT … SELECT
+        # unnest(…), …`), its parameters processed once a batch, not once a row. RETURNING says which rows were new.
         natural = (usage_events.c.request_id, usage_events.c.type, usage_events.c.attempt, usage_events.c.at_us)
-        self._add_events = insert(usage_events).on_conflict_do_nothing(index_elements=list(natural)).returning(*natural)
-        # On PostgreSQL a batch is one statement with one array per column (`INSERT … SELECT unnest(…), …`): its
-        # parameters are processed once a batch, not once a row, and RETURNING still says which rows were new.
         self._by_column = self.engine.dialect.name == "postgresql"
+        added = insert(usage_events)
         if self._by_column:
             arrays = (sa.func.unnest(sa.bindparam(name, type_=postgresql.ARRAY(usage_events.c[name].type))) for name in ROW_COLUMNS)
-            columns = postgresql.insert(usage_events).from_select(list(ROW_COLUMNS), sa.select(*arrays))
-            self._add_events = columns.on_conflict_do_nothing(index_elements=list(natural)).returning(*natural)
+            added = added.from_select(list(ROW_COLUMNS), sa.select(*arrays))
+        self._add_events = added.on_conflict_do_nothing(index_elements=list(natural)).returning(*natural)
         # Where the driver counts the rows an executemany inserted (SQLite's does), a batch goes first as the same
         # INSERT without RETURNING, compiled once and run by the driver for each row (`exec_driver_sql`): none of
         # SQLAlchemy's work per row's parameters, which was a third of `record`'s CPU (`bench/README.md`, Round 20).
