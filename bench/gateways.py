@@ -5,7 +5,8 @@ bench/results/latest.png. Not a test: it measures and reports each target as met
 
 - The upstream is `bench/upstream.py` (instant, and paced at 20 tokens/s), one process each.
 - This platform starts as `make run` starts it: a gateway, the conversation service, the log
-  collector and two inference workers, on a Redis of its own.
+  collector and the inference workers `make run` would start on this machine (one on two cores), on a
+  Redis of its own.
 - LiteLLM's proxy (`litellm[proxy]`, the version pinned below, in its own virtual environment
   under bench/.venv-litellm) runs one worker with a master key, pointed at the same upstream.
 - The load client is this process (`loadclient.py`: asyncio protocols and httptools, cheap per
@@ -36,6 +37,7 @@ from redis import Redis
 from chatbot_devtools.platform import LocalPlatform, registry_toml
 from chatbot_devtools.redis_cluster import RedisClusterNodes
 from chatbot_devtools.redis_server import RedisServer, free_port
+from chatbot_devtools.run import inference_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -266,14 +268,17 @@ def start_platform(instant: str, paced: str, workdir: Path, redis_url: str) -> t
     spec = {"provider": "openai", "upstream_model": "bench-model", "context_window": 8192, "max_output_tokens": 4096}
     registry = registry_toml({"bench": {**spec, "base_url": instant}, "bench-paced": {**spec, "base_url": paced}})
     platform = LocalPlatform(workdir, redis_url, "", registry, admin_key="sk-bench-admin-0123456789abcdef")
-    platform.env.update({"CHATBOT_HEARTBEAT_S": "2.0", "CHATBOT_LOG_LEVEL": "WARNING", "CHATBOT_WORKER_CONCURRENCY": "512"})
+    workers = inference_workers(os.environ)
+    # Slots for the 1,000 paced streams at once, shared by the workers.
+    slots = str(-(-1024 // workers))
+    platform.env.update({"CHATBOT_HEARTBEAT_S": "2.0", "CHATBOT_LOG_LEVEL": "WARNING", "CHATBOT_WORKER_CONCURRENCY": slots})
     # The whole load comes with one key: its fair share (64 running, 256 streams by default) would cap the
     # benchmark at one tenant's share. The bounds are still checked and counted, only without a ceiling.
     platform.env.update({"CHATBOT_MAX_INFLIGHT_PER_KEY": "0", "CHATBOT_MAX_STREAMS_PER_KEY": "0"})
     platform.start_conversation()
     platform.start_log_collector()
     url = platform.start_gateway()
-    for i in (1, 2):
+    for i in range(1, workers + 1):
         platform.start_worker(f"worker-{i}")
     platform.wait_ready(url)
     target = Target("Chatbot-LLM", f"{url}/v1", "bench", platform.admin_key)

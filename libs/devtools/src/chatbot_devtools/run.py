@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 from urllib.parse import quote
@@ -57,6 +58,21 @@ def prepare_models(environ: dict[str, str]) -> Path:
     effective = DATA_DIR / "models.toml"
     effective.write_text(with_ollama(shipped, found))
     return effective
+
+
+def inference_workers(environ: Mapping[str, str], cores: int | None = None) -> int:
+    """How many inference workers `make run` starts: `CHATBOT_INFERENCE_WORKERS` (1 to 64), or else one for every two
+    cores this process may run on, at least one and at most two. A worker serves many streams at once on its event
+    loop; on fewer than four cores a second one only competes with the gateway and Redis for them and costs more CPU
+    per token (`bench/README.md`, Round 21)."""
+    value = environ.get("CHATBOT_INFERENCE_WORKERS")
+    if value is None:
+        if cores is None:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return min(2, max(1, cores // 2))
+    if not value.strip().isdigit() or not 1 <= int(value) <= 64:
+        sys.exit(f"chatbot: CHATBOT_INFERENCE_WORKERS must be a whole number from 1 to 64, not {value!r}")
+    return int(value)
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -114,7 +130,7 @@ def main() -> None:
         taken = int(environ.get(variable, default))
         if port_in_use("127.0.0.1", taken):
             sys.exit(f"chatbot: port {taken} for the {name} is already in use; stop what uses it or set {variable}")
-    workers = int(environ.get("CHATBOT_INFERENCE_WORKERS", "2"))
+    workers = inference_workers(environ)
     models_file = prepare_models(environ)
     try:
         registry = Registry.load(models_file)
