@@ -184,7 +184,14 @@ def main() -> None:
             try:
                 processes[0].wait_http(f"{base}/readyz", timeout_s=60)
                 print(
-                    BANNER.format(base=base, web=web_link(base, key, env), key=key, redis=redis_url, workers=workers, model=example_model),
+                    BANNER.format(
+                        base=base,
+                        web=web_link(base, key, env),
+                        key=key,
+                        redis=redis_url,
+                        model=example_model,
+                        workers="1 inference worker" if workers == 1 else f"{workers} inference workers",
+                    ),
                     flush=True,
                 )
                 while True:
@@ -216,7 +223,7 @@ BANNER = """
     API key    {key}
     Model      {model}   (GET {base}/v1/models lists them all)
     OpenAPI    {base}/schema/openapi.json
-    Redis      {redis}   ({workers} inference workers)
+    Redis      {redis}   ({workers})
 
   Try it:
     curl -N {base}/v1/chat/completions -H "Authorization: Bearer {key}" \\
