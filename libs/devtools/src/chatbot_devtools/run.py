@@ -70,9 +70,13 @@ def inference_workers(environ: Mapping[str, str], cores: int | None = None) -> i
         if cores is None:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         return min(2, max(1, cores // 2))
-    if not value.strip().isdigit() or not 1 <= int(value) <= 64:
+    try:
+        workers = int(value)
+    except ValueError:
+        workers = 0
+    if not 1 <= workers <= 64:
         sys.exit(f"chatbot: CHATBOT_INFERENCE_WORKERS must be a whole number from 1 to 64, not {value!r}")
-    return int(value)
+    return workers
 
 
 def port_in_use(host: str, port: int) -> bool:
