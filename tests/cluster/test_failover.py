@@ -89,6 +89,16 @@ class Streams:
             thread.join(timeout=120)
 
 
+def restarts(platform: LocalPlatform) -> list[str]:
+    """What the workers logged of generations they left for a takeover or took over: why a stream started again."""
+    return [
+        line[:600]
+        for log in sorted(platform.workdir.glob("worker-*.log"))
+        for line in log.read_text(errors="replace").splitlines()
+        if "generation.abandoned" in line or "generation.reclaimed" in line
+    ]
+
+
 def ended_in_redis(cluster: RedisClusterNodes, keys: Keys) -> dict[str, list[str]]:
     """Each request's terminal events as the event streams hold them (what the log collector counts from)."""
     ended: dict[str, list[str]] = collections.defaultdict(list)
@@ -138,9 +148,9 @@ def test_a_master_killed_under_fifty_streams_through_two_gateways_loses_nothing(
         assert stored["answer"]["content"] == REPLY
         assert [m["role"] for m in stored["messages"]] == ["user", "assistant"], "exactly one assistant message"
     for i in range(OPENAI):
-        assert streams.results["openai", i] == (REPLY, "stop"), f"OpenAI stream {i}"
+        assert streams.results["openai", i] == (REPLY, "stop"), f"OpenAI stream {i}; the workers said: {restarts(platform)}"
     for i in range(ANTHROPIC):
-        assert streams.results["anthropic", i] == (REPLY, "end_turn"), f"Anthropic stream {i}"
+        assert streams.results["anthropic", i] == (REPLY, "end_turn"), f"Anthropic stream {i}; the workers said: {restarts(platform)}"
     print(f"{restarted} of {NATIVE} native streams started again; every other answer went on through the failover")
 
     requests = NATIVE + OPENAI + ANTHROPIC
