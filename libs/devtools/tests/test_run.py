@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -14,9 +16,17 @@ def test_one_worker_for_every_two_cores_one_to_two(cores: int, workers: int) -> 
     assert inference_workers({}, cores=cores) == workers
 
 
-def test_the_cores_this_process_may_use_are_counted_when_not_given() -> None:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    assert inference_workers({}) == (1 if cores < 4 else 2)
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this system")
+def test_the_cores_counted_are_those_the_process_may_run_on() -> None:
+    """A process held to one core (`taskset`, a container's cpuset) counts one core and starts one worker, however
+    many the machine has."""
+    pinned = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from chatbot_devtools.run import inference_workers, usable_cores; print(usable_cores(), inference_workers({}))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CHATBOT_INFERENCE_WORKERS"}
+    answer = subprocess.run([sys.executable, "-c", pinned], capture_output=True, text=True, check=True, env=env)
+    assert answer.stdout.split() == ["1", "1"]
 
 
 def test_the_variable_wins_over_the_cores() -> None:

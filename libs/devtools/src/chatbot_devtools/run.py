@@ -60,6 +60,11 @@ def prepare_models(environ: dict[str, str]) -> Path:
     return effective
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one, a container's `cpuset` included)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def inference_workers(environ: Mapping[str, str], cores: int | None = None) -> int:
     """How many inference workers `make run` starts: `CHATBOT_INFERENCE_WORKERS` (1 to 64), or else one for every two
     cores this process may run on, at least one and at most two. A worker serves many streams at once on its event
@@ -67,9 +72,7 @@ def inference_workers(environ: Mapping[str, str], cores: int | None = None) -> i
     per token (`bench/README.md`, Round 21)."""
     value = environ.get("CHATBOT_INFERENCE_WORKERS")
     if value is None:
-        if cores is None:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return min(2, max(1, cores // 2))
+        return min(2, max(1, (usable_cores() if cores is None else cores) // 2))
     try:
         workers = int(value)
     except ValueError:
