@@ -499,7 +499,7 @@ def write_results(
          f"{overhead[ours]:.2f} ms vs Portkey {overhead[portkey]:.2f} ms, LiteLLM {overhead[litellm]:.2f} ms ({overhead[ours] / max(better_peer, 1e-9):.2f}×)"),
         (f"4. {args.streams:,} streams at 20 tokens/s for {args.stream_seconds} s: zero errors, added inter-token p99 ≤ 50 ms, gateway RSS ≤ 300 MB",
          many["errors"] == 0 and many["gap_p99"] <= 50 and gateway_rss <= 300,
-         f"{many['errors']:.0f} errors {many['kinds'] or ''}, +{many['gap_p99']:.1f} ms (client and upstream alone: +{many['floor_gap_p99']:.1f} ms), gateway {gateway_rss:.0f} MB"),
+         f"{many['errors']:.0f} errors{' ' + str(many['kinds']) if many['kinds'] else ''}, +{many['gap_p99']:.1f} ms (client and upstream alone: +{many['floor_gap_p99']:.1f} ms), gateway {gateway_rss:.0f} MB"),
     ]  # fmt: skip
     lines += ["", "| target | met | measured |", "|---|---|---|"]
     lines += [f"| {name} | {'yes' if ok else '**no**'} | {detail} |" for name, ok, detail in targets_met]
