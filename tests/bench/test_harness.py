@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import importlib.util
+import math
 import subprocess
 import sys
 import time
@@ -126,3 +128,39 @@ async def test_the_load_client_sends_a_targets_own_headers() -> None:
     assert sample.error == "HTTP 500"
     assert b"\r\nx-portkey-provider: openai\r\nx-portkey-custom-host: http://up/v1\r\n" in heads[0]
     assert heads[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+
+
+def _verdicts(monkeypatch: pytest.MonkeyPatch, portkey_errors: int) -> dict[str, tuple[bool, str]]:
+    """`gateways.py`'s verdicts on a run in which this platform did better than both peers, and Portkey failed
+    `portkey_errors` of its requests (all of them when any: it then delivered nothing and answered no request in time)."""
+    monkeypatch.syspath_prepend(str(BENCH))  # gateways.py imports the load client by its name, as a script does
+    gateways = _module("gateways")
+    failed = portkey_errors > 0
+    names = ["upstream", "ours", "Portkey", "LiteLLM"]
+    measured = {
+        "upstream": {"requests_per_s": 3000.0, "errors": 0.0, "cpu_target_us": 300.0},
+        "ours": {"requests_per_s": 900.0, "errors": 0.0, "cpu_target_us": 1500.0},
+        "Portkey": {"requests_per_s": 0.0 if failed else 500.0, "errors": float(portkey_errors), "cpu_target_us": 1800.0},
+        "LiteLLM": {"requests_per_s": 20.0, "errors": 0.0, "cpu_target_us": 90000.0},
+    }
+    ttft = {"upstream": 0.2, "ours": 3.0, "Portkey": math.nan if failed else 28.0, "LiteLLM": 15.0}
+
+    def streams(gateway: float, errors: int) -> dict[str, object]:
+        return {"cpu_per_token": {"gateway": gateway, "upstream": 20.0, "load client": 10.0}, "errors": errors}
+
+    curve = {load: {"ours": streams(60.0, 0), "Portkey": streams(90.0, 100 if failed else 0)} for load in (100, 300, 1000)}
+    many = {"errors": 0, "gap_p99": 30.0, "floor_gap_p99": 2.0, "kinds": []}
+    args = argparse.Namespace(streams=1000, stream_seconds=60)
+    found = gateways.verdicts(names, measured, ttft, curve, many, 200.0, args)
+    return {name.split(".")[0]: (met, detail) for name, met, detail in found}
+
+
+def test_the_benchmark_meets_targets_only_against_peers_that_did_the_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    clean = _verdicts(monkeypatch, portkey_errors=0)
+    assert {target: met for target, (met, _) in clean.items()} == {"1": True, "2": True, "3": True, "4": True}
+    assert "1.80× Portkey" in clean["1"][1] and "CPU a request 0.83× Portkey's" in clean["1"][1]
+    # A Portkey that failed every request (say, a misconfigured route) makes any ratio to it meaningless, not a win.
+    broken = _verdicts(monkeypatch, portkey_errors=5000)
+    assert {target: met for target, (met, _) in broken.items()} == {"1": False, "2": False, "3": False, "4": True}
+    assert "not measured: Portkey failed 5,000 requests" in broken["1"][1]
+    assert "not measured: Portkey failed 100 streams at 100" in broken["2"][1]
