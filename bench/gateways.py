@@ -403,7 +403,7 @@ def main() -> None:
         # idle machine. A target's CPU is counted until the machine is idle again, so what it still does after its
         # round (this platform storing the round's events) is its own and not the next target's.
         load: dict[str, list[Sample]] = {t.name: [] for t in targets}
-        cpu = {t.name: Counter[str]() for t in targets}
+        cpu = {t.name: {"target": 0.0, "harness": 0.0} for t in targets}
         for round_ in range(args.rounds):
             for target in targets:
                 harness = [] if target is upstream else [upstream_process.pid]  # the floor's upstream is its target
@@ -412,7 +412,8 @@ def main() -> None:
                 load[target.name] += uvloop.run(throughput(target, 32, args.seconds))
                 wait_idle(children(os.getpid())[1:])
                 after = {"target": cpu_seconds(target.cpu_pids), "harness": cpu_seconds(harness) + own_cpu_seconds()}
-                cpu[target.name].update({k: after[k] - before[k] for k in after})
+                for part, seconds in after.items():
+                    cpu[target.name][part] += seconds - before[part]
                 done = len(load[target.name])
                 print(f"bench: throughput round {round_ + 1} {target.name}: {done} requests so far (idle after {waited:.1f} s)", flush=True)
         measured = {name: summarize(samples, args.seconds * args.rounds) for name, samples in load.items()}
