@@ -148,6 +148,11 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def target_and_harness(target: list[int], harness: list[int]) -> dict[str, float]:
+    """CPU seconds so far of a target's processes, and of the harness's (`harness`, and the load client: this process)."""
+    return {"target": cpu_seconds(target), "harness": cpu_seconds(harness) + own_cpu_seconds()}
+
+
 def wait_idle(pids: list[int], busy: float = 0.1, within_s: float = 30.0) -> float:
     """Wait until `pids` together use less than `busy` of a core over half a second (at most `within_s`); the seconds waited."""
     started = time.monotonic()
@@ -408,11 +413,10 @@ def main() -> None:
             for target in targets:
                 harness = [] if target is upstream else [upstream_process.pid]  # the floor's upstream is its target
                 waited = wait_idle(children(os.getpid())[1:])
-                before = {"target": cpu_seconds(target.cpu_pids), "harness": cpu_seconds(harness) + own_cpu_seconds()}
+                before = target_and_harness(target.cpu_pids, harness)
                 load[target.name] += uvloop.run(throughput(target, 32, args.seconds))
                 wait_idle(children(os.getpid())[1:])
-                after = {"target": cpu_seconds(target.cpu_pids), "harness": cpu_seconds(harness) + own_cpu_seconds()}
-                for part, seconds in after.items():
+                for part, seconds in target_and_harness(target.cpu_pids, harness).items():
                     cpu[target.name][part] += seconds - before[part]
                 done = len(load[target.name])
                 print(f"bench: throughput round {round_ + 1} {target.name}: {done} requests so far (idle after {waited:.1f} s)", flush=True)
