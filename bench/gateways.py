@@ -62,11 +62,10 @@ class Target:
     model: str
     key: str
     pids: list[int] = field(default_factory=list)
-    """The processes whose peak memory is reported."""
+    """Every process of the target (this platform's Redis and other services included): their CPU a request and the
+    sum of their peak memories are reported."""
     headers: dict[str, str] = field(default_factory=dict)
     """Headers every request carries (Portkey's routing headers)."""
-    cpu_pids: list[int] = field(default_factory=list)
-    """Every process of the target, whose CPU a request is reported (this platform's Redis and other services included)."""
 
 
 async def throughput(target: Target, concurrency: int, seconds: float) -> list[Sample]:
@@ -112,14 +111,17 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+def peak_rss_mb(pids: list[int]) -> float:
+    """The sum of each process's peak resident memory (NaN for none, or for one gone)."""
+    total = float("nan") if not pids else 0.0
+    for pid in pids:
+        try:
+            total += next(
+                int(line.split()[1]) / 1024 for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM:")
+            )
+        except (OSError, StopIteration):
+            return float("nan")
+    return total
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -290,7 +292,6 @@ def start_platform(instant: str, paced: str, workdir: Path, redis_url: str) -> t
         platform.start_worker(f"worker-{i}")
     platform.wait_ready(url)
     target = Target("Chatbot-LLM", f"{url}/v1", "bench", platform.admin_key)
-    target.pids = [p.pid for p in platform.processes if p.service in ("gateway", "inference")]
     return platform, target
 
 
@@ -398,10 +399,7 @@ def main() -> None:
         portkey_process, portkey, portkey_paced = start_portkey(portkey_entry, instant, paced, workdir)
         processes += [litellm_process, portkey_process]
         targets = [upstream, ours, portkey, litellm]
-        upstream.cpu_pids = [upstream_process.pid]
-        ours.cpu_pids = [pid for name, pids in parts.items() if name not in HARNESS for pid in pids]
-        portkey.cpu_pids = [portkey_process.pid]
-        litellm.cpu_pids = children(litellm_process.pid)
+        ours.pids = [pid for name, pids in parts.items() if name not in HARNESS for pid in pids]
         print(f"bench: targets up; work dir {workdir}", flush=True)
 
         # 1. Throughput: 50-token streams, instant upstream, 32 clients; rounds alternate the targets, each begun on an
@@ -413,10 +411,10 @@ def main() -> None:
             for target in targets:
                 harness = [] if target is upstream else [upstream_process.pid]  # the floor's upstream is its target
                 waited = wait_idle(children(os.getpid())[1:])
-                before = target_and_harness(target.cpu_pids, harness)
+                before = target_and_harness(target.pids, harness)
                 load[target.name] += uvloop.run(throughput(target, 32, args.seconds))
                 wait_idle(children(os.getpid())[1:])
-                for part, seconds in target_and_harness(target.cpu_pids, harness).items():
+                for part, seconds in target_and_harness(target.pids, harness).items():
                     cpu[target.name][part] += seconds - before[part]
                 done = len(load[target.name])
                 print(f"bench: throughput round {round_ + 1} {target.name}: {done} requests so far (idle after {waited:.1f} s)", flush=True)
@@ -450,9 +448,9 @@ def main() -> None:
 
         # 4. Many paced streams through this platform, for longer.
         many = streams_through(ours, "bench-paced", args.streams, args.stream_seconds, parts, paced, redis)
-        rss = {t.name: max((peak_rss_mb(pid) for pid in t.pids), default=float("nan")) for t in targets}
-        gateway_rss = peak_rss_mb(next(p.pid for p in platform.processes if p.service == "gateway"))
-        write_results(targets, measured, ttft, curve, many, rss, gateway_rss, args)
+        rss = {t.name: peak_rss_mb(t.pids) for t in targets}
+        platform_rss = {name: peak_rss_mb(pids) for name, pids in parts.items() if name not in HARNESS}
+        write_results(targets, measured, ttft, curve, many, rss, platform_rss, args)
     finally:
         for process in processes:
             process.terminate()
@@ -470,7 +468,7 @@ def write_results(
     curve: dict[int, dict[str, dict[str, Any]]],
     many: dict[str, Any],
     rss: dict[str, float],
-    gateway_rss: float,
+    platform_rss: dict[str, float],
     args: argparse.Namespace,
 ) -> None:
     cost = {streams: {name: own_cost(m) for name, m in by.items()} for streams, by in curve.items()}
@@ -481,7 +479,7 @@ def write_results(
         f"{args.seconds:g} s per target. Latency: one client, {args.latency_requests} requests. {LITELLM}, one worker; "
         "Portkey's gateway 1.15.2, one Node.js process.",
         "",
-        "| target | requests/s | tokens/s | CPU a request (harness apart) | TTFT p50 (32 clients) | TTFT p99 | inter-token p99 | TTFT p50 (1 client) | errors | peak RSS |",
+        "| target | requests/s | tokens/s | CPU a request (harness apart) | TTFT p50 (32 clients) | TTFT p99 | inter-token p99 | TTFT p50 (1 client) | errors | peak RSS (all processes) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in targets:
@@ -494,7 +492,10 @@ def write_results(
         "",
         "CPU a request: every process of the target (this platform's gateway, workers, Redis and other services; the bare "
         "upstream for the floor), from the start of its rounds until the machine was idle again, over the requests completed; "
-        "in brackets the harness's (the upstream and the load client; for the floor, the load client) for the same requests.",
+        "in brackets the harness's (the upstream and the load client; for the floor, the load client) for the same requests. "
+        "Peak RSS: each of the target's processes' peak resident memory, summed; this platform's by part: "
+        + ", ".join(f"{name} {mb:.0f} MB" for name, mb in platform_rss.items())
+        + ".",
     ]
     lines += [
         "",
@@ -510,7 +511,7 @@ def write_results(
             f"{cost[streams]['Portkey']:.1f} µs | {c['upstream'] + c['load client']:.1f} / {k['upstream'] + k['load client']:.1f} µs | "
             f"{by['ours']['gap_p50']:.1f} / {by['Portkey']['gap_p50']:.1f} ms |"
         )
-    targets_met = verdicts([t.name for t in targets], measured, ttft, curve, many, gateway_rss, args)
+    targets_met = verdicts([t.name for t in targets], measured, ttft, curve, many, platform_rss["gateway"], args)
     lines += ["", "| target | met | measured |", "|---|---|---|"]
     lines += [f"| {name} | {'yes' if ok else '**no**'} | {detail} |" for name, ok, detail in targets_met]
     lines += ["", cpu_line(many, args)]

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib.util
 import math
+import os
 import subprocess
 import sys
 import time
@@ -164,3 +165,23 @@ def test_the_benchmark_meets_targets_only_against_peers_that_did_the_work(monkey
     assert {target: met for target, (met, _) in broken.items()} == {"1": False, "2": False, "3": False, "4": True}
     assert "not measured: Portkey failed 5,000 requests" in broken["1"][1]
     assert "not measured: Portkey failed 100 streams at 100" in broken["2"][1]
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads peak memory from /proc")
+def test_a_targets_peak_memory_counts_every_one_of_its_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A platform of five processes is not compared with Portkey's one by its largest process alone."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    gateways = _module("gateways")
+    child = subprocess.Popen([sys.executable, "-c", 'import time; data = b"x" * (64 << 20); time.sleep(30)'])
+    try:
+        deadline = time.monotonic() + 10
+        while gateways.peak_rss_mb([child.pid]) < 64 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        alone, child_alone = gateways.peak_rss_mb([os.getpid()]), gateways.peak_rss_mb([child.pid])
+        assert child_alone >= 64
+        assert gateways.peak_rss_mb([os.getpid(), child.pid]) >= alone + child_alone
+    finally:
+        child.kill()
+        child.wait()
+    assert math.isnan(gateways.peak_rss_mb([])), "no process: not measured, not 0 MB"
+    assert math.isnan(gateways.peak_rss_mb([os.getpid(), child.pid])), "a process gone before it was read: not measured"
