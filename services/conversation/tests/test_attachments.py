@@ -7,6 +7,7 @@ import base64
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +18,14 @@ import redis.asyncio as aioredis
 from chatbot_contracts import IMAGE_TOKENS, ImagePart, Keys, Registry
 from chatbot_contracts.conversations import NewConversation, TurnRequest
 from chatbot_contracts.knowledge import NewKnowledgeBase
-from chatbot_conversation.attachments import Attachments, S3Store
+from chatbot_conversation.attachments import Attachments, blob_store
 from chatbot_conversation.db.engine import Database
 from chatbot_conversation.errors import NotFound
 from chatbot_conversation.knowledge.service import KnowledgeService, Upload, blob_folder
 from chatbot_conversation.knowledge.vectors import vector_index
+from chatbot_conversation.s3 import S3Store
 from chatbot_conversation.service import ConversationService, Principal
-from chatbot_conversation.settings import KnowledgeSettings
+from chatbot_conversation.settings import KnowledgeSettings, StoreSettings
 from chatbot_devtools.platform import registry_toml
 from chatbot_devtools.redis_server import free_port
 
@@ -99,13 +101,31 @@ def s3rver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     server.wait(timeout=10)
 
 
+def test_without_a_bucket_the_service_does_without_botocore() -> None:
+    """The embedded default keeps images in a folder; the S3 client's library (about 16 MB a process) is not loaded."""
+    probe = (
+        "import sys; from chatbot_conversation import app; from chatbot_conversation.knowledge import worker; "
+        "from chatbot_conversation.attachments import FolderStore, blob_store; from chatbot_conversation.settings import StoreSettings; "
+        "assert isinstance(blob_store(StoreSettings()), FolderStore); print(sorted(m for m in sys.modules if m.split('.')[0] in ('botocore', 'aiobotocore')))"
+    )
+    answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert answer.stdout.strip() == "[]"
+
+
 async def test_images_live_in_an_s3_compatible_bucket(
     service: ConversationService, s3rver: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     endpoint, data = s3rver
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "S3RVER")  # s3rver's own credentials
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "S3RVER")
-    store = S3Store("chatbot", "attachments/", endpoint, "us-east-1")
+    settings = StoreSettings(
+        attachments_s3_bucket="chatbot",
+        attachments_s3_prefix="attachments/",
+        attachments_s3_endpoint=endpoint,
+        attachments_s3_region="us-east-1",
+    )
+    store = blob_store(settings)
+    assert isinstance(store, S3Store), "a bucket configured: the bucket is the store"
     await store.open()
     try:
         service.attachments = Attachments(store)

@@ -28,7 +28,7 @@ from chatbot_contracts.redis import connect
 from chatbot_contracts.signing import PROBES, SeenNonces, Verifier, signed_only
 
 from .api import ROUTES, handle_error
-from .attachments import S3Store, blob_store
+from .attachments import blob_store
 from .cache import TreeCache
 from .db.engine import Database
 from .errors import ConversationError
@@ -110,14 +110,12 @@ def create_app(settings: Settings, registry: Registry) -> Litestar:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         await db.migrate()
-        if isinstance(store, S3Store):
-            await store.open()
+        await store.open()
         try:
             async with consuming(redis, broker, [(events, CONVERSATION_GROUP) for events in keys.events_partitions], subscribers):
                 yield
         finally:
-            if isinstance(store, S3Store):
-                await store.close()
+            await store.close()
             await db.close()
             await redis.aclose()
 

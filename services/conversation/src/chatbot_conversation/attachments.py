@@ -17,13 +17,10 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterable
-from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from aiobotocore.session import get_session
-from botocore.exceptions import ClientError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,7 +32,11 @@ from .settings import StoreSettings
 
 
 class BlobStore(Protocol):
-    """Where attachments' bytes are kept, by conversation and attachment id."""
+    """Where attachments' bytes are kept, by conversation and attachment id; `open` before use, `close` after."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
 
     async def put(self, conversation_id: str, attachment_id: str, data: bytes) -> None: ...
 
@@ -46,7 +47,7 @@ class BlobStore(Protocol):
     async def remove(self, conversation_id: str, attachment_id: str) -> None: ...
 
 
-def _checked(*ids: str) -> None:
+def checked(*ids: str) -> None:
     if not all(part.isalnum() for part in ids):
         raise ValueError("ids of stored attachments are alphanumeric")
 
@@ -57,8 +58,14 @@ class FolderStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    async def open(self) -> None:
+        """Nothing to open: the folder is made with its first file."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
     def _path(self, conversation_id: str, attachment_id: str) -> Path:
-        _checked(conversation_id, attachment_id)
+        checked(conversation_id, attachment_id)
         return self.root / conversation_id / attachment_id
 
     async def put(self, conversation_id: str, attachment_id: str, data: bytes) -> None:
@@ -73,7 +80,7 @@ class FolderStore:
 
     async def drop(self, conversation_id: str) -> None:
         """Remove every attachment of a conversation."""
-        _checked(conversation_id)
+        checked(conversation_id)
         await asyncio.to_thread(shutil.rmtree, self.root / conversation_id, True)
 
     async def remove(self, conversation_id: str, attachment_id: str) -> None:
@@ -93,60 +100,12 @@ class FolderStore:
             raise
 
 
-class S3Store:
-    """A bucket of an S3-compatible object store, through botocore's asynchronous client (aiobotocore). Credentials
-    come as botocore finds them (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, a profile, an instance role)."""
-
-    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, region: str | None = None) -> None:
-        self.bucket = bucket
-        self.prefix = prefix
-        self._endpoint_url = endpoint_url
-        self._region = region
-        self._stack = AsyncExitStack()
-        self._client: Any = None
-
-    async def open(self) -> None:
-        """Make the client (its connections are kept until `close`)."""
-        creating = get_session().create_client("s3", endpoint_url=self._endpoint_url, region_name=self._region)
-        self._client = await self._stack.enter_async_context(creating)
-
-    async def close(self) -> None:
-        await self._stack.aclose()
-        self._client = None
-
-    def _key(self, conversation_id: str, attachment_id: str = "") -> str:
-        _checked(conversation_id, *([attachment_id] if attachment_id else []))
-        return f"{self.prefix}{conversation_id}/{attachment_id}"
-
-    async def put(self, conversation_id: str, attachment_id: str, data: bytes) -> None:
-        await self._client.put_object(Bucket=self.bucket, Key=self._key(conversation_id, attachment_id), Body=data)
-
-    async def get(self, conversation_id: str, attachment_id: str) -> bytes | None:
-        try:
-            answer = await self._client.get_object(Bucket=self.bucket, Key=self._key(conversation_id, attachment_id))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise
-        async with answer["Body"] as body:
-            data: bytes = await body.read()
-        return data
-
-    async def remove(self, conversation_id: str, attachment_id: str) -> None:
-        await self._client.delete_object(Bucket=self.bucket, Key=self._key(conversation_id, attachment_id))
-
-    async def drop(self, conversation_id: str) -> None:
-        """Delete every object under the conversation's prefix, a thousand at a time (S3's bound for one call)."""
-        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(conversation_id))
-        async for page in pages:
-            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-            if keys:
-                await self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
-
-
-def blob_store(settings: StoreSettings) -> FolderStore | S3Store:
-    """The attachment store the settings name: an S3-compatible bucket, or else a folder."""
+def blob_store(settings: StoreSettings) -> BlobStore:
+    """The attachment store the settings name: an S3-compatible bucket, or else a folder. botocore is imported only for
+    a bucket: it adds about 16 MB to each process of the service (the API, the ingest workers)."""
     if settings.attachments_s3_bucket:
+        from .s3 import S3Store
+
         return S3Store(
             settings.attachments_s3_bucket,
             settings.attachments_s3_prefix,

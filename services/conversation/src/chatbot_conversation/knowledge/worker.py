@@ -31,7 +31,7 @@ from chatbot_contracts.observability import configure_logging, serve_metrics
 from chatbot_contracts.redis import connect
 from chatbot_contracts.settings import or_exit
 
-from ..attachments import S3Store, blob_store
+from ..attachments import blob_store
 from ..db.engine import Database
 from ..settings import Settings
 from .embedder import Embedder
@@ -115,8 +115,7 @@ async def serve(settings: Settings, registry: Registry, metrics_registry: Collec
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    if isinstance(blobs, S3Store):
-        await blobs.open()
+    await blobs.open()
     lag = asyncio.create_task(measure_lag(client, keys, metrics))
     try:
         async with consuming(client, broker, [(keys.ingest, INGEST_GROUP)], subscribers):
@@ -124,8 +123,7 @@ async def serve(settings: Settings, registry: Registry, metrics_registry: Collec
             await stopping.wait()
     finally:
         lag.cancel()
-        if isinstance(blobs, S3Store):
-            await blobs.close()
+        await blobs.close()
         await db.close()
         await client.aclose()
 
