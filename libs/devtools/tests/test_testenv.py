@@ -47,11 +47,15 @@ def alive(pid: int) -> bool:
 
 def listening_on(port: int) -> list[int]:
     """The `redis-server`s on `port` (a running server's title names its address)."""
-    return [
-        int(cmdline.parent.name)
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline")
-        if cmdline.exists() and f"redis-server 127.0.0.1:{port}\0".encode() in cmdline.read_bytes()
-    ]
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            title = cmdline.read_bytes()
+        except OSError:  # a process that ended while the others were read
+            continue
+        if f"redis-server 127.0.0.1:{port}\0".encode() in title:
+            found.append(int(cmdline.parent.name))
+    return found
 
 
 def wait_for(path: Path, run: subprocess.Popen[bytes], log: Path, timeout_s: float = 60.0) -> str:

@@ -12,6 +12,9 @@ from typing import IO
 
 import httpx
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""What a CI runner's timeout or a closed terminal sends; `make test` and its pytest stop on them as on Ctrl-C."""
+
 COMMANDS = {
     "gateway": "chatbot-gateway",
     "inference": "chatbot-inference",

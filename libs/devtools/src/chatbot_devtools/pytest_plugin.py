@@ -17,21 +17,21 @@ from chatbot_contracts.redis import RedisSettings
 
 from .fakes import FakeAnthropic, FakeGemini, FakeOllama, FakeOpenAI, FakeUpstream
 from .platform import LocalPlatform, registry_toml
+from .processes import STOP_SIGNALS
 from .redis_server import RedisServer, answers
 from .serve import ThreadedServer
 
 F = TypeVar("F", bound=FakeUpstream)
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-"""What a CI runner's timeout or a closed terminal sends. Left at their default, they end pytest at once: no fixture
-tears down, and the platforms, fakes and `redis-server`s the tests started (services run in sessions of their own,
-so a signal to the run's process group never reaches them) outlive the run."""
-
 
 def pytest_configure(config: pytest.Config) -> None:
     """Make SIGTERM and SIGHUP stop the run as Ctrl-C does: the test at hand is interrupted and every fixture tears
-    down. Only the first one interrupts; one that arrives while fixtures tear down (a runner signalling the whole
+    down. Left at their default, they end pytest at once, and the platforms, fakes and `redis-server`s the tests
+    started (services run in sessions of their own, which a signal to the run's process group never reaches) outlive
+    the run. Only the first one interrupts; one that arrives while fixtures tear down (a runner signalling the whole
     process group reaches pytest twice, once through `make test`) is ignored, so teardown finishes."""
+    if threading.current_thread() is not threading.main_thread():
+        return
     stopping = False
 
     def stop(signum: int, _: object) -> None:
@@ -41,8 +41,6 @@ def pytest_configure(config: pytest.Config) -> None:
         stopping = True
         raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
-    if threading.current_thread() is not threading.main_thread():
-        return
     for sig in STOP_SIGNALS:
         if signal.getsignal(sig) is signal.SIG_DFL:
             signal.signal(sig, stop)

@@ -19,13 +19,12 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from .processes import STOP_SIGNALS
 from .redis_cluster import RedisClusterNodes
 from .redis_server import NoRedis, ensure_redis
 
 CLUSTER_SUITE = ["tests/e2e", "tests/faults/test_workers_and_gateways_die.py"]
 """What runs again on a Redis Cluster (`tests/cluster` starts clusters of its own in the first run)."""
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def pytest(args: list[str], redis_url: str) -> int:
