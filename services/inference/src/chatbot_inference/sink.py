@@ -302,14 +302,17 @@ class StreamSink:
         self._aborted = False
         self._fence = (fence[0].encode(), fence[1]) if fence is not None else None
         """`(attempts key, attempt)`: a repair finds the stream another attempt's when the count has moved on."""
-        self._entries: list[list[bytes]] = []
-        """`[entry id, data]` of every entry this sink wrote or is writing (`*` until Redis has numbered it)."""
+        self._ids: list[bytes] = []
+        """The id of every entry this sink wrote or is writing (`*` until Redis has numbered it)."""
+        self._data: list[bytes] = []
+        """Each of those entries' data, kept to write it again if a failover lost it (two lists: a pair for every
+        token would cost a list object each)."""
         self._last: tuple[int, int] | None = None
         """The id of its latest entry, once known."""
         self._round: list[Command] = []
         """The commands of its write in flight."""
         self._round_entries = 0
-        """Where that write's entries start in `_entries`."""
+        """Where that write's entries start in `_ids` and `_data`."""
 
     def push(self, event: Event, *, within_s: float = 0.0) -> None:
         """Write `event` now, or (`within_s` > 0) together with the next event pushed, `within_s` seconds later at the latest.
@@ -366,7 +369,7 @@ class StreamSink:
         self._drop_deadline()
         events, self._pending = coalesce(self._pending), []
         closing = self._close_sent = self._closing
-        self._round, self._round_entries = [], len(self._entries)
+        self._round, self._round_entries = [], len(self._ids)
         if self._aborted or self._failure is not None or not (events or closing):
             return
         first, self._first_write = self._first_write, False
@@ -377,9 +380,10 @@ class StreamSink:
                 own.append((b"XADD", self._events_key, b"MAXLEN", b"~", self._events_maxlen, b"*", DATA_FIELD_BYTES, encode(event)))
         for event in events:
             if isinstance(event, StreamEvent):
-                entry = [self._next_id(), encode(event)]
-                self._entries.append(entry)
-                own.append((b"XADD", self._stream_key, entry[0], DATA_FIELD_BYTES, entry[1]))
+                entry_id, data = self._next_id(), encode(event)
+                self._ids.append(entry_id)
+                self._data.append(data)
+                own.append((b"XADD", self._stream_key, entry_id, DATA_FIELD_BYTES, data))
         if closing:
             own.append((b"EXPIRE", self._stream_key, self._closed_ttl_s))
             if self._release is not None:
@@ -418,15 +422,15 @@ class StreamSink:
         here. Entries whose numbers did not come back are found by their data in a repair."""
         if self._last is not None:
             return
-        entries = iter(self._entries[self._round_entries :])
+        index = self._round_entries
         for command, reply in zip(self._round, replies, strict=True):
             if command[0] == b"XADD" and command[1] == self._stream_key:
-                entry = next(entries)
                 if not isinstance(reply, bytes):
                     return
-                entry[0] = reply
-        if len(self._entries) > self._round_entries:
-            self._last = _entry_id(self._entries[-1][0])
+                self._ids[index] = reply
+                index += 1
+        if len(self._ids) > self._round_entries:
+            self._last = _entry_id(self._ids[-1])
 
     def repairable(self) -> bool:
         return self._failure is None and not self._aborted
@@ -437,7 +441,7 @@ class StreamSink:
     def checks(self) -> list[Command]:
         """What a repair reads first: the stream's latest entry, and whose attempt the request is."""
         # Its first entries' ids are Redis's: they are told by their data among the stream's latest.
-        latest = 1 if self._last is not None else max(1, len(self._entries) - self._round_entries)
+        latest = 1 if self._last is not None else max(1, len(self._ids) - self._round_entries)
         checks: list[Command] = [(b"XREVRANGE", self._stream_key, b"+", b"-", b"COUNT", latest)]
         if self._fence is not None:
             checks.append((b"GET", self._fence[0]))
@@ -462,12 +466,12 @@ class StreamSink:
         if not latest:
             raise error
         stored = _entry_id(latest[0][0])
-        missing = [i for i, (entry_id, _) in enumerate(self._entries) if _entry_id(entry_id) > stored]
+        missing = [i for i, entry_id in enumerate(self._ids) if _entry_id(entry_id) > stored]
         # The round's events went before its first entry: with that stored, they are too (what is missing is a suffix).
-        round_stored = self._round_entries < len(self._entries) and (not missing or missing[0] > self._round_entries)
+        round_stored = self._round_entries < len(self._ids) and (not missing or missing[0] > self._round_entries)
         if not round_stored:
             commands.extend(command for command in self._round if command[1] == self._events_key)
-        commands.extend((b"XADD", self._stream_key, self._entries[i][0], DATA_FIELD_BYTES, self._entries[i][1]) for i in missing)
+        commands.extend((b"XADD", self._stream_key, self._ids[i], DATA_FIELD_BYTES, self._data[i]) for i in missing)
         commands.extend(command for command in self._round if command[1] != self._events_key and command[0] != b"XADD")
         return sum(i < self._round_entries for i in missing)
 
@@ -476,14 +480,14 @@ class StreamSink:
         Redis gave them in a round whose replies were lost: those are numbered from the stream (a round runs in
         order, so what landed is a prefix of its entries), the others after them. Each attempt's first entry is its
         own (`started` after the gateway's events, or `restart` with its number), so its data tells it apart."""
-        ours = self._entries[self._round_entries :]
+        start = self._round_entries
+        ours = self._data[start:]
         tail = [(entry_id, _data_of(fields)) for entry_id, fields in reversed(latest)]
-        landed = next((k for k in range(len(ours), 0, -1) if [data for _, data in tail[-k:]] == [e[1] for e in ours[:k]]), 0)
+        landed = next((k for k in range(len(ours), 0, -1) if [data for _, data in tail[-k:]] == ours[:k]), 0)
         if not landed:
             return False
-        for entry, (entry_id, _) in zip(ours, tail[-landed:], strict=False):
-            entry[0] = entry_id
-        self._last = _entry_id(ours[landed - 1][0])
-        for entry in ours[landed:]:
-            entry[0] = self._next_id()
+        self._ids[start : start + landed] = [entry_id for entry_id, _ in tail[-landed:]]
+        self._last = _entry_id(self._ids[start + landed - 1])
+        for index in range(start + landed, len(self._ids)):
+            self._ids[index] = self._next_id()
         return True
