@@ -120,6 +120,18 @@ async def test_a_completed_generation(worker: Worker, fake_openai: FakeOpenAI, n
     assert completed.ttft_s is not None and 0 <= completed.ttft_s <= completed.duration_s
 
 
+async def test_a_long_answer_is_kept_whole(worker: Worker, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]) -> None:
+    """The worker joins an answer's pieces as they arrive (`_Text`): the log's text is still every token, in order."""
+    fake_openai.reply = " ".join(f"word{i}" for i in range(700))
+    assert len(tokenize(fake_openai.reply)) > 2 * 256, "pieces past two joins and a rest"
+    request = new_request()
+    await worker.handle(request)
+    events = await stream_of(worker, request.request_id)
+    completed = (await log_of(worker))[-1]
+    assert text_of(events) == fake_openai.reply
+    assert isinstance(completed, Completed) and completed.text == fake_openai.reply
+
+
 async def test_a_rate_limit_is_retried_before_any_token(
     worker: Worker, fake_openai: FakeOpenAI, new_request: Callable[..., ChatRequest]
 ) -> None:
