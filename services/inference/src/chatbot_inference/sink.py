@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from array import array
 from collections.abc import Callable
 from typing import Any
 
@@ -252,6 +253,53 @@ def _entry_id(entry_id: bytes) -> tuple[int, int]:
     return int(millis), int(seq)
 
 
+def _id_bytes(entry_id: tuple[int, int] | None) -> bytes:
+    """An entry's id as XADD takes it (`*`: Redis numbers it)."""
+    return b"*" if entry_id is None else b"%d-%d" % entry_id
+
+
+class _Entries:
+    """The entries a stream's sink wrote, kept until the stream ends to write again what a failover lost.
+
+    Ids as two arrays of integers and the data end to end in one buffer: a bytes object and a list slot for each id
+    and each entry's data cost about 70 bytes an entry more, and at a token an entry they were most of a worker's
+    memory at many long streams.
+    """
+
+    def __init__(self) -> None:
+        self._millis = array("q")
+        self._seqs = array("q")
+        self._data = bytearray()
+        self._ends = array("Q")
+        """Where each entry's data ends in `_data`."""
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def add(self, entry_id: tuple[int, int] | None, data: bytes) -> bytes:
+        """An entry written under `entry_id` (None: numbered by Redis, until `renumber`); its id as XADD takes it."""
+        self._data += data
+        self._ends.append(len(self._data))
+        if entry_id is None:
+            self._millis.append(-1)
+            self._seqs.append(0)
+            return b"*"
+        self._millis.append(entry_id[0])
+        self._seqs.append(entry_id[1])
+        return b"%d-%d" % entry_id
+
+    def renumber(self, index: int, entry_id: tuple[int, int]) -> None:
+        self._millis[index], self._seqs[index] = entry_id
+
+    def id(self, index: int) -> tuple[int, int] | None:
+        """The `index`-th entry's id (None while Redis has not numbered it)."""
+        millis = self._millis[index]
+        return None if millis < 0 else (millis, self._seqs[index])
+
+    def data(self, index: int) -> bytes:
+        return bytes(self._data[self._ends[index - 1] if index else 0 : self._ends[index]])
+
+
 class TakenOver(Exception):
     """The request is not this worker's to run: another worker claimed it (another attempt writes its stream), or it
     already runs here. Leave it unacknowledged."""
@@ -302,17 +350,14 @@ class StreamSink:
         self._aborted = False
         self._fence = (fence[0].encode(), fence[1]) if fence is not None else None
         """`(attempts key, attempt)`: a repair finds the stream another attempt's when the count has moved on."""
-        self._ids: list[bytes] = []
-        """The id of every entry this sink wrote or is writing (`*` until Redis has numbered it)."""
-        self._data: list[bytes] = []
-        """Each of those entries' data, kept to write it again if a failover lost it (two lists: a pair for every
-        token would cost a list object each)."""
+        self._entries = _Entries()
+        """Every entry this sink wrote or is writing: its id and its data, to write it again if a failover lost it."""
         self._last: tuple[int, int] | None = None
         """The id of its latest entry, once known."""
         self._round: list[Command] = []
         """The commands of its write in flight."""
         self._round_entries = 0
-        """Where that write's entries start in `_ids` and `_data`."""
+        """Where that write's entries start in `_entries`."""
 
     def push(self, event: Event, *, within_s: float = 0.0) -> None:
         """Write `event` now, or (`within_s` > 0) together with the next event pushed, `within_s` seconds later at the latest.
@@ -369,7 +414,7 @@ class StreamSink:
         self._drop_deadline()
         events, self._pending = coalesce(self._pending), []
         closing = self._close_sent = self._closing
-        self._round, self._round_entries = [], len(self._ids)
+        self._round, self._round_entries = [], len(self._entries)
         if self._aborted or self._failure is not None or not (events or closing):
             return
         first, self._first_write = self._first_write, False
@@ -380,10 +425,8 @@ class StreamSink:
                 own.append((b"XADD", self._events_key, b"MAXLEN", b"~", self._events_maxlen, b"*", DATA_FIELD_BYTES, encode(event)))
         for event in events:
             if isinstance(event, StreamEvent):
-                entry_id, data = self._next_id(), encode(event)
-                self._ids.append(entry_id)
-                self._data.append(data)
-                own.append((b"XADD", self._stream_key, entry_id, DATA_FIELD_BYTES, data))
+                data = encode(event)
+                own.append((b"XADD", self._stream_key, self._entries.add(self._next_id(), data), DATA_FIELD_BYTES, data))
         if closing:
             own.append((b"EXPIRE", self._stream_key, self._closed_ttl_s))
             if self._release is not None:
@@ -392,15 +435,17 @@ class StreamSink:
             own.append((b"EXPIRE", self._stream_key, self._open_ttl_s))
         commands.extend(own)
 
-    def _next_id(self) -> bytes:
-        """The id of a new entry: after the latest, at this millisecond if the clock has passed it (`*` until the first
-        entry's id is known)."""
-        if self._last is None:
-            return b"*"
+    def _next_id(self) -> tuple[int, int] | None:
+        """The id of a new entry: after the latest, at this millisecond if the clock has passed it (None, for Redis to
+        number it, until the first entry's id is known)."""
+        return None if self._last is None else self._following_id(self._last)
+
+    def _following_id(self, last: tuple[int, int]) -> tuple[int, int]:
+        """The id after `last`, which becomes the latest."""
         now = time.time_ns() // 1_000_000
-        millis, seq = self._last
+        millis, seq = last
         self._last = (now, 0) if now > millis else (millis, seq + 1)
-        return b"%d-%d" % self._last
+        return self._last
 
     def written(self, error: BaseException | None, replies: list[Any] | None = None) -> None:
         """The pipeline with this stream's last `fill` has run; `error` is what refused it, if anything did, and
@@ -427,10 +472,10 @@ class StreamSink:
             if command[0] == b"XADD" and command[1] == self._stream_key:
                 if not isinstance(reply, bytes):
                     return
-                self._ids[index] = reply
+                self._entries.renumber(index, _entry_id(reply))
                 index += 1
-        if len(self._ids) > self._round_entries:
-            self._last = _entry_id(self._ids[-1])
+        if len(self._entries) > self._round_entries:
+            self._last = self._entries.id(len(self._entries) - 1)
 
     def repairable(self) -> bool:
         return self._failure is None and not self._aborted
@@ -441,7 +486,7 @@ class StreamSink:
     def checks(self) -> list[Command]:
         """What a repair reads first: the stream's latest entry, and whose attempt the request is."""
         # Its first entries' ids are Redis's: they are told by their data among the stream's latest.
-        latest = 1 if self._last is not None else max(1, len(self._ids) - self._round_entries)
+        latest = 1 if self._last is not None else max(1, len(self._entries) - self._round_entries)
         checks: list[Command] = [(b"XREVRANGE", self._stream_key, b"+", b"-", b"COUNT", latest)]
         if self._fence is not None:
             checks.append((b"GET", self._fence[0]))
@@ -465,13 +510,14 @@ class StreamSink:
             return 0
         if not latest:
             raise error
-        stored = _entry_id(latest[0][0])
-        missing = [i for i, entry_id in enumerate(self._ids) if _entry_id(entry_id) > stored]
+        stored, entries = _entry_id(latest[0][0]), self._entries
+        # Numbered all, since `_last` is known: an entry is only ever numbered after the one before it.
+        missing = [i for i in range(len(entries)) if (entries.id(i) or stored) > stored]
         # The round's events went before its first entry: with that stored, they are too (what is missing is a suffix).
-        round_stored = self._round_entries < len(self._ids) and (not missing or missing[0] > self._round_entries)
+        round_stored = self._round_entries < len(entries) and (not missing or missing[0] > self._round_entries)
         if not round_stored:
             commands.extend(command for command in self._round if command[1] == self._events_key)
-        commands.extend((b"XADD", self._stream_key, self._ids[i], DATA_FIELD_BYTES, self._data[i]) for i in missing)
+        commands.extend((b"XADD", self._stream_key, _id_bytes(entries.id(i)), DATA_FIELD_BYTES, entries.data(i)) for i in missing)
         commands.extend(command for command in self._round if command[1] != self._events_key and command[0] != b"XADD")
         return sum(i < self._round_entries for i in missing)
 
@@ -480,14 +526,15 @@ class StreamSink:
         Redis gave them in a round whose replies were lost: those are numbered from the stream (a round runs in
         order, so what landed is a prefix of its entries), the others after them. Each attempt's first entry is its
         own (`started` after the gateway's events, or `restart` with its number), so its data tells it apart."""
-        start = self._round_entries
-        ours = self._data[start:]
+        start, entries = self._round_entries, self._entries
+        ours = [entries.data(i) for i in range(start, len(entries))]
         tail = [(entry_id, _data_of(fields)) for entry_id, fields in reversed(latest)]
         landed = next((k for k in range(len(ours), 0, -1) if [data for _, data in tail[-k:]] == ours[:k]), 0)
         if not landed:
             return False
-        self._ids[start : start + landed] = [entry_id for entry_id, _ in tail[-landed:]]
-        self._last = _entry_id(self._ids[start + landed - 1])
-        for index in range(start + landed, len(self._ids)):
-            self._ids[index] = self._next_id()
+        for index, (entry_id, _) in enumerate(tail[-landed:], start):
+            entries.renumber(index, _entry_id(entry_id))
+        self._last = last = _entry_id(tail[-1][0])
+        for index in range(start + landed, len(entries)):
+            entries.renumber(index, last := self._following_id(last))
         return True
