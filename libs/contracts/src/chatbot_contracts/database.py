@@ -14,7 +14,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from prometheus_client import CollectorRegistry, Histogram
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -52,8 +52,24 @@ def open_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Asy
     return engine
 
 
+MIGRATIONS_LOCK = int.from_bytes(b"chatbot", "big")
+"""The PostgreSQL advisory lock every service's migration takes."""
+
+
 def upgrade(connection: Connection, migrations: Path) -> None:
-    """Bring the schema of `migrations` (an Alembic script folder) to its newest revision, on `connection`."""
+    """Bring the schema of `migrations` (an Alembic script folder) to its newest revision, on `connection` (in a
+    transaction, which the caller commits).
+
+    One migration at a time: replicas that start together (a deployment's first start, a rolling update that brings
+    a new revision) would each create the same tables, and all but one would fail. On PostgreSQL the transaction
+    first takes an advisory lock; on SQLite it begins as the writer (`BEGIN IMMEDIATE`: the driver's own transaction
+    would begin only at the first row written, after the first tables). Either is held until the caller commits, and
+    the next migration then finds the schema at its newest revision.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATIONS_LOCK})
+    elif connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
     config = Config()
     config.set_main_option("script_location", str(migrations))
     config.attributes["connection"] = connection
