@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from chatbot_contracts import Delta, Done, Started
+from chatbot_contracts import Delta, Done, Restart, Started
 from chatbot_gateway.openai.routes import _Completion
 from chatbot_gateway.openai.schemas import ChatCompletionChunk, ChunkChoice, ChunkDelta
 
@@ -28,3 +28,15 @@ def test_a_text_chunk_is_the_encoded_chunk(text: str) -> None:
     assert body == _expected("model-b", text)
     body, last = completion._render([(b"3-0", Done(reason="stop"))], include_usage=False)
     assert last and body.endswith(b"data: [DONE]\n\n")
+
+
+def test_a_restart_ends_the_stream_only_after_text_was_sent() -> None:
+    """OpenAI's protocol cannot take back text on the wire: a restart after some ends the stream with an error that says
+    so; one before any is invisible (the answer starts over)."""
+    completion = _Completion("r1", 7, "alias")
+    body, last = completion._render([(b"1-0", Started(model="m", provider="openai")), (b"1-1", Restart(attempt=2))], include_usage=False)
+    assert not last and b"error" not in body
+    body, last = completion._render([(b"2-0", Delta(text="Hello"))], include_usage=False)
+    assert not last and b"Hello" in body
+    body, last = completion._render([(b"3-0", Restart(attempt=3)), (b"3-1", Delta(text="Hello again"))], include_usage=False)
+    assert last and b"the generation restarted after text was sent" in body and b"Hello again" not in body

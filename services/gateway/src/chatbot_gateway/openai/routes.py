@@ -82,6 +82,10 @@ class _Completion:
         self.created = created
         self.model = model
         self.text: list[str] = []
+        """The answer's text, when it is not streamed (`collect`)."""
+        self.text_sent = False
+        """Whether a streamed answer has sent text, which a restart cannot take back. Its text is not kept: a string a
+        chunk, it was most of the gateway's memory at many long streams."""
         self.tool_calls = ToolCalls()
         self.usage: TokenUsage | None = None
         self.finish_reason = "stop"
@@ -149,7 +153,7 @@ class _Completion:
                     self.tool_calls.add(event)
                 case Usage(usage=usage):
                     self.usage = usage
-                case Restart() if self.text or pending or self.tool_calls:
+                case Restart() if self.text_sent or pending or self.tool_calls:
                     # Text already on the wire cannot be taken back in OpenAI's protocol.
                     out.append(_error_event("upstream_error", "the generation restarted after text was sent; retry the request"))
                     return b"".join(out), True
@@ -175,7 +179,7 @@ class _Completion:
             return []
         text = "".join(pending)
         pending.clear()
-        self.text.append(text)
+        self.text_sent = True
         if self._text_around is None:
             # The chunk for a marker, cut around it: every text chunk is then one string encoded, not a struct.
             before, marker, after = self._chunk(ChunkDelta(content=_MARKER)).partition(_ENCODED_MARKER)
