@@ -104,8 +104,8 @@ def _provider_span(spec: ModelSpec, outcome: _Outcome) -> Iterator[None]:
 class _Text:
     """An answer's text as it arrives, a token's piece at a time.
 
-    Each small string costs about 60 bytes, kept until the answer ends (at 1,000 long streams, 50 MB of the worker's
-    memory), so every `JOIN_EVERY` pieces are joined into one: linear in the answer's length, a few bytes a token.
+    A string a piece, kept until the answer ends, cost more than the text in it (`bench/README.md`, Round 29), so
+    every `JOIN_EVERY` pieces are joined into one: linear in the answer's length.
     """
 
     JOIN_EVERY = 256
