@@ -278,15 +278,12 @@ class _Entries:
 
     def add(self, entry_id: tuple[int, int] | None, data: bytes) -> bytes:
         """An entry written under `entry_id` (None: numbered by Redis, until `renumber`); its id as XADD takes it."""
+        millis, seq = entry_id or (-1, 0)
+        self._millis.append(millis)
+        self._seqs.append(seq)
         self._data += data
         self._ends.append(len(self._data))
-        if entry_id is None:
-            self._millis.append(-1)
-            self._seqs.append(0)
-            return b"*"
-        self._millis.append(entry_id[0])
-        self._seqs.append(entry_id[1])
-        return b"%d-%d" % entry_id
+        return _id_bytes(entry_id)
 
     def renumber(self, index: int, entry_id: tuple[int, int]) -> None:
         self._millis[index], self._seqs[index] = entry_id
