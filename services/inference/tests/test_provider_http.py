@@ -150,6 +150,28 @@ async def test_a_kept_alive_connection_carries_the_next_call_and_a_half_read_one
         assert connections == 2, "a connection with a body left unread is not reused"
 
 
+async def test_a_cookie_a_provider_sets_is_not_sent_with_later_calls(
+    serve: Callable[..., Awaitable[tuple[int, list[bytes]]]],
+) -> None:
+    """One session carries every tenant's calls: a cookie set in the answer to one call (Cloudflare's, in front of many
+    providers, sets two) must not go with the next, where the provider could link one tenant's calls to another's."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nSet-Cookie: __cf_bm=tenant-a; Path=/\r\nContent-Length: 2\r\n\r\nok")
+
+    port, heads = await serve(answer)
+    # By name, not address: a cookie jar keeps no cookies from an IP address.
+    url = f"http://localhost:{port}/v1/chat/completions"
+    async with Client(connect_timeout_s=2) as client:
+        answers = [await body_of(client, url) for _ in range(2)]
+    assert answers == [(200, b"ok")] * 2
+    calls = [head.decode().lower() for head in heads if head.startswith(b"POST")]
+    assert len(calls) == 2
+    assert all("cookie:" not in call for call in calls), calls[1]
+
+
 async def test_a_kept_alive_connection_the_server_closed_while_idle_is_replaced(
     serve: Callable[..., Awaitable[tuple[int, list[bytes]]]],
 ) -> None:

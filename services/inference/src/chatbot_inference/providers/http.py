@@ -41,7 +41,8 @@ def client_session(connect_timeout_s: float, per_origin: int = 128, ssl_context:
     `https://` proxies, which aiohttp's own reading of the environment would ignore); certificates
     checked against the system's store (`SSL_CERT_FILE` names another) or `ssl_context`.
     Reads have no timer of the client's: the worker times the first token and every later one
-    itself, and `drain` bounds its own read.
+    itself, and `drain` bounds its own read. No cookies are kept: the session carries every
+    tenant's calls, and a cookie a provider set in answer to one must not go with the next.
     """
     connector = aiohttp.TCPConnector(
         limit=0,
@@ -55,6 +56,7 @@ def client_session(connect_timeout_s: float, per_origin: int = 128, ssl_context:
         timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout_s),
         trust_env=False,
         headers={"User-Agent": USER_AGENT},
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
 
