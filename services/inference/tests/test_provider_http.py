@@ -153,7 +153,7 @@ async def test_a_kept_alive_connection_carries_the_next_call_and_a_half_read_one
 async def test_a_cookie_a_provider_sets_is_not_sent_with_later_calls(
     serve: Callable[..., Awaitable[tuple[int, list[bytes]]]],
 ) -> None:
-    """One session carries every tenant's calls: a cookie set in the answer to one call (Cloudflare's, in front of many
+    """One session carries every tenant's calls: a cookie set in the answer to one call (Cloudflare, in front of many
     providers, sets two) must not go with the next, where the provider could link one tenant's calls to another's."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
