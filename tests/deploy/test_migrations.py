@@ -7,15 +7,13 @@ import asyncio
 import itertools
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy
 from alembic import command
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from chatbot_contracts.database import open_engine
+from chatbot_contracts.database import alembic_config, open_engine
 from chatbot_conversation.db.engine import MIGRATIONS as CONVERSATION_MIGRATIONS
 from chatbot_gateway.apikeys.store import MIGRATIONS as GATEWAY_MIGRATIONS
 from chatbot_log_collector.store import MIGRATIONS as LOG_COLLECTOR_MIGRATIONS
@@ -82,9 +80,7 @@ def _schema(connection: sqlalchemy.Connection) -> Schema:
 
 def _schemas_by_revision(connection: sqlalchemy.Connection, migrations: Path) -> list[tuple[str, Schema]]:
     """The schema after each revision of `migrations`, oldest first, migrating one revision at a time."""
-    config = Config()
-    config.set_main_option("script_location", str(migrations))
-    config.attributes["connection"] = connection
+    config = alembic_config(connection, migrations)
     revisions = [script.revision for script in reversed(list(ScriptDirectory.from_config(config).walk_revisions()))]
     schemas = [("(none)", _schema(connection))]
     for revision in revisions:
@@ -124,7 +120,7 @@ async def test_every_migration_only_adds_what_older_replicas_can_live_with(datab
     engine = open_engine(database_url)
     try:
         async with engine.begin() as connection:
-            schemas: list[tuple[str, Any]] = await connection.run_sync(_schemas_by_revision, migrations)
+            schemas: list[tuple[str, Schema]] = await connection.run_sync(_schemas_by_revision, migrations)
     finally:
         await engine.dispose()
     assert len(schemas) > 1 and schemas[-1][1], "the migrations made the schema"

@@ -70,10 +70,16 @@ def upgrade(connection: Connection, migrations: Path) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATIONS_LOCK})
     elif connection.dialect.name == "sqlite":
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+    command.upgrade(alembic_config(connection, migrations), "head")
+
+
+def alembic_config(connection: Connection, migrations: Path) -> Config:
+    """Alembic's configuration for the script folder `migrations`, run on `connection` (each service's `env.py` takes it
+    from there)."""
     config = Config()
     config.set_main_option("script_location", str(migrations))
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    return config
 
 
 def query_histogram(registry: CollectorRegistry) -> Histogram:
