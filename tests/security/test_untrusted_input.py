@@ -123,6 +123,43 @@ def test_json_nested_too_deeply_is_a_400_that_says_so(start_stack: Callable[...,
             assert "nested too deeply" in response.text, (path, response.text[:300])
 
 
+def test_a_json_body_that_is_not_utf8_is_a_400_that_says_where_on_every_route_that_takes_one(
+    start_stack: Callable[..., Stack],
+) -> None:
+    """JSON is UTF-8: a body with other bytes in it (a client's bug, or a probe) is the client's error, on every route
+    that takes a body, those whose handler decodes it and those Litestar decodes alike."""
+    stack = start_stack()
+    admin = stack.admin
+    spec = admin.get("/schema/openapi.json").json()
+    without_body = {"/api/v1/conversations/x1/share", "/api/v1/requests/x1/cancel"}
+    routes = [
+        (method.upper(), re.sub(r"\{[^}]+\}", "x1", path))
+        for path, operations in spec["paths"].items()
+        for method in operations
+        if method in ("post", "put", "patch")
+    ]
+    assert len(routes) >= 19, routes  # the OpenAI, Anthropic and native APIs, keys and knowledge bases
+    for method, path in routes:
+        # A name that is not UTF-8, first in the body: read before anything else is checked.
+        response = admin.request(method, path, content=b'{"caf\xe9": 1}', headers={"content-type": "application/json"})
+        if path in without_body:
+            assert response.status_code == 404, (method, path, response.status_code, response.text[:300])
+            continue
+        # An import's file is read by the conversation service, which answers 422 for any file it cannot read.
+        expected, prefix = (422, "the file is not JSON") if path.endswith("/import") else (400, "the request body is not valid JSON")
+        assert response.status_code == expected, (method, path, response.status_code, response.text[:300])
+        assert f"{prefix}: byte 0xe9 at offset 5 is not UTF-8" in response.text, (method, path, response.text[:300])
+    # A value that is not UTF-8, where a handler decodes the body and where Litestar does.
+    for path, body in {
+        "/v1/chat/completions": b'{"model": "caf\xe9", "messages": []}',
+        "/api/v1/conversations": b'{"title": "caf\xe9"}',
+    }.items():
+        response = admin.post(path, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400, (path, response.status_code, response.text[:300])
+        offset = body.index(b"\xe9")
+        assert f"byte 0xe9 at offset {offset} is not UTF-8" in response.text, (path, response.text[:300])
+
+
 def test_inputs_the_fuzzer_found_are_4xx(start_stack: Callable[..., Stack]) -> None:
     """Regressions: every input schemathesis ever found answering 500 stays here."""
     stack = start_stack()

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chatbot_contracts.conversations import NewConversation
 from chatbot_conversation import importers
+from chatbot_conversation.api import decode
 from chatbot_conversation.errors import Invalid, Malformed, TooLarge
 from chatbot_conversation.tree import TreeProblem, check_forest, children_of, newest_leaf, path_to
 
@@ -141,6 +143,14 @@ def test_imported_messages_obey_the_api_limits() -> None:
 def test_deep_nesting_is_a_clear_refusal() -> None:
     with pytest.raises(Malformed, match="nested too deeply"):
         importers.parse(b"[" * 100_000 + b"]" * 100_000, LIMITS)
+
+
+def test_a_body_or_file_that_is_not_utf8_is_refused_saying_where() -> None:
+    """msgspec refuses such bytes with a `UnicodeDecodeError`, not one of its own errors: it must not pass as a fault."""
+    with pytest.raises(Invalid, match="the file is not JSON: byte 0xff at offset 12 is not UTF-8"):
+        importers.parse(b'[{"title": "\xff"}]', LIMITS)
+    with pytest.raises(Invalid, match="not valid JSON: byte 0xe9 at offset 14 is not UTF-8"):
+        decode(b'{"title": "caf\xe9"}', NewConversation)
 
 
 def test_times_no_calendar_holds_are_left_out() -> None:

@@ -15,3 +15,16 @@ stream_event_decoder = msgspec.json.Decoder(AnyStreamEvent)
 inference_event_decoder = msgspec.json.Decoder(AnyInferenceEvent)
 
 encode = json_encoder.encode
+
+
+def not_utf8(raw: bytes) -> str:
+    """Where `raw` stops being UTF-8, in words, for the error that refuses it.
+
+    msgspec refuses a string that is not UTF-8 with a `UnicodeDecodeError` of its own (not one of its
+    `DecodeError`s), whose position is in that string, not in the body.
+    """
+    try:
+        raw.decode()
+    except UnicodeDecodeError as exc:
+        return f"byte 0x{raw[exc.start]:02x} at offset {exc.start} is not UTF-8"
+    return "it is not UTF-8"

@@ -10,6 +10,7 @@ from litestar import Request, Response, delete, get, patch, post, put
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, QueryParameter
 
+from chatbot_contracts.codec import not_utf8
 from chatbot_contracts.conversations import (
     ActiveLeaf,
     Conversation,
@@ -45,6 +46,8 @@ def decode(raw: bytes, kind: type[Any]) -> Any:
         return msgspec.json.decode(raw or b"{}", type=kind)
     except msgspec.MsgspecError as exc:
         raise Invalid(f"invalid request: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise Invalid(f"invalid request: the body is not valid JSON: {not_utf8(raw)}") from exc
     except RecursionError as exc:
         raise Malformed("invalid request: the JSON is nested too deeply") from exc
 

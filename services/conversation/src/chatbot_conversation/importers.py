@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from chatbot_contracts.codec import not_utf8
 from chatbot_contracts.conversations import ExportedConversation, ExportedMessage
 
 from .errors import Invalid, Malformed, TooLarge
@@ -58,6 +59,8 @@ def parse(raw: bytes, limits: ImportLimits) -> list[ExportedConversation]:
         data = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise Invalid(f"the file is not JSON: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise Invalid(f"the file is not JSON: {not_utf8(raw)}") from exc
     except RecursionError as exc:
         raise Malformed("the file's JSON is nested too deeply") from exc
     budget = _Budget(limits)

@@ -30,7 +30,7 @@ from .apikeys import ROUTES as KEY_ROUTES
 from .apikeys import KeyStore
 from .auth import AuthFailures, KeyAuthMiddleware
 from .cache import ROUTES as CACHE_ROUTES
-from .errors import EXCEPTION_HANDLERS, document_errors
+from .errors import EXCEPTION_HANDLERS, GatewayRequest, document_errors
 from .health import healthz, readyz
 from .images import ImageRules
 from .metrics import GatewayMetrics
@@ -201,6 +201,7 @@ def create_app(settings: Settings, registry: Registry, web_dist: Path | None = N
         cors_config=CORSConfig(allow_origins=origins, allow_headers=["*"], expose_headers=EXPOSED_HEADERS) if origins else None,
         logging_config=None,
         exception_handlers=EXCEPTION_HANDLERS,
+        request_class=GatewayRequest,
         request_max_body_size=settings.server.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Chatbot-LLM gateway",

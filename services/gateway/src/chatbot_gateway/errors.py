@@ -14,6 +14,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
 from chatbot_contracts import ErrorCode
+from chatbot_contracts.codec import not_utf8
 from chatbot_contracts.redis import TRANSIENT
 
 log = structlog.get_logger()
@@ -53,6 +54,19 @@ def decode_body(raw: bytes, decoder: msgspec.json.Decoder[T], fields: str) -> T:
         raise BadRequest(f"invalid request: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {not_utf8(raw)}") from exc
+
+
+class GatewayRequest(Request[Any, Any, Any]):
+    """Litestar's request, whose JSON body (a handler's typed `data`) that is not UTF-8 is a 400 saying where, like any
+    other malformed body: Litestar lets msgspec's `UnicodeDecodeError` through, which would answer 500."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"the request body is not valid JSON: {not_utf8(await self.body())}") from exc
 
 
 class Unprocessable(GatewayError):

@@ -13,6 +13,7 @@ from litestar.response import Stream
 
 from chatbot_contracts import ChatRequest, GenerationParams, InQueue, Sources, Start, new_request_id
 from chatbot_contracts.capabilities import refusal
+from chatbot_contracts.codec import not_utf8
 from chatbot_contracts.conversations import (
     ActiveLeaf,
     Conversation,
@@ -56,6 +57,8 @@ def _body(raw: bytes, kind: type[Any]) -> bytes:
         msgspec.json.decode(raw or b"{}", type=kind)
     except msgspec.MsgspecError as exc:
         raise BadRequest(f"invalid request: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {not_utf8(raw)}") from exc
     return raw or b"{}"
 
 
