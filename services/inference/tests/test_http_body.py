@@ -49,6 +49,7 @@ async def test_lines_end_at_lf_crlf_or_cr_wherever_the_body_is_cut() -> None:
         (b"data:no space\n\ndata:  two spaces\n\n", ["no space", " two spaces"]),  # only one space is dropped
         (b"data: crlf\r\n\r\ndata: cr\r\r", ["crlf", "cr"]),
         (b"data: caf\xc3\xa9 \xe2\x9c\x93\n\n", ["café ✓"]),
+        (b"data: caf\xc3 or caf\xe9\n\n", ["caf\ufffd or caf\ufffd"]),  # not UTF-8: U+FFFD, as the standard decodes
         (b"data: ended\n\ndata: never ended\n", ["ended"]),  # the body ended mid-event
     ],
 )

@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from chatbot_contracts import ChatRequest, Delta, ModelSpec
+from chatbot_inference.providers import OllamaProvider, OpenAIProvider
 from chatbot_inference.providers.base import ProviderError
 from chatbot_inference.providers.http import client_session, proxy_for, streaming_post
 
@@ -57,6 +59,44 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[tuple[int, list[bytes
     yield start
     for server in servers:
         server.close()
+
+
+async def test_bytes_that_are_not_utf8_cost_a_character_of_an_event_stream_and_fail_any_other_answer_clearly(
+    serve: Callable[..., Awaitable[tuple[int, list[bytes]]]], new_request: Callable[..., ChatRequest]
+) -> None:
+    """A provider that cuts a character in two, or sends another encoding. msgspec refuses such bytes with an error of
+    Python's, not its own: a stream's passed for a call that could not be made (the client's bad request, not tried
+    again), so did an overloaded provider's refusal, and a whole answer's escaped as no provider error at all."""
+    answers = {
+        "/sse/chat/completions": (200, b"text/event-stream", b'data: {"choices": [{"delta": {"content": "caf\xe9"}}]}\n\ndata: [DONE]\n\n'),
+        "/ndjson/api/chat": (200, b"application/x-ndjson", b'{"message": {"role": "assistant", "content": "caf\xe9"}, "done": false}\n'),
+        "/error/chat/completions": (503, b"application/json", b'{"error": {"message": "caf\xe9 is busy"}}'),
+        "/whole/embeddings": (200, b"application/json", b'{"data": [{"index": 0, "embedding": "\xe9"}]}'),
+    }
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, _ = await read_request(reader)
+            status, kind, body = answers[head.split(b" ")[1].decode()]
+            writer.write(b"HTTP/1.1 %d Status\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (status, kind, len(body), body))
+
+    port, _ = await serve(answer)
+
+    def spec(provider: str, path: str) -> ModelSpec:
+        return ModelSpec(provider=provider, upstream_model="m", base_url=f"http://127.0.0.1:{port}/{path}", max_output_tokens=64)  # type: ignore[arg-type]
+
+    async with Client(connect_timeout_s=2) as client:
+        events = [event async for event in OpenAIProvider(client).stream(new_request(), spec("openai", "sse"))]
+        assert "".join(e.text for e in events if isinstance(e, Delta)) == "caf\ufffd"
+        with pytest.raises(ProviderError) as malformed:
+            [event async for event in OllamaProvider(client).stream(new_request(), spec("ollama", "ndjson"))]
+        assert malformed.value.code == "upstream_error" and "ollama: malformed line" in malformed.value.message
+        with pytest.raises(ProviderError) as refused:
+            [event async for event in OpenAIProvider(client).stream(new_request(), spec("openai", "error"))]
+        assert refused.value.code == "overloaded" and "caf\ufffd is busy" in refused.value.message
+        with pytest.raises(ProviderError) as unreadable:
+            [event async for event in OpenAIProvider(client).embed(new_request(purpose="embed"), spec("openai", "whole"))]
+        assert unreadable.value.code == "upstream_error" and "openai: malformed answer" in unreadable.value.message
 
 
 class _Recorded:

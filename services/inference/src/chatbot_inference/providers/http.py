@@ -105,7 +105,8 @@ class Body:
         """The data of each server-sent event (comments and the other fields, which no adapter needs, skipped).
 
         As the HTML standard says: `data` lines join with LF, one space after the colon is dropped,
-        an empty line ends the event, and an event the body ends without ending is not one. Read
+        an empty line ends the event, an event the body ends without ending is not one, and bytes that
+        are not UTF-8 read as U+FFFD (a provider that cut a character in two loses it, not the answer). Read
         straight from the body, not through `lines`: one generator less for every token.
         """
         read, pending, ended = self.response.content.readany, b"", False
@@ -129,7 +130,7 @@ class Body:
                     size += len(value)
                     if size > MAX_EVENT_BYTES:
                         raise _too_long("an event", MAX_EVENT_BYTES)
-                    data.append((value[1:] if value.startswith(b" ") else value).decode())
+                    data.append((value[1:] if value.startswith(b" ") else value).decode(errors="replace"))
 
 
 def _cut(buffer: bytes) -> tuple[list[bytes], bytes]:
@@ -158,7 +159,7 @@ def error_message(raw: bytes) -> str:
     """The provider's explanation from an error body (`{"error": {"message"}}` or `{"error": "…"}`), or the body."""
     try:
         error = _error_decoder.decode(raw).error
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, UnicodeDecodeError):  # msgspec's own error for a string that is not UTF-8
         return raw.decode(errors="replace")[:500] or "(empty body)"
     if isinstance(error, _ErrorBody):
         return error.message or str(error.status or error.type or error.code)
@@ -240,7 +241,7 @@ async def post_for(
         raw = await response.whole()
     try:
         return decoder.decode(raw)
-    except msgspec.MsgspecError as exc:
+    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
         raise ProviderError("upstream_error", f"{provider}: malformed answer ({exc}): {raw[:200]!r}", upstream=True) from exc
 
 

@@ -90,7 +90,7 @@ def read_line(line: bytes) -> Line:
     """One decoded line; an `error` line or garbage raises `ProviderError`."""
     try:
         decoded = _line_decoder.decode(line)
-    except msgspec.MsgspecError as exc:
+    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:  # JSON is UTF-8: msgspec refuses other bytes with the latter
         raise ProviderError("upstream_error", f"ollama: malformed line ({exc}): {line[:200]!r}", upstream=True) from exc
     if decoded.error:
         raise ProviderError("upstream_error", f"ollama: {decoded.error}", upstream=True)
