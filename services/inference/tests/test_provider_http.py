@@ -311,7 +311,9 @@ async def test_what_is_not_http_and_what_ends_too_soon_are_network_errors(
         assert short.value.code == "network"
 
 
-async def test_calls_that_cannot_be_made_say_why(serve: Callable[..., Awaitable[tuple[int, list[bytes]]]]) -> None:
+async def test_calls_that_cannot_be_made_say_why_and_an_answer_an_adapter_cannot_read_is_the_providers(
+    serve: Callable[..., Awaitable[tuple[int, list[bytes]]]],
+) -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -328,6 +330,13 @@ async def test_calls_that_cannot_be_made_say_why(serve: Callable[..., Awaitable[
         with pytest.raises(ProviderError) as refused:
             await body_of(client, "http://127.0.0.1:1/")
         assert failure(refused)[0] == "network" and "127.0.0.1:1" in failure(refused)[1]
+        # A `ValueError` while an adapter reads the answer (a field it cannot convert) is the provider's fault, worth
+        # trying again; it passed for a call refused before it was sent, the client's bad request.
+        with pytest.raises(ProviderError) as unread:
+            async with streaming_post(client, f"http://127.0.0.1:{port}/", body=b"{}", headers={}, provider="openai") as body:
+                int(await body.whole())
+        assert failure(unread) == ("upstream_error", "openai: malformed answer (invalid literal for int() with base 10: b'ok')")
+        assert unread.value.retryable
 
 
 def _certificate(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:

@@ -215,6 +215,7 @@ async def streaming_post(
     http: aiohttp.ClientSession, url: str, *, body: bytes, headers: Mapping[str, str], provider: str
 ) -> AsyncIterator[Body]:
     """POST and yield the open response's body; failures of the call, or of reading it, become `ProviderError`s."""
+    answered = False
     try:
         proxy, proxy_headers = proxy_for(url)
         async with http.post(url, data=body, headers=headers, allow_redirects=False, proxy=proxy, proxy_headers=proxy_headers) as response:
@@ -222,6 +223,7 @@ async def streaming_post(
                 raise error_for_status(
                     response.status, error_message(await read_at_most(response, MAX_ERROR_BODY_BYTES)), response.headers, provider
                 )
+            answered = True
             yield Body(response)
     except aiohttp.ConnectionTimeoutError as exc:
         raise ProviderError("timeout", f"{provider}: no connection within the connect timeout calling {url}") from exc
@@ -229,7 +231,10 @@ async def streaming_post(
         raise ProviderError("bad_request", f"{provider}: the call cannot be made: {url} is not an http or https URL") from exc
     except aiohttp.ClientError as exc:  # before ValueError: a certificate that fails its check is both
         raise ProviderError("network", f"{provider}: {_described(exc)} calling {url}") from exc
-    except ValueError as exc:  # a header with a line break, refused before anything is sent
+    except ValueError as exc:
+        if answered:  # what the adapter could not make of the answer: the provider's, not the caller's, to get right
+            raise ProviderError("upstream_error", f"{provider}: malformed answer ({exc})", upstream=True) from exc
+        # A header with a line break, refused before anything is sent.
         raise ProviderError("bad_request", f"{provider}: the call cannot be made: {exc}") from exc
 
 
