@@ -20,8 +20,8 @@ encode = json_encoder.encode
 def not_utf8(raw: bytes) -> str:
     """Where `raw` stops being UTF-8, in words, for the error that refuses it.
 
-    msgspec refuses a string that is not UTF-8 with a `UnicodeDecodeError` of its own (not one of its
-    `DecodeError`s), whose position is in that string, not in the body.
+    msgspec refuses a string that is not UTF-8 with Python's `UnicodeDecodeError`, not one of its own
+    `DecodeError`s, and that error's position is within the string, not the body.
     """
     try:
         raw.decode()
