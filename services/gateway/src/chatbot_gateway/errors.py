@@ -55,7 +55,13 @@ def decode_body(raw: bytes, decoder: msgspec.json.Decoder[T], fields: str) -> T:
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
     except UnicodeDecodeError as exc:
-        raise BadRequest(f"the request body is not valid JSON: {not_utf8(raw)}") from exc
+        raise body_not_utf8(raw) from exc
+
+
+def body_not_utf8(raw: bytes) -> BadRequest:
+    """The 400 for a JSON body that msgspec refused with `UnicodeDecodeError` (not one of its own errors), naming the
+    first byte that is not UTF-8."""
+    return BadRequest(f"the request body is not valid JSON: {not_utf8(raw)}")
 
 
 class GatewayRequest(Request[Any, Any, Any]):
@@ -66,7 +72,7 @@ class GatewayRequest(Request[Any, Any, Any]):
         try:
             return await super().json()
         except UnicodeDecodeError as exc:
-            raise BadRequest(f"the request body is not valid JSON: {not_utf8(await self.body())}") from exc
+            raise body_not_utf8(await self.body()) from exc
 
 
 class Unprocessable(GatewayError):

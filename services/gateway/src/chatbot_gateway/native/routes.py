@@ -13,7 +13,6 @@ from litestar.response import Stream
 
 from chatbot_contracts import ChatRequest, GenerationParams, InQueue, Sources, Start, new_request_id
 from chatbot_contracts.capabilities import refusal
-from chatbot_contracts.codec import not_utf8
 from chatbot_contracts.conversations import (
     ActiveLeaf,
     Conversation,
@@ -33,7 +32,7 @@ from chatbot_contracts.conversations import (
 )
 
 from ..auth import PUBLIC, Principal
-from ..errors import BadRequest, Forbidden, GatewayError, ModelNotFound, NotFound, Unprocessable
+from ..errors import BadRequest, Forbidden, GatewayError, ModelNotFound, NotFound, Unprocessable, body_not_utf8
 from ..fairshare import Admission, budget_terms
 from ..generation import enqueue_span
 from ..ratelimit import reserve
@@ -58,7 +57,7 @@ def _body(raw: bytes, kind: type[Any]) -> bytes:
     except msgspec.MsgspecError as exc:
         raise BadRequest(f"invalid request: {exc}") from exc
     except UnicodeDecodeError as exc:
-        raise BadRequest(f"the request body is not valid JSON: {not_utf8(raw)}") from exc
+        raise body_not_utf8(raw) from exc
     return raw or b"{}"
 
 
