@@ -23,6 +23,8 @@ WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "requir
 TOOLS: Any = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", "parameters": WEATHER}}]
 ARGUMENTS = '{"city": "Paris"}'
 QUESTION: Any = [{"role": "user", "content": "What's the weather in Paris?"}]
+ANTHROPIC_TOOL: Any = {"name": "get_weather", "description": "Weather in a city", "input_schema": WEATHER}
+RESPONSES_TOOL: Any = {"type": "function", "name": "get_weather", "parameters": WEATHER}
 
 
 class Stack:
@@ -224,3 +226,32 @@ def test_anthropic_server_tools_and_bad_blocks_are_refused_by_name(stack: Stack)
             messages=[{"role": "user", "content": [{"type": "tool_use", "id": "x", "name": "y", "input": {}}]}],
         )
     assert "messages[0].content[0]" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("api", "extra", "where"),
+    [
+        ("chat", {"tools": TOOLS, "tool_choice": {"type": "function", "function": "get_weather"}}, "$.tool_choice"),
+        ("chat", {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "get_time"}}}, "get_time"),
+        ("chat", {"tool_choice": "required"}, "no `tools`"),
+        ("messages", {"tools": [ANTHROPIC_TOOL], "tool_choice": {"type": "tool", "name": "get_time"}}, "get_time"),
+        ("messages", {"tool_choice": {"type": "any"}}, "no `tools`"),
+        ("responses", {"tools": [RESPONSES_TOOL], "tool_choice": {"type": "function", "name": "get_time"}}, "get_time"),
+        ("responses", {"tool_choice": "required"}, "no `tools`"),
+    ],
+)
+def test_a_tool_choice_the_requests_tools_cannot_honour_is_refused_before_any_provider(
+    stack: Stack, api: str, extra: dict[str, Any], where: str
+) -> None:
+    """A forced tool that is not among the request's tools, a call required of a request with none, or a choice of the
+    wrong shape: each once went to the provider, and the wrong shape failed in the worker on every adapter but OpenAI's."""
+    ask: dict[str, Callable[[str], object]] = {
+        "chat": lambda alias: stack.openai.chat.completions.create(model=alias, messages=QUESTION, **extra),
+        "messages": lambda alias: stack.anthropic.messages.create(model=alias, max_tokens=10, messages=QUESTION, **extra),
+        "responses": lambda alias: stack.openai.responses.create(model=alias, input="What's the weather in Paris?", **extra),
+    }
+    for alias in ("claude", "gemini", "gpt"):
+        with pytest.raises((openai.BadRequestError, anthropic.BadRequestError)) as caught:
+            ask[api](alias)
+        assert "tool_choice" in str(caught.value) and where in str(caught.value)
+    assert all(not fake.requests for fake in stack.fakes.values()), "nothing refused reaches a provider"

@@ -13,6 +13,7 @@ from chatbot_contracts import ChatMessage, FunctionCall, GenerationParams, Image
 
 from ..errors import BadRequest
 from ..images import ImageRules
+from ..tools import check_tool_choice
 from .schemas import Block, MessageParam, MessagesRequest
 
 _REFUSED = ("top_k", "container", "mcp_servers")
@@ -111,10 +112,13 @@ def _tools(body: MessagesRequest) -> tuple[list[dict[str, Any]] | None, str | di
     if choice is None:
         return tools, None, None
     parallel = False if choice.disable_parallel_tool_use else None
+    names = [tool.name for tool in body.tools or ()]
     if choice.type == "tool":
         if not choice.name:
             raise BadRequest("`tool_choice` of type `tool` needs the tool's `name`", param="tool_choice.name")
+        check_tool_choice(choice.name, False, names, "tool_choice.name")
         return tools, {"type": "function", "function": {"name": choice.name}}, parallel
+    check_tool_choice(None, choice.type == "any", names, "tool_choice")
     return tools, _TOOL_CHOICE[choice.type], parallel
 
 

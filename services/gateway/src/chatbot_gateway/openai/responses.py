@@ -40,6 +40,7 @@ from ..errors import BadRequest, NotFound, UpstreamFailure, decode_body
 from ..follower import KEEPALIVE, Batch
 from ..generation import Generation, start
 from ..images import ImageRules
+from ..tools import check_tool_choice
 from .responses_schemas import (
     INPUT_ITEMS,
     DeletedResponse,
@@ -145,10 +146,13 @@ def _tools(body: ResponsesRequest) -> tuple[list[dict[str, Any]] | None, str | d
             function |= {k: v for k, v in (("description", tool.description), ("strict", tool.strict)) if v is not None}
             tools.append({"type": "function", "function": function})
     choice = body.tool_choice
+    names = [str(tool.name) for tool in body.tools or ()]
     if isinstance(choice, dict):
         if choice.get("type") != "function" or not isinstance(choice.get("name"), str):
             raise BadRequest("`tool_choice` may be none, auto, required or {type: function, name}", param="tool_choice")
+        check_tool_choice(choice["name"], False, names, "tool_choice.name")
         return tools, {"type": "function", "function": {"name": choice["name"]}}
+    check_tool_choice(None, choice == "required", names, "tool_choice")
     return tools, choice
 
 

@@ -80,6 +80,17 @@ class Tool(msgspec.Struct, kw_only=True):
     function: FunctionDefinition
 
 
+class ToolChoiceFunction(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class NamedToolChoice(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`{"type": "function", "function": {"name": …}}`: the request's tool of that name must be called."""
+
+    type: Literal["function"]
+    function: ToolChoiceFunction
+
+
 class ResponseFormatText(msgspec.Struct, tag_field="type", tag="text", forbid_unknown_fields=True):
     pass
 
@@ -136,7 +147,7 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=
     response_format: ResponseFormat | None = None
     modalities: list[str] | None = None
     tools: Annotated[list[Tool], msgspec.Meta(max_length=128)] | None = None
-    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     functions: list[dict[str, Any]] | None = None
     function_call: str | dict[str, Any] | None = None
     audio: dict[str, Any] | None = None

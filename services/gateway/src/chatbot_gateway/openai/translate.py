@@ -10,6 +10,7 @@ from chatbot_contracts import ChatMessage, GenerationParams, ImagePart, ToolCall
 
 from ..errors import BadRequest
 from ..images import ImageRules
+from ..tools import check_tool_choice
 from .schemas import (
     AssistantMessage,
     ChatCompletionRequest,
@@ -17,6 +18,7 @@ from .schemas import (
     DeveloperMessage,
     ImageUrlPart,
     Message,
+    NamedToolChoice,
     ResponseFormat,
     ResponseFormatText,
     SystemMessage,
@@ -112,6 +114,14 @@ def to_platform(body: ChatCompletionRequest, images: ImageRules) -> tuple[list[C
     if body.modalities and body.modalities != ["text"]:
         raise _unsupported("modalities", "output other than text")
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
+    choice: str | dict[str, Any] | None = None
+    forced = None
+    if isinstance(body.tool_choice, NamedToolChoice):
+        forced = body.tool_choice.function.name
+        choice = {"type": "function", "function": {"name": forced}}
+    else:
+        choice = body.tool_choice
+    check_tool_choice(forced, choice == "required", [tool.function.name for tool in body.tools or ()], "tool_choice")
     params = GenerationParams(
         temperature=body.temperature,
         top_p=body.top_p,
@@ -121,7 +131,7 @@ def to_platform(body: ChatCompletionRequest, images: ImageRules) -> tuple[list[C
         frequency_penalty=body.frequency_penalty,
         presence_penalty=body.presence_penalty,
         tools=msgspec.to_builtins(body.tools) if body.tools else None,
-        tool_choice=body.tool_choice,
+        tool_choice=choice,
         parallel_tool_calls=body.parallel_tool_calls if body.tools else None,
         response_format=structured_output(body.response_format),
     )
