@@ -187,6 +187,48 @@ async def test_a_failure_after_text_is_not_retried(
     assert isinstance(failed, Failed) and failed.code == "network" and failed.text == text_of(events)
 
 
+class _Defective:
+    """The OpenAI adapter with a defect of the kind a bug in one would have: after `after` of its events, a KeyError."""
+
+    name = "openai"
+
+    def __init__(self, adapter: Any, after: int) -> None:
+        self.adapter, self.after = adapter, after
+
+    async def stream(self, request: ChatRequest, spec: Any) -> AsyncIterator[Any]:
+        events = self.adapter.stream(request, spec)
+        for _ in range(self.after):
+            yield await anext(events)
+        await events.aclose()
+        raise KeyError("choices")
+
+
+@pytest.mark.parametrize("after", [0, 3])
+async def test_a_defect_in_the_worker_ends_the_request_at_once_and_is_not_retried(
+    worker: Worker, fake_openai: FakeOpenAI, backup_upstream: FakeOpenAI, new_request: Callable[..., ChatRequest], after: int
+) -> None:
+    """Another worker taking the request over would fail it the same way, after the claim time, and call the provider
+    again: it ends here, with the text so far, and is dead-lettered for the operator."""
+    worker.providers["openai"] = _Defective(worker.providers["openai"], after)
+    request = new_request()
+    with structlog.testing.capture_logs() as logged:
+        await worker.handle(request)  # returns: the request is finished for good, and its entry is acknowledged
+    events = await stream_of(worker, request.request_id)
+    error = events[-2]
+    assert isinstance(error, Error) and error.code == "internal" and "KeyError" in error.message and "not retried" in error.message
+    assert events[-1] == Done(reason="error")
+    text = text_of(events)
+    assert REPLY.startswith(text) and bool(text) == bool(after), "the text that reached the client stays"
+    assert len(fake_openai.requests) == (1 if after else 0), "not retried"
+    assert not backup_upstream.requests, "nor sent to a fallback"
+    [(_, dead)] = await worker.redis.xrange(worker.keys.dead_letters)
+    assert b"KeyError" in dead[b"error"] and request.request_id.encode() in dead[DATA_FIELD_BYTES]
+    [defect] = [entry for entry in logged if entry["event"] == "generation.defect"]
+    assert isinstance(defect["exc_info"], KeyError)
+    failed = (await log_of(worker))[-1]
+    assert isinstance(failed, Failed) and failed.code == "internal"
+
+
 async def test_a_bad_request_is_neither_retried_nor_sent_to_fallbacks(
     worker: Worker, fake_openai: FakeOpenAI, backup_upstream: FakeOpenAI, new_request: Callable[..., ChatRequest]
 ) -> None:

@@ -279,6 +279,12 @@ class Worker:
             )
             await self._fail(sink, request, outcome, attempt, started_at, error)
             return
+        except Exception as exc:
+            if isinstance(exc, TakenOver | redis.exceptions.RedisError | OSError):
+                await sink.abort()
+                raise  # another worker's now, or Redis is away: the request stays pending for a takeover
+            await self._fail_inside(sink, request, outcome, attempt, started_at, exc)
+            return
         except BaseException:
             await sink.abort()
             raise
@@ -441,6 +447,17 @@ class Worker:
         await self._settle_key(request, usage)
         self.metrics.errors.labels(error.code).inc()
         self._observe(outcome, "failed", started_at, usage)
+
+    async def _fail_inside(
+        self, sink: StreamSink, request: ChatRequest, outcome: _Outcome, attempt: int, started_at: float, exc: Exception
+    ) -> None:
+        """End a request whose generation failed in this worker's own code (a defect, not a provider's answer): at once,
+        dead-lettered for an operator, and not retried, since every worker would fail it the same way and call its
+        provider again each time."""
+        log.error("generation.defect", request_id=request.request_id, model=request.model, exc_info=exc)
+        await self.redis.xadd(self.keys.dead_letters, {DATA_FIELD: encode(request), "error": mask_secrets(repr(exc))[:2000]})
+        message = f"the worker failed while generating this answer ({type(exc).__name__}); it is logged, and the request was not retried"
+        await self._fail(sink, request, outcome, attempt, started_at, ProviderError("internal", message))
 
     async def _end_cancelled(self, sink: StreamSink, request: ChatRequest, outcome: _Outcome, attempt: int, started_at: float) -> None:
         log.info("generation.cancelled", request_id=request.request_id, model=request.model, chars=len(str(outcome.text)))
