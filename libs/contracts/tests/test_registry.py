@@ -63,6 +63,7 @@ def test_the_shipped_registry_is_valid() -> None:
         (GOOD.replace('fallbacks = ["slow"]', 'fallbacks = ["nope"]'), "m.toml:10: `models.fast.fallbacks` names unknown alias 'nope'"),
         (GOOD.replace('fallbacks = ["slow"]', 'fallbacks = ["fast"]'), "m.toml:10: `models.fast.fallbacks` names itself"),
         ('title = "x"\n' + GOOD, "m.toml:1: unknown key `title`"),
+        (GOOD.replace('"fast"', f'"{"f" * 201}"'), f"m.toml:1: the alias `{'f' * 40}…` is longer than 200 characters"),
         ("[models\n", "m.toml: invalid TOML: Expected ']' at the end of a table declaration (at line 1"),
         ("", "m.toml:1: no `[models"),
     ],

@@ -42,9 +42,10 @@ from .events import (
     Usage,
 )
 from .keys import CONVERSATION_GROUP, DATA_FIELD, DATA_FIELD_BYTES, INFERENCE_GROUP, INGEST_GROUP, LOG_COLLECTOR_GROUP, Keys
-from .registry import Deployment, ModelSpec, Registry, RegistryError, Route
+from .registry import ALIAS_MAX_CHARS, Alias, Deployment, ModelSpec, Registry, RegistryError, Route
 
 __all__ = [
+    "ALIAS_MAX_CHARS",
     "CONVERSATION_GROUP",
     "DATA_FIELD",
     "DATA_FIELD_BYTES",
@@ -52,6 +53,7 @@ __all__ = [
     "INFERENCE_GROUP",
     "INGEST_GROUP",
     "LOG_COLLECTOR_GROUP",
+    "Alias",
     "AnyInferenceEvent",
     "AnyStreamEvent",
     "Cancelled",

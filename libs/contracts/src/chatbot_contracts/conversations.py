@@ -9,6 +9,7 @@ import msgspec
 from .chat import ChatMessage, ImagePart
 from .events import TokenUsage
 from .knowledge import Ids, Source
+from .registry import ALIAS_MAX_CHARS
 
 MessageStatus = Literal["complete", "streaming", "cancelled", "failed"]
 Title = Annotated[str, msgspec.Meta(max_length=300)]
@@ -16,7 +17,7 @@ Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\s,]
 Tags = Annotated[list[Tag], msgspec.Meta(max_length=32)]
 SystemPrompt = Annotated[str, msgspec.Meta(max_length=100_000)]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-ModelName = Annotated[str, msgspec.Meta(max_length=200)]
+ModelName = Annotated[str, msgspec.Meta(max_length=ALIAS_MAX_CHARS)]
 
 
 class Attachment(msgspec.Struct, kw_only=True):
@@ -83,7 +84,7 @@ class ConversationPage(msgspec.Struct, kw_only=True):
 
 class NewConversation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     title: Title | None = None
-    model: str | None = None
+    model: ModelName | None = None
     system_prompt: SystemPrompt | None = None
     tags: Tags = []
     pinned: bool = False
@@ -97,7 +98,7 @@ class ConversationPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     tags: Tags | msgspec.UnsetType = msgspec.UNSET
     pinned: bool | msgspec.UnsetType = msgspec.UNSET
     archived: bool | msgspec.UnsetType = msgspec.UNSET
-    model: str | msgspec.UnsetType | None = msgspec.UNSET
+    model: ModelName | msgspec.UnsetType | None = msgspec.UNSET
     system_prompt: SystemPrompt | msgspec.UnsetType | None = msgspec.UNSET
     knowledge_base_ids: Ids | msgspec.UnsetType = msgspec.UNSET
 
@@ -125,14 +126,14 @@ class NewMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     content: Annotated[str, msgspec.Meta(min_length=1)]
     parent_id: Id | msgspec.UnsetType | None = msgspec.UNSET
-    model: str | None = None
+    model: ModelName | None = None
     params: TurnParams | None = None
     images: Annotated[list[NewImage], msgspec.Meta(max_length=64)] | None = None
     """Images shown with the message, kept with it (the gateway bounds their count and size)."""
 
 
 class Regenerate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    model: str | None = None
+    model: ModelName | None = None
     params: TurnParams | None = None
 
 

@@ -22,6 +22,9 @@ Routing = Literal["weighted", "least-busy", "lowest-latency", "lowest-cost"]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 Price = Annotated[float, msgspec.Meta(ge=0)]
+ALIAS_MAX_CHARS = 200
+Alias = Annotated[str, msgspec.Meta(min_length=1, max_length=ALIAS_MAX_CHARS)]
+"""A model's name as a request gives it: an alias of the registry is at most `ALIAS_MAX_CHARS` long."""
 
 
 class Deployment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -188,6 +191,9 @@ class Registry:
             raise RegistryError(f'{source}:{line or 1}: {problem}; the registry holds only `[models."<alias>"]` tables')
         models: dict[str, ModelSpec] = {}
         for alias, entry in raw["models"].items():
+            if len(alias) > ALIAS_MAX_CHARS:
+                line = _line_of_key(text, ("models", alias))
+                raise RegistryError(f"{source}:{line}: the alias `{alias[:40]}…` is longer than {ALIAS_MAX_CHARS} characters")
             if isinstance(entry, dict) and isinstance(entry.get("deployments"), list) and entry["deployments"]:
                 for own in _OWN_FIELDS:
                     if own in entry:

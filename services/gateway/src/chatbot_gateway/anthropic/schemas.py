@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from chatbot_contracts import Alias
+
 
 class Block(msgspec.Struct, kw_only=True):
     """A content block: `text`, `image`, `tool_use`, `tool_result`, `thinking` and `redacted_thinking` are taken,
@@ -52,7 +54,7 @@ class MessageParam(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class MessagesRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """`POST /v1/messages`: every documented field is known; unknown ones are refused."""
 
-    model: Annotated[str, msgspec.Meta(min_length=1)]
+    model: Alias
     max_tokens: Annotated[int, msgspec.Meta(ge=1)]
     messages: Annotated[list[MessageParam], msgspec.Meta(min_length=1)]
     system: str | list[Block] | None = None

@@ -15,7 +15,7 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.datastructures import State
 
-from chatbot_contracts import ChatMessage, Embedding, Error, GenerationParams, Restart, TokenUsage, Usage
+from chatbot_contracts import Alias, ChatMessage, Embedding, Error, GenerationParams, Restart, TokenUsage, Usage
 
 from ..auth import Principal
 from ..errors import BadRequest, UpstreamFailure, decode_body
@@ -26,7 +26,7 @@ MAX_INPUTS = 2048
 
 
 class EmbeddingsRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    model: Annotated[str, msgspec.Meta(min_length=1)]
+    model: Alias
     input: str | Annotated[list[str | int | list[int]], msgspec.Meta(min_length=1, max_length=MAX_INPUTS)]
     """Text, or a batch of texts (token ids, which OpenAI also takes, are refused by name)."""
     dimensions: Annotated[int, msgspec.Meta(ge=1, le=65_536)] | None = None

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from chatbot_contracts import Alias
+
 # --- Request -----------------------------------------------------------------------------------
 
 
@@ -80,7 +82,7 @@ class ResponsesRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     """`POST /v1/responses`: every documented field is known; unknown ones are refused, and the known ones this
     gateway cannot honour are refused by name."""
 
-    model: Annotated[str, msgspec.Meta(min_length=1)]
+    model: Alias
     input: str | Annotated[list[dict[str, Any]], msgspec.Meta(min_length=1)]
     instructions: str | None = None
     tools: Annotated[list[FunctionTool], msgspec.Meta(max_length=128)] | None = None

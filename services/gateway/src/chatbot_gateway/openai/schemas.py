@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from chatbot_contracts import ToolCall
+from chatbot_contracts import Alias, ToolCall
 from chatbot_contracts.knowledge import Ids, Source
 
 # --- Request -----------------------------------------------------------------------------------
@@ -121,7 +121,7 @@ class StreamOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class ChatCompletionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """`POST /v1/chat/completions`: every documented field is known; unknown ones are refused."""
 
-    model: Annotated[str, msgspec.Meta(min_length=1)]
+    model: Alias
     messages: Annotated[list[Message], msgspec.Meta(min_length=1)]
     stream: bool | None = False
     stream_options: StreamOptions | None = None
