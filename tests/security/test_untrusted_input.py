@@ -160,23 +160,25 @@ def test_a_json_body_that_is_not_utf8_is_a_400_that_says_where_on_every_route_th
         assert f"byte 0xe9 at offset {offset} is not UTF-8" in response.text, (path, response.text[:300])
 
 
-def test_a_model_name_longer_than_any_alias_is_refused_without_being_echoed(start_stack: Callable[..., Stack]) -> None:
-    """A name no alias can have (the registry refuses aliases past 200 characters) is refused by its length, in a
-    short error: not looked up, and not sent back whole, however much of the 4 MB body it takes."""
+def test_a_name_longer_than_any_it_could_be_is_refused_without_being_echoed(start_stack: Callable[..., Stack]) -> None:
+    """A model name no alias can have (the registry refuses aliases past 200 characters), or a response id longer than
+    any the gateway makes, is refused by its length in a short error: not looked up, and not sent back whole, however
+    much of the 4 MB body it takes."""
     stack = start_stack()
     http = stack.client(stack.key("mallory"))
-    name = "m" * 100_000
+    long = "m" * 100_000
     message = [{"role": "user", "content": "hi"}]
-    for path, body in {
-        "/v1/chat/completions": {"model": name, "messages": message},
-        "/v1/messages": {"model": name, "max_tokens": 5, "messages": message},
-        "/v1/responses": {"model": name, "input": "hi"},
-        "/v1/embeddings": {"model": name, "input": "hi"},
-        "/api/v1/conversations": {"model": name},
-    }.items():
+    for path, body, bound in [
+        ("/v1/chat/completions", {"model": long, "messages": message}, "length <= 200 - at `$.model`"),
+        ("/v1/messages", {"model": long, "max_tokens": 5, "messages": message}, "length <= 200 - at `$.model`"),
+        ("/v1/responses", {"model": long, "input": "hi"}, "length <= 200 - at `$.model`"),
+        ("/v1/embeddings", {"model": long, "input": "hi"}, "length <= 200 - at `$.model`"),
+        ("/api/v1/conversations", {"model": long}, "length <= 200"),
+        ("/v1/responses", {"model": "fake", "input": "hi", "previous_response_id": long}, "length <= 64 - at `$.previous_response_id`"),
+    ]:
         response = http.post(path, json=body)
         assert response.status_code == 400, (path, response.status_code, response.text[:300])
-        assert "length <= 200" in response.text and "model" in response.text, (path, response.text[:300])
+        assert bound in response.text, (path, response.text[:300])
         assert len(response.content) < 1_000, (path, len(response.content))
 
 

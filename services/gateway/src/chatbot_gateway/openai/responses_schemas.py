@@ -94,7 +94,7 @@ class ResponsesRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
     stream: bool | None = False
     store: bool | None = True
-    previous_response_id: str | None = None
+    previous_response_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     metadata: dict[str, str] | None = None
     user: str | None = None
     safety_identifier: str | None = None
