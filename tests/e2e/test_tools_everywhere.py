@@ -229,6 +229,24 @@ def test_anthropic_server_tools_and_bad_blocks_are_refused_by_name(stack: Stack)
 
 
 @pytest.mark.parametrize(
+    ("alias", "forced"),
+    [
+        ("gpt", ("tool_choice", {"type": "function", "function": {"name": "get_weather"}})),
+        ("claude", ("tool_choice", {"type": "tool", "name": "get_weather"})),
+        ("gemini", ("toolConfig", {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}})),
+    ],
+)
+def test_a_forced_tool_reaches_each_provider_in_its_own_form(stack: Stack, alias: str, forced: tuple[str, Any]) -> None:
+    fake = stack.fakes[alias]
+    fake.tool_call = ("get_weather", ARGUMENTS)
+    choice: Any = {"type": "function", "function": {"name": "get_weather"}}
+    completion = stack.openai.chat.completions.create(model=alias, messages=QUESTION, tools=TOOLS, tool_choice=choice)
+    assert (completion.choices[0].message.tool_calls or [])[0].function.name == "get_weather"
+    key, value = forced
+    assert fake.requests[0][key] == value
+
+
+@pytest.mark.parametrize(
     ("api", "extra", "where"),
     [
         ("chat", {"tools": TOOLS, "tool_choice": {"type": "function", "function": "get_weather"}}, "$.tool_choice"),

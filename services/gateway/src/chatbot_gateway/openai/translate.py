@@ -114,14 +114,10 @@ def to_platform(body: ChatCompletionRequest, images: ImageRules) -> tuple[list[C
     if body.modalities and body.modalities != ["text"]:
         raise _unsupported("modalities", "output other than text")
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
-    choice: str | dict[str, Any] | None = None
-    forced = None
-    if isinstance(body.tool_choice, NamedToolChoice):
-        forced = body.tool_choice.function.name
-        choice = {"type": "function", "function": {"name": forced}}
-    else:
-        choice = body.tool_choice
-    check_tool_choice(forced, choice == "required", [tool.function.name for tool in body.tools or ()], "tool_choice")
+    choice = body.tool_choice
+    if choice is not None:
+        forced = choice.function.name if isinstance(choice, NamedToolChoice) else None
+        check_tool_choice(forced, choice == "required", [tool.function.name for tool in body.tools or ()], "tool_choice")
     params = GenerationParams(
         temperature=body.temperature,
         top_p=body.top_p,
@@ -131,7 +127,7 @@ def to_platform(body: ChatCompletionRequest, images: ImageRules) -> tuple[list[C
         frequency_penalty=body.frequency_penalty,
         presence_penalty=body.presence_penalty,
         tools=msgspec.to_builtins(body.tools) if body.tools else None,
-        tool_choice=choice,
+        tool_choice=msgspec.to_builtins(choice) if isinstance(choice, NamedToolChoice) else choice,
         parallel_tool_calls=body.parallel_tool_calls if body.tools else None,
         response_format=structured_output(body.response_format),
     )
